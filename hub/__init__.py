@@ -1,0 +1,3 @@
+"""Civic data-sharing hub."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,31 @@
+"""Entry point of the `hub` command."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hub.cli import stack
+from hub.cli.demo import demo
+
+app = typer.Typer(
+    help="Civic data-sharing hub: onboard partners, ingest their devices' data, land it, share it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(stack.app, name="stack")
+app.command()(demo)
+
+
+@app.callback()
+def main(
+    state_dir: Annotated[
+        Path | None,
+        typer.Option("--state-dir", help="State directory of the local stack (env HUB_STATE_DIR; default .hub)."),
+    ] = None,
+) -> None:
+    if state_dir is not None:
+        os.environ["HUB_STATE_DIR"] = str(state_dir)

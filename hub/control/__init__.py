@@ -1,0 +1,1 @@
+"""Control plane: connector configs, catalog, schema registry, plan and apply."""

@@ -1,0 +1,170 @@
+"""Settings: one model for the local stack and for external servers.
+
+Every setting has a safe default for the local stack and can be overridden by an
+environment variable (`HUB_<NAME>`). Server URLs left unset are read from the
+local stack's state directory, so `hub` commands work right after `hub stack up`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hub.errors import StackError
+
+STACK_FILE = "stack.json"
+SECRETS_FILE = "secrets.json"
+
+
+class HubSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HUB_", extra="ignore")
+
+    state_dir: Path = Field(default=Path(".hub"), description="Where the local stack keeps its state.")
+
+    # Servers. Unset means: the local stack started by `hub stack up`.
+    database_url: str | None = None
+    mqtt_url: str | None = None
+    kafka_bootstrap: str | None = None
+    registry_url: str | None = None
+
+    # Ports of the local stack (loopback only); chosen away from system services.
+    mqtt_port: int = 18830
+    pg_port: int = 15432
+    kafka_port: int = 19092
+    api_port: int = 18081
+
+    # MQTT
+    mqtt_tls_ca: Path | None = None
+    mqtt_keepalive_s: int = 30
+    mqtt_namespace_root: str = "partners"
+    mqtt_error_root: str = "hub/errors"
+
+    # Kafka
+    kafka_partitions: int = 4
+    kafka_replication_factor: int = 1
+    kafka_retention_ms: int = 7 * 24 * 3600 * 1000
+    kafka_topic_prefix: str = "hub."
+    kafka_dead_letter_topic: str = "hub.dead-letter"
+    kafka_linger_ms: int = 5
+    kafka_max_batch_bytes: int = 256 * 1024
+    kafka_idempotent: bool = False
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+
+    # Ingest
+    ingest_batch_size: int = 500
+    ingest_flush_ms: int = 20
+    ingest_max_in_flight: int = 20_000
+    ingest_max_payload_bytes: int = 64 * 1024
+    ingest_workers: int = 1
+
+    # Landing
+    land_batch_size: int = 5_000
+    land_flush_ms: int = 200
+    land_group: str = "hub-landing"
+
+    def stack_state(self) -> dict[str, Any]:
+        return _read_json(self.state_dir / STACK_FILE)
+
+    def secrets(self) -> dict[str, str]:
+        return _read_json(self.state_dir / SECRETS_FILE)
+
+    def endpoints(self) -> Endpoints:
+        """The servers to talk to: explicit settings first, then the local stack."""
+        stack: dict[str, Any] = {}
+        if not (self.database_url and self.mqtt_url and self.kafka_bootstrap):
+            stack = self.stack_state().get("endpoints", {})
+        missing = []
+        db = self.database_url or stack.get("database_url")
+        mqtt = self.mqtt_url or stack.get("mqtt_url")
+        kafka = self.kafka_bootstrap or stack.get("kafka_bootstrap")
+        registry = self.registry_url or stack.get("registry_url") or f"http://127.0.0.1:{self.api_port}"
+        for name, value in (("HUB_DATABASE_URL", db), ("HUB_MQTT_URL", mqtt), ("HUB_KAFKA_BOOTSTRAP", kafka)):
+            if not value:
+                missing.append(name)
+        if missing:
+            raise StackError(
+                f"no server address for {', '.join(missing)}: run `hub stack up` "
+                f"(state dir {self.state_dir}) or set {' and '.join(missing)}"
+            )
+        assert db and mqtt and kafka
+        return Endpoints(database_url=db, mqtt_url=mqtt, kafka_bootstrap=kafka, registry_url=registry)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    database_url: str
+    mqtt_url: str
+    kafka_bootstrap: str
+    registry_url: str
+
+    def mqtt(self) -> MqttAddress:
+        return MqttAddress.parse(self.mqtt_url)
+
+
+@dataclass(frozen=True)
+class MqttAddress:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> MqttAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise StackError(f"HUB_MQTT_URL must start with mqtt:// or mqtts://, got {parts.scheme!r}")
+        tls = parts.scheme == "mqtts"
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (8883 if tls else 1883),
+            username=parts.username,
+            password=parts.password,
+            tls=tls,
+        )
+
+    def with_credentials(self, username: str, password: str) -> MqttAddress:
+        return MqttAddress(self.host, self.port, username, password, self.tls)
+
+    def url(self) -> str:
+        auth = ""
+        if self.username:
+            auth = quote(self.username, safe="")
+            if self.password:
+                auth += ":" + quote(self.password, safe="")
+            auth += "@"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{auth}{self.host}:{self.port}"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        with path.open() as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except PermissionError as exc:
+        raise StackError(f"cannot read {path}: {exc.strerror}; fix its permissions or set HUB_STATE_DIR") from exc
+    except json.JSONDecodeError as exc:
+        raise StackError(f"{path} is corrupt ({exc}); remove it and run `hub stack up` again") from exc
+    if not isinstance(data, dict):
+        raise StackError(f"{path} is corrupt; remove it and run `hub stack up` again")
+    return data
+
+
+def write_private_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a JSON file readable only by its owner (it may hold secrets)."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)

@@ -1,0 +1,267 @@
+"""`hub stack up | down | status | env`: the local stack as one object.
+
+`up` is idempotent: a server already running as ours is left alone; a port taken by
+anything else is an error that says which setting to change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from hub.control.mqtt_auth import MqttUser, generate_secret, hash_password, render_acl_file, render_password_file
+from hub.errors import StackError
+from hub.settings import SECRETS_FILE, STACK_FILE, HubSettings, MqttAddress, write_private_json
+from hub.stack import health, servers
+from hub.stack.process import ManagedProcess, port_in_use, wait_for_port
+
+HUB_MQTT_USER = "hub-service"
+DATABASE = "hub"
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    address: str
+    pid: int | None
+    healthy: bool
+    detail: str
+    rss_mb: float | None = None
+
+
+def hub_service_user(settings: HubSettings, password_hash: str) -> MqttUser:
+    """The hub's own MQTT identity: reads every partner namespace, writes error reports."""
+    return MqttUser(
+        username=HUB_MQTT_USER,
+        password_hash=password_hash,
+        write=(f"{settings.mqtt_error_root}/#",),
+        read=(f"{settings.mqtt_namespace_root}/#", "$SYS/#"),
+    )
+
+
+class LocalStack:
+    def __init__(self, settings: HubSettings, log: Callable[[str], None] = lambda _msg: None) -> None:
+        self.settings = settings
+        self.state = settings.state_dir.resolve()
+        self.log = log
+
+    # --- state -----------------------------------------------------------------------
+
+    def _check_state_dir(self) -> None:
+        try:
+            self.state.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StackError(
+                f"cannot create state directory {self.state}: {exc.strerror}; "
+                "choose another with --state-dir or HUB_STATE_DIR"
+            ) from exc
+        if not os.access(self.state, os.R_OK | os.W_OK | os.X_OK):
+            raise StackError(
+                f"state directory {self.state} is not readable and writable by this user; "
+                "fix its permissions or choose another with --state-dir or HUB_STATE_DIR"
+            )
+        # PostgreSQL runs as `postgres` when we are root: it must be able to reach its data dir.
+        self.state.chmod(self.state.stat().st_mode | 0o711)
+
+    def _secrets(self) -> dict[str, str]:
+        secrets = self.settings.secrets()
+        changed = False
+        for key in ("postgres_password", "mqtt_service_password"):
+            if key not in secrets:
+                secrets[key] = generate_secret()
+                changed = True
+        if changed:
+            write_private_json(self.state / SECRETS_FILE, secrets)
+        return secrets
+
+    def endpoints(self, secrets: dict[str, str]) -> dict[str, str]:
+        s = self.settings
+        mqtt = MqttAddress("127.0.0.1", s.mqtt_port, HUB_MQTT_USER, secrets["mqtt_service_password"], False)
+        return {
+            "database_url": f"postgresql://postgres:{secrets['postgres_password']}@127.0.0.1:{s.pg_port}/{DATABASE}",
+            "mqtt_url": mqtt.url(),
+            "kafka_bootstrap": f"127.0.0.1:{s.kafka_port}",
+            "registry_url": f"http://127.0.0.1:{s.api_port}",
+        }
+
+    # --- up ----------------------------------------------------------------------------
+
+    def up(self) -> list[ComponentStatus]:
+        self._check_state_dir()
+        # Every binary is looked for before anything starts, so a missing one changes nothing.
+        servers.require_binaries()
+        secrets = self._secrets()
+        endpoints = self.endpoints(secrets)
+        s = self.settings
+        self._up_postgres(secrets["postgres_password"], endpoints["database_url"])
+        self._up_simple(
+            "kafka",
+            servers.kafka_process(self.state),
+            s.kafka_port,
+            "HUB_KAFKA_PORT",
+            lambda: servers.start_kafka(self.state, s.kafka_port),
+        )
+        self._write_mqtt_auth_if_missing(secrets["mqtt_service_password"])
+        self._up_simple(
+            "mosquitto",
+            servers.mosquitto_process(self.state),
+            s.mqtt_port,
+            "HUB_MQTT_PORT",
+            lambda: servers.start_mosquitto(self.state, s.mqtt_port),
+        )
+        write_private_json(self.state / STACK_FILE, {"endpoints": endpoints, "started_at": time.time()})
+        return self.status()
+
+    def _claim_port(self, name: str, port: int, setting: str) -> None:
+        if port_in_use(port):
+            raise StackError(
+                f"port {port} for {name} is in use by another program: stop it, "
+                f"or choose another port with {setting}=<port>"
+            )
+
+    def _up_simple(
+        self, name: str, proc: ManagedProcess, port: int, setting: str, start: Callable[[], ManagedProcess]
+    ) -> None:
+        if proc.pid() is not None:
+            self.log(f"{name}: already running (pid {proc.pid()})")
+            return
+        self._claim_port(name, port, setting)
+        started = start()
+        wait_for_port(port, 15.0, started)
+        self.log(f"{name}: started on 127.0.0.1:{port} (pid {started.pid()})")
+
+    def _up_postgres(self, password: str, url: str) -> None:
+        proc = servers.postgres_process(self.state)
+        if proc.pid() is None:
+            self._claim_port("postgres", self.settings.pg_port, "HUB_PG_PORT")
+            servers.init_postgres(self.state, password)
+            servers.start_postgres(self.state, self.settings.pg_port)
+            self.log(f"postgres: started on 127.0.0.1:{self.settings.pg_port} (pid {proc.pid()})")
+        else:
+            self.log(f"postgres: already running (pid {proc.pid()})")
+        asyncio.run(_ensure_database(url))
+
+    def _write_mqtt_auth_if_missing(self, service_password: str) -> None:
+        d = self.state / "mosquitto"
+        d.mkdir(parents=True, exist_ok=True)
+        passwd = d / "passwd"
+        if passwd.exists() and HUB_MQTT_USER in passwd.read_text():
+            return
+        user = hub_service_user(self.settings, hash_password(service_password))
+        write_mqtt_auth(self.state, [user])
+
+    # --- down --------------------------------------------------------------------------
+
+    def down(self) -> list[str]:
+        stopped = []
+        if servers.mosquitto_process(self.state).stop():
+            stopped.append("mosquitto")
+        if servers.kafka_process(self.state).stop():
+            stopped.append("kafka")
+        if servers.stop_postgres(self.state):
+            stopped.append("postgres")
+        return stopped
+
+    # --- status ------------------------------------------------------------------------
+
+    def status(self) -> list[ComponentStatus]:
+        secrets = self.settings.secrets()
+        if not secrets:
+            return [
+                ComponentStatus(n, "-", None, False, "not set up: run `hub stack up`")
+                for n in ("postgres", "kafka", "mosquitto")
+            ]
+        ep = self.endpoints(secrets)
+        s = self.settings
+        out = []
+        pg = servers.postgres_process(self.state)
+        out.append(
+            self._probe(
+                "postgres", f"127.0.0.1:{s.pg_port}", pg, lambda: asyncio.run(health.postgres_mode(ep["database_url"]))
+            )
+        )
+        kafka = servers.kafka_process(self.state)
+        out.append(
+            self._probe(
+                "kafka",
+                ep["kafka_bootstrap"],
+                kafka,
+                lambda: asyncio.run(health.kafka_check(ep["kafka_bootstrap"])) + " (Tansu, memory only)",
+            )
+        )
+        mq = servers.mosquitto_process(self.state)
+        out.append(
+            self._probe(
+                "mosquitto",
+                f"127.0.0.1:{s.mqtt_port}",
+                mq,
+                lambda: health.mqtt_check(MqttAddress.parse(ep["mqtt_url"])),
+            )
+        )
+        return out
+
+    def _probe(self, name: str, address: str, proc: ManagedProcess, check: Callable[[], str]) -> ComponentStatus:
+        pid = proc.pid()
+        if pid is None:
+            return ComponentStatus(name, address, None, False, "stopped")
+        try:
+            detail = check()
+            healthy = True
+        except Exception as exc:
+            detail, healthy = f"not answering: {exc}", False
+        return ComponentStatus(name, address, pid, healthy, detail, proc.rss_mb())
+
+    # --- env ---------------------------------------------------------------------------
+
+    def env_lines(self) -> list[str]:
+        secrets = self.settings.secrets()
+        if not secrets:
+            raise StackError(f"no stack in {self.state}: run `hub stack up` first")
+        ep = self.endpoints(secrets)
+        return [
+            f"export HUB_STATE_DIR={_shell_quote(str(self.state))}",
+            f"export HUB_DATABASE_URL={_shell_quote(ep['database_url'])}",
+            f"export HUB_MQTT_URL={_shell_quote(ep['mqtt_url'])}",
+            f"export HUB_KAFKA_BOOTSTRAP={_shell_quote(ep['kafka_bootstrap'])}",
+            f"export HUB_REGISTRY_URL={_shell_quote(ep['registry_url'])}",
+        ]
+
+
+def write_mqtt_auth(state: Path, users: list[MqttUser]) -> None:
+    """Replace Mosquitto's password and ACL files atomically (owner-only)."""
+    d = state / "mosquitto"
+    d.mkdir(parents=True, exist_ok=True)
+    for name, text in (("passwd", render_password_file(users)), ("acl", render_acl_file(users))):
+        tmp = d / f".{name}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, d / name)
+
+
+async def _ensure_database(url: str) -> None:
+    admin_url = url.rsplit("/", 1)[0] + "/postgres"
+    conn = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
+            await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    finally:
+        await conn.close()
+
+
+def _shell_quote(value: str) -> str:
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def stack_summary(statuses: list[ComponentStatus]) -> dict[str, Any]:
+    return {
+        s.name: {"address": s.address, "pid": s.pid, "healthy": s.healthy, "detail": s.detail, "rss_mb": s.rss_mb}
+        for s in statuses
+    }

@@ -1,0 +1,135 @@
+"""Start, find and stop one server process that the hub owns.
+
+A process is ours only if its PID file exists *and* the live process still runs the
+binary we started: a PID reused by the system is never signalled.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from hub.errors import StackError
+
+
+def require_binary(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise StackError(
+            f"{name} not found on PATH: install it with `apt-get install {package}` "
+            "(the README's setup command does this)"
+        )
+    return path
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def wait_for_port(port: int, timeout_s: float, proc: ManagedProcess | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if port_in_use(port):
+            return
+        if proc is not None and proc.pid() is None:
+            raise StackError(f"{proc.name} exited during start-up; see {proc.log_path}: {proc.log_tail()}")
+        time.sleep(0.05)
+    raise StackError(f"nothing answers on 127.0.0.1:{port} after {timeout_s:.0f} s")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ManagedProcess:
+    """A server process with a PID file and a log in the state directory."""
+
+    name: str
+    state_dir: Path
+    binary_marker: str  # a string the live process's command line must contain
+
+    @property
+    def pid_path(self) -> Path:
+        return self.state_dir / f"{self.name}.pid"
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        """The PID if our process is alive, else None (and a stale PID file is removed)."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            proc = psutil.Process(pid)
+            cmdline = " ".join(proc.cmdline())
+            # Right after fork the command line is briefly empty; only a non-empty one
+            # that names another program means the PID was reused.
+            alive = proc.status() != psutil.STATUS_ZOMBIE and (not cmdline or self.binary_marker in cmdline)
+        except psutil.Error:
+            alive = False
+        if not alive:
+            self.pid_path.unlink(missing_ok=True)
+            return None
+        return pid
+
+    def start(self, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # survives the CLI that started it
+                env={**os.environ, **(env or {})},
+                cwd=self.state_dir,
+            )
+        self.pid_path.write_text(str(proc.pid))
+        return proc.pid
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, signal.SIGTERM)
+            psutil.Process(pid).wait(timeout_s)
+        except psutil.TimeoutExpired:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+        self.pid_path.unlink(missing_ok=True)
+        return True
+
+    def rss_mb(self) -> float | None:
+        pid = self.pid()
+        if pid is None:
+            return None
+        try:
+            return float(psutil.Process(pid).memory_info().rss) / 1e6
+        except psutil.Error:
+            return None
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except FileNotFoundError:
+            return "(no log)"
+        return " | ".join(text[-lines:])
