@@ -13,7 +13,7 @@ from rich.console import Console
 from hub.errors import HubError
 from hub.settings import HubSettings
 
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 P = ParamSpec("P")

@@ -14,4 +14,4 @@ def demo() -> None:
     statuses = stack.up()
     for st in statuses:
         console.print(f"{st.name:10} {st.address:22} {'healthy' if st.healthy else 'DOWN'}  {st.detail}")
-    console.print("connection settings: eval \"$(.venv/bin/hub stack env)\"")
+    console.print('connection settings: eval "$(.venv/bin/hub stack env)"')

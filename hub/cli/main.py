@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from hub.cli import stack
+from hub.cli import onboard, run, stack
 from hub.cli.demo import demo
+from hub.cli.simulate import simulate_cmd
 
 app = typer.Typer(
     help="Civic data-sharing hub: onboard partners, ingest their devices' data, land it, share it.",
@@ -17,7 +18,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(stack.app, name="stack")
+app.add_typer(run.app, name="run")
 app.command()(demo)
+app.command("simulate")(simulate_cmd)
+for _cmd in (onboard.plan, onboard.apply, onboard.feeds, onboard.partners):
+    app.command()(_cmd)
 
 
 @app.callback()

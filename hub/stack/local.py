@@ -155,7 +155,7 @@ class LocalStack:
         if passwd.exists() and HUB_MQTT_USER in passwd.read_text():
             return
         user = hub_service_user(self.settings, hash_password(service_password))
-        write_mqtt_auth(self.state, [user])
+        write_mqtt_auth(d, [user])
 
     # --- down --------------------------------------------------------------------------
 
@@ -234,9 +234,8 @@ class LocalStack:
         ]
 
 
-def write_mqtt_auth(state: Path, users: list[MqttUser]) -> None:
-    """Replace Mosquitto's password and ACL files atomically (owner-only)."""
-    d = state / "mosquitto"
+def write_mqtt_auth(d: Path, users: list[MqttUser]) -> None:
+    """Replace Mosquitto's password and ACL files in directory `d` atomically (owner-only)."""
     d.mkdir(parents=True, exist_ok=True)
     for name, text in (("passwd", render_password_file(users)), ("acl", render_acl_file(users))):
         tmp = d / f".{name}.tmp"

@@ -1,0 +1,151 @@
+"""`hub plan`, `hub apply`, `hub feeds`, `hub partners`: onboarding and the catalog."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from hub.cli.common import console, one_line_errors, settings
+from hub.control import apply as applier
+from hub.control import catalog
+from hub.db import connection
+
+SchemasOpt = Annotated[
+    Path | None, typer.Option("--schemas", help="Directory of .avsc files (default: schemas/ beside connectors/).")
+]
+
+
+@one_line_errors
+def plan(
+    path: Annotated[Path, typer.Argument(help="A connector config, or a directory of them.")],
+    schemas: SchemasOpt = None,
+) -> None:
+    """Show what `hub apply` would change, without changing anything."""
+    result = asyncio.run(applier.plan(settings(), path, schemas))
+    for line in result.render():
+        console.print(line, highlight=False)
+
+
+@one_line_errors
+def apply(
+    path: Annotated[Path, typer.Argument(help="A connector config, or a directory of them.")],
+    schemas: SchemasOpt = None,
+    save_credentials: Annotated[
+        Path | None,
+        typer.Option(help="Also write new partners' MQTT credentials to DIR/<partner>.json (owner-only files)."),
+    ] = None,
+) -> None:
+    """Apply connector configs: all of a run's changes or none of them. Re-running is a no-op."""
+    s = settings()
+    result = asyncio.run(applier.apply(s, path, schemas))
+    for line in result.plan.render():
+        console.print(line, highlight=False)
+    if result.plan.empty:
+        return
+    mqtt = s.endpoints().mqtt()
+    for partner_id, password in result.credentials.items():
+        creds = {
+            "partner": partner_id,
+            "mqtt_host": mqtt.host,
+            "mqtt_port": mqtt.port,
+            "username": partner_id,
+            "password": password,
+            "publish_under": f"{s.mqtt_namespace_root}/{partner_id}/",
+            "error_reports": f"{s.mqtt_error_root}/{partner_id}/#",
+        }
+        console.print(
+            f"\nMQTT credentials for [bold]{partner_id}[/bold] (shown once; only a hash is stored):\n"
+            f"  username {partner_id}\n  password {password}\n"
+            f"  publish under {creds['publish_under']}   error reports on {creds['error_reports']}",
+            highlight=False,
+        )
+        if save_credentials is not None:
+            save_credentials.mkdir(parents=True, exist_ok=True)
+            target = save_credentials / f"{partner_id}.json"
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(creds, f, indent=2)
+    if not result.mqtt_reloaded:
+        console.print("note: no local Mosquitto to reload; reload your broker to pick up the new ACL")
+    console.print(f"applied {len(result.plan.changes)} changes", highlight=False)
+
+
+async def _feeds(with_rows: bool = True) -> list[dict[str, Any]]:
+    async with connection(settings().endpoints().database_url) as conn:
+        await catalog.ensure_catalog(conn)
+        out = []
+        for f in await catalog.feeds(conn):
+            rows = (
+                await conn.fetchval(
+                    "SELECT coalesce(sum(rows), 0) FROM hub.land_counters WHERE partner_id = $1 AND feed = $2",
+                    f.partner_id,
+                    f.name,
+                )
+                if with_rows and await conn.fetchval("SELECT to_regclass('hub.land_counters') IS NOT NULL")
+                else 0
+            )
+            out.append(
+                {
+                    "partner": f.partner_id,
+                    "feed": f.name,
+                    "table": f"{f.table_schema}.{f.table_name}",
+                    "kafka_topic": f.kafka_topic,
+                    "mqtt_topic": f.mqtt_filter,
+                    "subject": f.subject,
+                    "schema_id": f.schema_id,
+                    "schema_version": f.schema_version,
+                    "format": f.config.get("format"),
+                    "licence": f.licence,
+                    "description": f.description,
+                    "rows_landed": int(rows),
+                }
+            )
+        return out
+
+
+@one_line_errors
+def feeds(as_json: Annotated[bool, typer.Option("--json", help="One JSON array for scripts.")] = False) -> None:
+    """Every feed in the catalog: owner, table, topic, schema version and rows landed."""
+    rows = asyncio.run(_feeds())
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("partner", "feed", "table", "kafka topic", "schema", "rows", "licence")
+    for r in rows:
+        table.add_row(r["partner"], r["feed"], r["table"], r["kafka_topic"],
+                      f"v{r['schema_version']} (id {r['schema_id']})", str(r["rows_landed"]), r["licence"])  # fmt: skip
+    console.print(table)
+
+
+@one_line_errors
+def partners(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every onboarded partner."""
+
+    async def fetch() -> list[dict[str, Any]]:
+        async with connection(settings().endpoints().database_url) as conn:
+            await catalog.ensure_catalog(conn)
+            return [
+                {
+                    "id": r["id"],
+                    "name": r["name"],
+                    "kind": r["kind"],
+                    "contact": r["contact"],
+                    "config": r["config_file"],
+                }
+                for r in await catalog.partners(conn)
+            ]
+
+    rows = asyncio.run(fetch())
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("id", "name", "kind", "contact", "config")
+    for r in rows:
+        table.add_row(r["id"], r["name"], r["kind"], r["contact"], r["config"])
+    console.print(table)

@@ -1,0 +1,37 @@
+"""`hub run`: the data plane's workers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from hub.cli.common import one_line_errors
+from hub.services import supervise
+
+app = typer.Typer(help="Run the hub's workers: ingest (MQTT -> Kafka) and landing (Kafka -> database).")
+
+Workers = Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")]
+
+
+@app.command()
+@one_line_errors
+def ingest(workers: Workers = 1) -> None:
+    """MQTT messages to validated Avro records in Kafka (dead letters for the rest)."""
+    raise typer.Exit(supervise(workers, 0))
+
+
+@app.command()
+@one_line_errors
+def land(workers: Workers = 1) -> None:
+    """Kafka feed topics into feed tables, each record exactly once."""
+    raise typer.Exit(supervise(0, workers))
+
+
+@app.command("all")
+@one_line_errors
+def run_all(
+    ingest_workers: Annotated[int, typer.Option(min=1)] = 1, land_workers: Annotated[int, typer.Option(min=1)] = 1
+) -> None:
+    """Ingest and landing together, for a single machine."""
+    raise typer.Exit(supervise(ingest_workers, land_workers))

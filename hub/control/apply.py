@@ -1,0 +1,137 @@
+"""`hub plan` and `hub apply`: read the catalog and servers, diff, and apply all or nothing.
+
+Order of effects: every catalog row, schema version and table change happens in one
+database transaction; Kafka topics are created before it commits (a failure rolls the
+transaction back; an extra empty topic is harmless and reused next time); the MQTT
+password and ACL files are rewritten from the committed catalog last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from hub.control import catalog
+from hub.control.desired import load_desired
+from hub.control.mqtt_auth import MqttUser, generate_secret, hash_password
+from hub.control.plan import CurrentState, DesiredPartner, Plan, make_plan, topic_spec
+from hub.db import connection, timescaledb_available
+from hub.kafka import KafkaAdmin, dead_letter_spec
+from hub.settings import Endpoints, HubSettings
+from hub.stack import servers
+from hub.stack.local import hub_service_user, write_mqtt_auth
+
+
+@dataclass
+class ApplyResult:
+    plan: Plan
+    credentials: dict[str, str] = field(default_factory=dict)  # partner id -> new MQTT password (shown once)
+    mqtt_reloaded: bool = False
+
+
+async def read_current(conn: asyncpg.Connection, admin: KafkaAdmin) -> CurrentState:
+    state = CurrentState()
+    for r in await catalog.partners(conn):
+        state.partners[r["id"]] = {"name": r["name"], "kind": r["kind"], "contact": r["contact"]}
+    for f in await catalog.feeds(conn):
+        state.feeds[(f.partner_id, f.name)] = f
+        state.history[f.subject] = [text for _v, _id, text in await catalog.subject_history(conn, f.subject)]
+        state.tables[(f.table_schema, f.table_name)] = await catalog.table_columns(conn, f.table_schema, f.table_name)
+    state.topics = await admin.topics()
+    return state
+
+
+async def plan(settings: HubSettings, path: Path, schemas_dir: Path | None = None) -> Plan:
+    desired = load_desired(path, settings, schemas_dir)  # config errors before any server is touched
+    ep = settings.endpoints()
+    async with connection(ep.database_url) as conn, KafkaAdmin(settings, ep.kafka_bootstrap) as admin:
+        await catalog.ensure_catalog(conn)
+        ts = await timescaledb_available(conn)
+        return make_plan(desired, await read_current(conn, admin), ts)
+
+
+async def apply(settings: HubSettings, path: Path, schemas_dir: Path | None = None) -> ApplyResult:
+    desired = load_desired(path, settings, schemas_dir)
+    ep = settings.endpoints()
+    async with connection(ep.database_url) as conn, KafkaAdmin(settings, ep.kafka_bootstrap) as admin:
+        await catalog.ensure_catalog(conn)
+        ts = await timescaledb_available(conn)
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", catalog.APPLY_LOCK)
+            the_plan = make_plan(desired, await read_current(conn, admin), ts)
+            result = ApplyResult(the_plan)
+            if the_plan.empty:
+                return result
+            for partner in desired:
+                await _apply_partner(conn, partner, result)
+            await admin.ensure_topics(
+                [dead_letter_spec(settings), *(topic_spec(settings, f) for p in desired for f in p.feeds)]
+            )
+        result.mqtt_reloaded = await sync_mqtt_auth(settings, ep, conn)
+    return result
+
+
+async def _apply_partner(conn: asyncpg.Connection, partner: DesiredPartner, result: ApplyResult) -> None:
+    p = partner.config.partner
+    if result.plan.of_kind("credentials") and any(c.target == p.id for c in result.plan.of_kind("credentials")):
+        password = generate_secret()
+        result.credentials[p.id] = password
+        await conn.execute(
+            """INSERT INTO hub.partners (id, name, kind, contact, mqtt_username, mqtt_password_hash, config_file)
+               VALUES ($1, $2, $3, $4, $1, $5, $6)""",
+            p.id, p.name, str(p.kind), p.contact, hash_password(password), partner.file,
+        )  # fmt: skip
+    else:
+        await conn.execute(
+            """UPDATE hub.partners SET name = $2, kind = $3, contact = $4, config_file = $5, updated_at = now()
+               WHERE id = $1 AND (name, kind, contact, config_file) IS DISTINCT FROM ($2, $3, $4, $5)""",
+            p.id, p.name, str(p.kind), p.contact, partner.file,
+        )  # fmt: skip
+    for f in partner.feeds:
+        config = json.dumps(f.feed.model_dump(mode="json", by_alias=True))
+        await conn.execute(
+            """INSERT INTO hub.feeds (partner_id, name, schema_name, subject, compatibility, mqtt_filter,
+                   kafka_topic, partitions, table_schema, table_name, description, licence, config)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)
+               ON CONFLICT (partner_id, name) DO UPDATE SET schema_name = $3, compatibility = $5,
+                   mqtt_filter = $6, description = $11, licence = $12, config = $13::jsonb, updated_at = now()
+               WHERE hub.feeds.config IS DISTINCT FROM $13::jsonb OR hub.feeds.mqtt_filter IS DISTINCT FROM $6""",
+            p.id, f.feed.name, f.schema.name, f.subject, str(f.feed.compatibility), f.mqtt_filter,
+            f.kafka_topic, f.partitions, f.table.schema, f.table.table, f.feed.description, f.feed.licence, config,
+        )  # fmt: skip
+        await catalog.register_schema(conn, f.subject, f.schema.canonical)
+        target = f"{f.table.schema}.{f.table.table}"
+        for change in result.plan.changes:
+            if change.kind == "table" and change.target == target:
+                for stmt in change.sql:
+                    await conn.execute(stmt)
+        await catalog.set_resource(conn, "table", target, "ready")
+        await catalog.set_resource(conn, "topic", f.kafka_topic, "ready", f"{f.partitions} partitions")
+
+
+def mosquitto_auth_dir(settings: HubSettings) -> Path:
+    """Where the broker reads its password and ACL files: the local stack's, or HUB_MOSQUITTO_AUTH_DIR."""
+    override = os.environ.get("HUB_MOSQUITTO_AUTH_DIR")
+    return Path(override) if override else servers.mosquitto_process(settings.state_dir.resolve()).state_dir
+
+
+async def sync_mqtt_auth(settings: HubSettings, ep: Endpoints, conn: asyncpg.Connection) -> bool:
+    """Rewrite Mosquitto's password and ACL files from the catalog and reload the broker."""
+    service = ep.mqtt()
+    users = [hub_service_user(settings, hash_password(service.password or ""))]
+    root, errors = settings.mqtt_namespace_root, settings.mqtt_error_root
+    for r in await catalog.partners(conn):
+        users.append(
+            MqttUser(
+                username=r["mqtt_username"],
+                password_hash=r["mqtt_password_hash"],
+                write=(f"{root}/{r['id']}/#",),
+                read=(f"{errors}/{r['id']}/#",),
+            )
+        )
+    write_mqtt_auth(mosquitto_auth_dir(settings), users)
+    return servers.reload_mosquitto(settings.state_dir.resolve())

@@ -1,0 +1,274 @@
+"""The connector config: the file a partner writes, reviews and applies.
+
+One YAML file per partner under `connectors/`. Its reference, with an example for
+every key, is docs/connector-config.md. The models forbid unknown keys, so a typo
+is an error naming the key and its line, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+
+from hub.control.identifiers import check_identifier
+from hub.errors import IdentifierError
+
+_DURATION = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+DEVICE_PLACEHOLDER = "{device_id}"
+
+
+def parse_duration(value: str | int) -> timedelta:
+    """'30d', '12h', '15m', '45s', '2w' (or plain seconds) as a timedelta."""
+    if isinstance(value, int):
+        return timedelta(seconds=value)
+    match = _DURATION.fullmatch(value.strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a duration: write a whole number and a unit, e.g. 30d, 12h, 15m, 45s")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+# Stored in the catalog as whole seconds ("86400s"), which `parse_duration` reads back.
+Duration = Annotated[
+    timedelta,
+    Field(description="e.g. 30d, 12h, 15m"),
+    PlainSerializer(lambda td: f"{int(td.total_seconds())}s", return_type=str, when_used="json"),
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PartnerKind(StrEnum):
+    city = "city"
+    university = "university"
+    private = "private"
+
+
+class PayloadFormat(StrEnum):
+    json = "json"
+    avro = "avro"  # Avro binary body written with the feed's current schema
+    csv = "csv"  # one line of comma-separated values
+
+
+class Compatibility(StrEnum):
+    BACKWARD = "BACKWARD"
+    BACKWARD_TRANSITIVE = "BACKWARD_TRANSITIVE"
+    FORWARD = "FORWARD"
+    FORWARD_TRANSITIVE = "FORWARD_TRANSITIVE"
+    FULL = "FULL"
+    FULL_TRANSITIVE = "FULL_TRANSITIVE"
+    NONE = "NONE"
+
+
+class Partner(Strict):
+    id: str = Field(description="Short name used in topics, credentials and SQL, e.g. city_transport.")
+    name: str = Field(min_length=1, max_length=200)
+    kind: PartnerKind
+    contact: str = Field(min_length=3, max_length=200)
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, v: str) -> str:
+        return _identifier(v, "partner id")
+
+
+class DeviceIdSource(Strict):
+    """Where the device id comes from: the `{device_id}` level of the topic, or a payload field."""
+
+    source: Literal["topic", "field"] = "topic"
+    field: str | None = None
+
+    @model_validator(mode="after")
+    def _field_when_needed(self) -> DeviceIdSource:
+        if self.source == "field" and not self.field:
+            raise ValueError("device_id.source is 'field': name the payload field in device_id.field")
+        if self.source == "topic" and self.field:
+            raise ValueError("device_id.field is only used with source: field")
+        return self
+
+
+class TimeFormat(StrEnum):
+    iso8601 = "iso8601"
+    epoch_s = "epoch_s"
+    epoch_ms = "epoch_ms"
+    epoch_us = "epoch_us"
+
+
+class EventTime(Strict):
+    """Where the event time comes from, and which times are plausible."""
+
+    source: Literal["field", "received"] = "field"
+    field: str | None = "time"
+    format: TimeFormat | str = Field(
+        default=TimeFormat.iso8601,
+        description="iso8601, epoch_s, epoch_ms, epoch_us, or a strftime pattern such as '%d/%m/%Y %H:%M:%S'",
+    )
+    timezone: str = Field(default="UTC", description="Zone of times that carry none (IANA name).")
+    max_future: Duration = timedelta(minutes=5)
+    max_age: Duration = timedelta(days=7)
+
+    @field_validator("max_future", "max_age", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> object:
+        return parse_duration(v) if isinstance(v, str | int) else v
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v: str) -> str:
+        if v in TimeFormat.__members__.values():
+            return TimeFormat(v)
+        if "%" not in v:
+            raise ValueError(
+                f"{v!r} is not a time format: use iso8601, epoch_s, epoch_ms, epoch_us or a strftime pattern"
+            )
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}: use an IANA name such as Europe/Paris or UTC") from exc
+        return v
+
+    @model_validator(mode="after")
+    def _field_when_needed(self) -> EventTime:
+        if self.source == "field" and not self.field:
+            raise ValueError("time.source is 'field': name the payload field in time.field")
+        return self
+
+
+class FieldMapping(Strict):
+    """How one schema field is filled from the payload: its source name and a linear unit conversion."""
+
+    source: str = Field(description="Name of the payload field (or CSV column).")
+    scale: float = 1.0
+    offset: float = 0.0
+
+
+class CsvOptions(Strict):
+    columns: list[str] = Field(min_length=1)
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    header: bool = Field(default=False, description="Skip a first line equal to the column names.")
+
+
+class Feed(Strict):
+    name: str
+    description: str = Field(min_length=1, max_length=2000)
+    licence: str = Field(min_length=1, max_length=100, description="SPDX id or licence name, e.g. CC-BY-4.0")
+    schema_: str = Field(alias="schema", description="Avro schema file name under schemas/, without .avsc")
+    compatibility: Compatibility = Compatibility.BACKWARD
+    topic: str = Field(description="MQTT topic inside the partner's namespace, e.g. traffic/{device_id}")
+    format: PayloadFormat = PayloadFormat.json
+    csv: CsvOptions | None = None
+    device_id: DeviceIdSource = DeviceIdSource()
+    time: EventTime = EventTime()
+    fields: dict[str, FieldMapping | str] = Field(
+        default_factory=dict,
+        description="schema field -> payload field name, or {source, scale, offset} for unit conversions",
+    )
+    retention: Duration = timedelta(days=365)
+    compress_after: Duration = timedelta(days=7)
+    chunk_interval: Duration = timedelta(days=1)
+    rollup: Duration = Field(default=timedelta(minutes=15), description="Bucket of the continuous aggregate.")
+    partitions: int | None = Field(default=None, ge=1, le=256)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("retention", "compress_after", "chunk_interval", "rollup", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> object:
+        return parse_duration(v) if isinstance(v, str | int) else v
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return _identifier(v, "feed name")
+
+    @field_validator("schema_")
+    @classmethod
+    def _safe_schema(cls, v: str) -> str:
+        return _identifier(v, "schema name")
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_inside_namespace(cls, v: str) -> str:
+        if v.startswith("/") or v.endswith("/"):
+            raise ValueError(f"topic {v!r} must be relative to the partner's namespace: no leading or trailing '/'")
+        levels = v.split("/")
+        if levels.count(DEVICE_PLACEHOLDER) > 1:
+            raise ValueError(f"topic {v!r} may contain {DEVICE_PLACEHOLDER} once")
+        for level in levels:
+            if level == DEVICE_PLACEHOLDER:
+                continue
+            if level in ("+", "#") or "$" in level or not _TOPIC_LEVEL.fullmatch(level) or level in (".", ".."):
+                raise ValueError(
+                    f"topic level {level!r} in {v!r} is not allowed: use letters, digits, '_', '-', '.' "
+                    f"or {DEVICE_PLACEHOLDER}; wildcards and '$' would reach outside the partner's namespace"
+                )
+        return v
+
+    @field_validator("fields")
+    @classmethod
+    def _normalise_fields(cls, v: dict[str, FieldMapping | str]) -> dict[str, FieldMapping | str]:
+        return {k: FieldMapping(source=m) if isinstance(m, str) else m for k, m in v.items()}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Feed:
+        if self.format == PayloadFormat.csv and self.csv is None:
+            raise ValueError("format is csv: list the columns under csv.columns")
+        if self.format != PayloadFormat.csv and self.csv is not None:
+            raise ValueError(f"csv options are only used with format: csv (this feed's format is {self.format})")
+        if self.device_id.source == "topic" and DEVICE_PLACEHOLDER not in self.topic:
+            raise ValueError(
+                f"device_id comes from the topic, but topic {self.topic!r} has no {DEVICE_PLACEHOLDER} level"
+            )
+        if self.compress_after >= self.retention:
+            raise ValueError("compress_after must be shorter than retention")
+        return self
+
+    def mapping(self, schema_field: str) -> FieldMapping:
+        m = self.fields.get(schema_field)
+        if m is None:
+            return FieldMapping(source=schema_field)
+        return m if isinstance(m, FieldMapping) else FieldMapping(source=m)
+
+    def subscription(self, namespace: str) -> str:
+        """The MQTT subscription filter of this feed."""
+        return f"{namespace}/" + "/".join("+" if lvl == DEVICE_PLACEHOLDER else lvl for lvl in self.topic.split("/"))
+
+
+class ConnectorConfig(Strict):
+    partner: Partner
+    feeds: list[Feed] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_feeds(self) -> ConnectorConfig:
+        seen: dict[str, str] = {}
+        topics: dict[str, str] = {}
+        for feed in self.feeds:
+            if feed.name in seen:
+                raise ValueError(f"feed name {feed.name!r} is used twice")
+            seen[feed.name] = feed.name
+            filt = feed.subscription("")
+            if filt in topics:
+                raise ValueError(f"feeds {topics[filt]!r} and {feed.name!r} use the same topic {feed.topic!r}")
+            topics[filt] = feed.name
+        return self
+
+
+def _identifier(value: str, what: str) -> str:
+    try:
+        return check_identifier(value, what)
+    except IdentifierError as exc:
+        raise ValueError(str(exc)) from None

@@ -1,0 +1,41 @@
+"""Names that reach SQL, Kafka topics, MQTT topics and ACLs: validated once, quoted by one function."""
+
+from __future__ import annotations
+
+import re
+
+from hub.errors import IdentifierError
+
+# Lower-case, starts with a letter, underscores only: safe unquoted in SQL, in a Kafka
+# topic, in an MQTT topic level and in a Mosquitto ACL line.
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+RESERVED = frozenset({"hub", "public", "pg_catalog", "information_schema", "sys", "admin", "postgres"})
+
+
+def check_identifier(value: str, what: str) -> str:
+    if not IDENTIFIER.fullmatch(value):
+        raise IdentifierError(
+            f"{what} {value!r} is not a safe identifier: use 1-40 lower-case letters, digits and "
+            "underscores, starting with a letter"
+        )
+    if value in RESERVED or value.startswith("pg_"):
+        raise IdentifierError(f"{what} {value!r} is reserved by the hub; choose another name")
+    return value
+
+
+def quote_ident(name: str) -> str:
+    """Quote a SQL identifier (for names already validated, and as defence in depth)."""
+    if "\x00" in name:
+        raise IdentifierError("identifier contains a NUL byte")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified(schema: str, table: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(table)}"
+
+
+def quote_literal(value: str) -> str:
+    """Quote a SQL string literal, for DDL that cannot take parameters."""
+    if "\x00" in value:
+        raise IdentifierError("literal contains a NUL byte")
+    return "'" + value.replace("'", "''") + "'"

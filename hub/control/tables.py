@@ -1,0 +1,122 @@
+"""SQL for feed tables, generated from the feed's Avro columns.
+
+TimescaleDB mode: a hypertable on `time` with compression, retention and a continuous
+aggregate. Plain PostgreSQL mode: the same table with an index and a rollup view
+(retention is then enforced by `hub maintain`). Identifiers are quoted by one function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from hub.control.avro_schema import Column
+from hub.control.identifiers import qualified, quote_ident, quote_literal
+
+# Columns the hub adds to every feed table, after the schema's own.
+HUB_COLUMNS = (
+    ("received_at", "timestamptz"),  # when the MQTT message reached the ingest worker
+    ("ingested_at", "timestamptz NOT NULL DEFAULT now()"),  # when the row was committed
+)
+
+
+@dataclass(frozen=True)
+class FeedTable:
+    schema: str
+    table: str
+    columns: tuple[Column, ...]
+    retention: timedelta
+    compress_after: timedelta
+    chunk_interval: timedelta
+    rollup: timedelta
+
+    @property
+    def name(self) -> str:
+        return qualified(self.schema, self.table)
+
+    @property
+    def rollup_name(self) -> str:
+        return qualified(self.schema, f"{self.table}_rollup")
+
+
+def interval(td: timedelta) -> str:
+    return quote_literal(f"{int(td.total_seconds())} seconds") + "::interval"
+
+
+def column_sql(col: Column) -> str:
+    return f"{quote_ident(col.name)} {col.sql_type}{'' if col.nullable else ' NOT NULL'}"
+
+
+def create_table_sql(t: FeedTable, timescale: bool) -> list[str]:
+    cols = [column_sql(c) for c in t.columns]
+    cols += [f"{quote_ident(n)} {ty}" for n, ty in HUB_COLUMNS]
+    stmts = [
+        f"CREATE SCHEMA IF NOT EXISTS {quote_ident(t.schema)}",
+        f"CREATE TABLE IF NOT EXISTS {t.name} (\n    "
+        + ",\n    ".join(cols)
+        + ',\n    PRIMARY KEY ("device_id", "time")\n)',
+    ]
+    if timescale:
+        stmts += [
+            f"SELECT create_hypertable({quote_literal(t.name)}, by_range('time', {interval(t.chunk_interval)}),"
+            " if_not_exists => true)",
+            f"ALTER TABLE {t.name} SET (timescaledb.compress, timescaledb.compress_segmentby = 'device_id',"
+            " timescaledb.compress_orderby = 'time DESC')",
+            f"SELECT add_compression_policy({quote_literal(t.name)}, {interval(t.compress_after)},"
+            " if_not_exists => true)",
+            f"SELECT add_retention_policy({quote_literal(t.name)}, {interval(t.retention)}, if_not_exists => true)",
+        ]
+    else:
+        stmts.append(f'CREATE INDEX IF NOT EXISTS {quote_ident(t.table + "_time_idx")} ON {t.name} ("time" DESC)')
+    stmts += rollup_sql(t, timescale)
+    return stmts
+
+
+def _aggregates(columns: Sequence[Column]) -> list[str]:
+    out = ["count(*) AS samples"]
+    for c in columns:
+        if c.numeric and c.name not in ("device_id", "time"):
+            q = quote_ident(c.name)
+            out += [
+                f"avg({q}) AS {quote_ident('avg_' + c.name)}",
+                f"min({q}) AS {quote_ident('min_' + c.name)}",
+                f"max({q}) AS {quote_ident('max_' + c.name)}",
+            ]
+    return out
+
+
+def rollup_sql(t: FeedTable, timescale: bool) -> list[str]:
+    """Per-device averages per bucket: a continuous aggregate, or a plain view."""
+    aggs = ",\n    ".join(_aggregates(t.columns))
+    if timescale:
+        return [
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {t.rollup_name}\nWITH (timescaledb.continuous) AS\n"
+            f'SELECT time_bucket({interval(t.rollup)}, "time") AS bucket, device_id,\n    {aggs}\n'
+            f"FROM {t.name}\nGROUP BY bucket, device_id\nWITH NO DATA",
+            f"SELECT add_continuous_aggregate_policy({quote_literal(t.rollup_name)},"
+            f" start_offset => {interval(t.rollup * 4 + timedelta(days=1))},"
+            f" end_offset => {interval(t.rollup)}, schedule_interval => {interval(t.rollup)},"
+            " if_not_exists => true)",
+        ]
+    return [
+        f"CREATE OR REPLACE VIEW {t.rollup_name} AS\n"
+        f"SELECT date_bin({interval(t.rollup)}, \"time\", TIMESTAMPTZ '2000-01-01') AS bucket, device_id,\n"
+        f"    {aggs}\nFROM {t.name}\nGROUP BY bucket, device_id"
+    ]
+
+
+def add_columns_sql(t: FeedTable, existing: Sequence[str], timescale: bool) -> list[str]:
+    """Columns a compatible schema change added. New columns are nullable: older records lack them."""
+    new = [c for c in t.columns if c.name not in existing]
+    if not new:
+        return []
+    stmts = [f"ALTER TABLE {t.name} ADD COLUMN IF NOT EXISTS {quote_ident(c.name)} {c.sql_type}" for c in new]
+    if any(c.numeric for c in new):
+        # The rollup's column list changes: rebuild it.
+        if timescale:
+            stmts.append(f"DROP MATERIALIZED VIEW IF EXISTS {t.rollup_name}")
+        else:
+            stmts.append(f"DROP VIEW IF EXISTS {t.rollup_name}")
+        stmts += rollup_sql(t, timescale)
+    return stmts

@@ -1,0 +1,1 @@
+"""Ingest: MQTT messages in, validated Avro records (Confluent wire format) out to Kafka."""

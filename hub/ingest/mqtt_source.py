@@ -1,0 +1,195 @@
+"""The hub's MQTT subscription: paho's network thread only appends to an inbox.
+
+Messages are acknowledged (PUBACK) by the caller, after Kafka acknowledged them
+(`manual_ack`), so a crash re-delivers instead of losing. The session is persistent:
+what is published while a worker restarts waits in the broker for it. A worker that
+stops cleanly ends its session, so it does not stay a member of the shared group.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import NamedTuple
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from hub.errors import ServerUnavailable
+from hub.settings import MqttAddress
+
+
+class Message(NamedTuple):
+    topic: str
+    payload: bytes
+    mid: int
+    received_ms: int
+    generation: int  # connection generation: a mid is only valid on the connection that delivered it
+
+
+class MqttSource:
+    def __init__(
+        self,
+        address: MqttAddress,
+        client_id: str,
+        filters: list[str],
+        *,
+        share_group: str | None = "hub-ingest",
+        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311,
+        keepalive_s: int = 30,
+        tls_ca: str | None = None,
+        wake: Callable[[], None] | None = None,
+        wake_every: int = 500,
+    ) -> None:
+        self.address = address
+        self.client_id = client_id
+        self.subscriptions = [f"$share/{share_group}/{f}" if share_group else f for f in filters]
+        self.protocol = protocol
+        self.keepalive_s = keepalive_s
+        self.tls_ca = tls_ca
+        self.inbox: deque[Message] = deque()
+        self.generation = 0
+        self.last_message_at = 0.0
+        self._wake = wake
+        self._wake_every = wake_every
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._connect_error: str | None = None
+        self._pending_sub: int | None = None
+        self.client = self._new_client(clean=False)
+
+    def _new_client(self, clean: bool) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=clean if self.protocol != MQTTProtocolVersion.MQTTv5 else None,
+            protocol=self.protocol,
+            manual_ack=True,
+        )
+        if self.address.username:
+            client.username_pw_set(self.address.username, self.address.password)
+        if self.address.tls:
+            client.tls_set(ca_certs=self.tls_ca, cert_reqs=ssl.CERT_REQUIRED)
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)
+        return client
+
+    # paho callbacks: they run on paho's network thread and do as little as possible.
+
+    def _on_connect(self, client: mqtt.Client, _u: object, flags: object, reason: object, _p: object) -> None:
+        if getattr(reason, "is_failure", False):
+            self._connect_error = str(reason)
+            self._connected.set()
+            return
+        self.generation += 1
+        # Unacknowledged messages of an earlier connection will be delivered again: forget them.
+        self.inbox.clear()
+        if self.subscriptions:
+            _result, mid = client.subscribe([(s, 1) for s in self.subscriptions])
+            self._pending_sub = mid
+        else:
+            self._subscribed.set()
+        self._connected.set()
+
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: object, mid: int, reasons: list[ReasonCode], _p: Properties | None
+    ) -> None:
+        if mid == self._pending_sub:
+            failed = [str(r) for r in reasons if getattr(r, "is_failure", False)]
+            if failed:
+                self._connect_error = f"subscription refused: {failed}"
+            self._subscribed.set()
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        self.inbox.append(Message(msg.topic, bytes(msg.payload), msg.mid, int(now * 1000), self.generation))
+        self.last_message_at = now
+        if self._wake is not None and len(self.inbox) % self._wake_every == 0:
+            self._wake()
+
+    # lifecycle
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        c = self.client
+        c.on_connect = self._on_connect
+        c.on_subscribe = self._on_subscribe
+        c.on_message = self._on_message
+        c.reconnect_delay_set(1, 5)
+        try:
+            if self.protocol == MQTTProtocolVersion.MQTTv5:
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.SessionExpiryInterval = 3600
+                c.connect(self.address.host, self.address.port, self.keepalive_s, clean_start=False, properties=props)
+            else:
+                c.connect(self.address.host, self.address.port, self.keepalive_s)
+        except OSError as exc:
+            raise ServerUnavailable("MQTT broker", f"{self.address.host}:{self.address.port}", str(exc)) from exc
+        c.loop_start()
+        if not (self._connected.wait(timeout_s) and self._subscribed.wait(timeout_s)) or self._connect_error:
+            c.loop_stop()
+            raise ServerUnavailable(
+                "MQTT broker",
+                f"{self.address.host}:{self.address.port}",
+                self._connect_error or "no CONNACK/SUBACK in time; check HUB_MQTT_URL and the hub's credentials",
+            )
+
+    def ack(self, messages: list[Message]) -> int:
+        """PUBACK the messages still valid on this connection; returns how many were acknowledged."""
+        gen = self.generation
+        n = 0
+        for m in messages:
+            if m.generation == gen:
+                self.client.ack(m.mid, 1)
+                n += 1
+        return n
+
+    def drain(self, limit: int) -> list[Message]:
+        out: list[Message] = []
+        inbox = self.inbox
+        while inbox and len(out) < limit:
+            out.append(inbox.popleft())
+        return out
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+        self.client.publish(topic, payload, qos=qos)
+
+    def leave_group(self) -> None:
+        """Stop receiving new messages (those already queued for us still arrive)."""
+        if self.subscriptions:
+            self.client.unsubscribe(self.subscriptions)
+
+    def stop(self, end_session: bool) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        if end_session:
+            end_session_of(self.address, self.client_id, self.protocol)
+
+
+def end_session_of(
+    address: MqttAddress, client_id: str, protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311
+) -> None:
+    """Remove a persistent session from the broker by connecting once with a clean one."""
+    done = threading.Event()
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=True if protocol != MQTTProtocolVersion.MQTTv5 else None,
+        protocol=protocol,
+    )
+    if address.username:
+        client.username_pw_set(address.username, address.password)
+    client.on_connect = lambda *_a: done.set()
+    if protocol == MQTTProtocolVersion.MQTTv5:
+        client.connect(address.host, address.port, 10, clean_start=True)
+    else:
+        client.connect(address.host, address.port, 10)
+    client.loop_start()
+    done.wait(10)
+    client.disconnect()
+    client.loop_stop()

@@ -1,0 +1,1 @@
+"""Landing: Kafka feed topics into feed tables, each record exactly once."""
