@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -71,3 +72,21 @@ def hub_env(stack_settings: HubSettings) -> dict[str, str]:
         HUB_API_PORT=str(stack_settings.api_port),
     )
     return env
+
+
+@pytest.fixture(scope="session")
+def applied(stack_settings: HubSettings) -> HubSettings:
+    """The example partners of connectors/ applied to the test stack, their credentials saved in the state dir."""
+    import asyncio
+
+    from hub.control.apply import apply
+
+    result = asyncio.run(apply(stack_settings, REPO / "connectors"))
+    creds_dir = stack_settings.state_dir / "credentials"
+    creds_dir.mkdir(exist_ok=True)
+    mqtt = stack_settings.endpoints().mqtt()
+    for partner, password in result.credentials.items():
+        (creds_dir / f"{partner}.json").write_text(
+            json.dumps({"username": partner, "password": password, "mqtt_host": mqtt.host, "mqtt_port": mqtt.port})
+        )
+    return stack_settings

@@ -135,3 +135,16 @@ async def sync_mqtt_auth(settings: HubSettings, ep: Endpoints, conn: asyncpg.Con
         )
     write_mqtt_auth(mosquitto_auth_dir(settings), users)
     return servers.reload_mosquitto(settings.state_dir.resolve())
+
+
+async def ensure_feed_topics(settings: HubSettings) -> list[str]:
+    """Create every applied feed's topic (and the dead-letter topic) that the broker lacks.
+
+    The local broker forgets its topics when it stops; this recreates them with their
+    configured partitions before any producer's first send could auto-create them.
+    """
+    ep = settings.endpoints()
+    async with connection(ep.database_url) as conn, KafkaAdmin(settings, ep.kafka_bootstrap) as admin:
+        await catalog.ensure_catalog(conn)
+        specs = [dead_letter_spec(settings), *(topic_spec(settings, f) for f in await catalog.feeds(conn))]
+        return await admin.ensure_topics(specs)

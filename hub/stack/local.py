@@ -117,6 +117,11 @@ class LocalStack:
             lambda: servers.start_mosquitto(self.state, s.mqtt_port),
         )
         write_private_json(self.state / STACK_FILE, {"endpoints": endpoints, "started_at": time.time()})
+        from hub.control.apply import ensure_feed_topics  # the control plane builds on the stack, not the reverse
+
+        created = asyncio.run(ensure_feed_topics(self.settings))
+        if created:
+            self.log(f"kafka: recreated {len(created)} topics of applied feeds")
         return self.status()
 
     def _claim_port(self, name: str, port: int, setting: str) -> None:
