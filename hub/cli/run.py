@@ -9,7 +9,10 @@ import typer
 from hub.cli.common import one_line_errors
 from hub.services import supervise
 
-app = typer.Typer(help="Run the hub's workers: ingest (MQTT -> Kafka) and landing (Kafka -> database).")
+app = typer.Typer(
+    help="Run the hub's workers: ingest (MQTT -> Kafka) and landing (Kafka -> database); both by default.",
+    invoke_without_command=True,
+)
 
 Workers = Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")]
 
@@ -28,10 +31,13 @@ def land(workers: Workers = 1) -> None:
     raise typer.Exit(supervise(0, workers))
 
 
-@app.command("all")
+@app.callback()
 @one_line_errors
 def run_all(
-    ingest_workers: Annotated[int, typer.Option(min=1)] = 1, land_workers: Annotated[int, typer.Option(min=1)] = 1
+    ctx: typer.Context,
+    ingest_workers: Annotated[int, typer.Option(min=1, help="Ingest processes.")] = 1,
+    land_workers: Annotated[int, typer.Option(min=1, help="Landing processes.")] = 1,
 ) -> None:
-    """Ingest and landing together, for a single machine."""
-    raise typer.Exit(supervise(ingest_workers, land_workers))
+    """Ingest and landing together, for a single machine (`hub run`)."""
+    if ctx.invoked_subcommand is None:
+        raise typer.Exit(supervise(ingest_workers, land_workers))

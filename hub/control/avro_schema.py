@@ -106,12 +106,18 @@ def parse_feed_schema(text: str, source: str) -> FeedSchema:
     _check_key_fields(record, source)
     columns = _columns(record, source)
     return FeedSchema(
-        name=Path(source).stem,
+        name=_base_name(source),
         canonical=canonical_json(data),
         parsed=parsed,
         fields=tuple(f.name for f in record.fields),
         columns=columns,
     )
+
+
+def _base_name(source: str) -> str:
+    """'schemas/traffic_count.avsc' -> 'traffic_count'; a source that is not a file name is kept whole."""
+    base = Path(source).name
+    return base.removesuffix(".avsc") if base.endswith(".avsc") else base
 
 
 def canonical_json(schema_json: Any) -> str:

@@ -11,8 +11,8 @@ Formats (`feed.format`):
 - json: the payload is one UTF-8 JSON object (parsed with orjson); extra keys are ignored.
 - csv: the payload is one line split by `csv.delimiter` into `csv.columns` (quoted values are
   read with the csv module); values are text, converted per Avro type: int/long via int() (or an
-  integral float), float/double via float(), boolean from true/false/1/0, an empty value is null
-  for nullable fields.
+  integral float), float/double via float(), boolean from true/false/1/0; an empty value is null
+  for nullable fields, else the field's default, else `missing_field`.
 - avro: the payload is an Avro binary body (no wire header) written with the feed's current
   schema; field mapping does not apply, the device id and time checks do.
 
@@ -80,6 +80,7 @@ FLOAT32_MAX: Final = 3.4028234663852886e38
 FLOAT64_MAX: Final = 1.7976931348623157e308
 
 _DEVICE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_FIELD_LABEL = re.compile(r"^field '([^']*)'")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TIME_UNITS: Final = {"timestamp-millis": 1_000, "timestamp-micros": 1_000_000}
 _EPOCH_UNITS: Final = {TimeFormat.epoch_s: 1, TimeFormat.epoch_ms: 1_000, TimeFormat.epoch_us: 1_000_000}
@@ -466,19 +467,15 @@ class _Builder:
             raise SchemaError(f"{label}: recursive record {name} is not supported by the ingest decoder")
         self._records = (*self._records, name)
         try:
-            subs = tuple(
-                (
-                    f["name"],
-                    self.field(
-                        f["type"],
-                        f"{label}.{f['name']}",
-                        f"{label}.{f['name']} is missing",
-                        has_default="default" in f,
-                        default=f.get("default"),
-                    ),
+            subs = []
+            for f in avro_type["fields"]:
+                # "field 'pos' (from 'position')" -> "field 'pos.lat' (from 'position')"
+                match = _FIELD_LABEL.match(label)
+                sub = f"field '{match.group(1)}.{f['name']}'{label[match.end() :]}" if match else label
+                conv = self.field(
+                    f["type"], sub, f"{sub} is missing", has_default="default" in f, default=f.get("default")
                 )
-                for f in avro_type["fields"]
-            )
+                subs.append((f["name"], conv))
         finally:
             self._records = self._records[:-1]
 
@@ -505,6 +502,8 @@ def _fallback(
         if text and value == "":
             if nullable:
                 return None
+            if has_default:
+                return copy.deepcopy(default) if fresh else default
             raise PayloadError("missing_field", missing)
         raise PayloadError("wrong_type", f"{label}: expected {expected}, got {_found(value)}")
 

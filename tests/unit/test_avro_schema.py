@@ -166,6 +166,12 @@ def test_load_feed_schema_names_the_feed_after_the_file(tmp_path: Path) -> None:
     assert schema.fields == ("device_id", "time")
 
 
+def test_a_source_that_is_not_a_file_name_is_kept_as_the_name() -> None:
+    schema = parse_feed_schema(json.dumps(record()), "city_transport.traffic-value v2")
+
+    assert schema.name == "city_transport.traffic-value v2"
+
+
 def test_load_feed_schema_reports_a_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "absent.avsc"
 
@@ -604,7 +610,7 @@ def test_any_json_value_is_either_a_schema_or_a_schema_error(value: Any) -> None
     parse_or_schema_error(json.dumps(value))
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schema_like)
 def test_any_schema_shaped_json_is_either_a_schema_or_a_schema_error(value: Any) -> None:
     parse_or_schema_error(json.dumps(value))

@@ -1,0 +1,58 @@
+"""Small measuring tools for the benchmark: percentiles and peak memory of process trees."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import psutil
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return float(ordered[k])
+
+
+class PeakMemory:
+    """Samples resident memory of named process trees until stopped.
+
+    `peak_mb[name]` is the peak of the tree's total; `peak_process_mb[name]` the peak of its largest process.
+    """
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        self.interval_s = interval_s
+        self.pids: dict[str, int] = {}
+        self.peak_mb: dict[str, float] = {}
+        self.peak_process_mb: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def watch(self, name: str, pid: int | None) -> None:
+        if pid:
+            self.pids[name] = pid
+
+    def start(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        return dict(self.peak_mb)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, pid in list(self.pids.items()):
+                try:
+                    root = psutil.Process(pid)
+                    sizes = [p.memory_info().rss / 1e6 for p in (root, *root.children(recursive=True))]
+                except psutil.Error:
+                    continue
+                self.peak_mb[name] = max(self.peak_mb.get(name, 0.0), sum(sizes))
+                self.peak_process_mb[name] = max(self.peak_process_mb.get(name, 0.0), max(sizes))
+            time.sleep(self.interval_s)

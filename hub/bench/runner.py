@@ -1,0 +1,494 @@
+"""The benchmark: one private stack, the C-client ceiling, then the hub end to end, in the same run.
+
+Phases (each counted at the far end, never assumed):
+1. ceiling   - `mosquitto_pub` (C, QoS 1, -M 1000, chunks of at most 25,000 lines, one process per
+               chunk, two at a time) -> Mosquitto -> `mosquitto_sub -C N` (C) counting every message.
+2. end to end - the same publishers -> ingest workers (PUBACK after Kafka's ack) -> Kafka -> landing
+               -> committed rows; lost = published - landed - dead-lettered.
+3. latency   - a steady publisher at half the end-to-end rate; publish -> Kafka append and
+               publish -> committed row, per message.
+4. backlog   - landing stopped while N messages are ingested, then started: the drain rate.
+5. COPY      - the raw `COPY` rate of the same database, as the landing reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import paho.mqtt.client as mqtt
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from hub.bench.measure import PeakMemory, percentile
+from hub.control.apply import apply
+from hub.errors import HubError
+from hub.settings import HubSettings
+from hub.stack import servers
+from hub.stack.local import LocalStack
+from hub.stack.process import free_port, require_binary
+
+HERE = Path(__file__).resolve().parent
+CHUNK = 25_000
+DEVICES = 1000
+TOPIC = "partners/bench_lab/air/readings"
+FEED_TABLE = "bench_lab.air"
+
+
+@dataclass
+class BenchConfig:
+    messages: int = 100_000
+    ingest_workers: int = 2
+    land_workers: int = 1
+    latency_seconds: float = 10.0
+    keep: bool = False
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class BenchResult:
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def make_lines(n: int, start_ms: int) -> list[bytes]:
+    """Realistic readings (~130 bytes) from DEVICES stations; (device, time) unique per line."""
+    import random
+
+    rng = random.Random(n)
+    out = []
+    for i in range(n):
+        doc = {
+            "id": f"st-{i % DEVICES:04d}",
+            "t": start_ms + i,
+            "pm2_5": round(rng.uniform(2, 40), 1),
+            "pm10": round(rng.uniform(5, 70), 1),
+            "no2": round(rng.uniform(5, 90), 1),
+            "temperature_c": round(rng.uniform(-5, 32), 1),
+            "rh": round(rng.uniform(25, 98), 1),
+            "pressure_hpa": round(rng.uniform(980, 1040), 1),
+            "battery_v": round(rng.uniform(3.3, 4.2), 2),
+        }
+        out.append(orjson.dumps(doc))
+    return out
+
+
+class Bench:
+    def __init__(self, cfg: BenchConfig) -> None:
+        self.cfg = cfg
+        self.log = cfg.log
+        self.state = Path(tempfile.mkdtemp(prefix="hub-bench-"))
+        self.state.chmod(0o711)
+        self.settings = HubSettings(
+            state_dir=self.state,
+            mqtt_port=free_port(),
+            pg_port=free_port(),
+            kafka_port=free_port(),
+            api_port=free_port(),
+            database_url=None,
+            mqtt_url=None,
+            kafka_bootstrap=None,
+            registry_url=None,
+        )
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+        self.env.update(
+            HUB_STATE_DIR=str(self.state),
+            HUB_MQTT_PORT=str(self.settings.mqtt_port),
+            HUB_PG_PORT=str(self.settings.pg_port),
+            HUB_KAFKA_PORT=str(self.settings.kafka_port),
+            HUB_API_PORT=str(self.settings.api_port),
+        )
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.memory = PeakMemory()
+
+    # --- set-up ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        require_binary("mosquitto_pub", "mosquitto-clients")
+        require_binary("mosquitto_sub", "mosquitto-clients")
+        self.log(f"starting a private stack in {self.state}")
+        self.stack = LocalStack(self.settings)
+        self.stack.up()
+        result = asyncio.run(apply(self.settings, HERE / "bench.yaml", HERE))
+        self.partner_password = result.credentials["bench_lab"]
+        self.ep = self.settings.endpoints()
+        self.service = self.ep.mqtt()
+        for name, proc in (
+            ("mosquitto", servers.mosquitto_process(self.state)),
+            ("kafka", servers.kafka_process(self.state)),
+            ("postgres", servers.postgres_process(self.state)),
+        ):
+            self.memory.watch(name, proc.pid())
+        self.memory.start()
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            self.stop_workers(name)
+        self.memory.stop()
+        if hasattr(self, "stack"):
+            self.stack.down()
+        if not self.cfg.keep:
+            shutil.rmtree(self.state, ignore_errors=True)
+
+    # --- processes ---------------------------------------------------------------------
+
+    def start_workers(self, name: str, args: list[str]) -> None:
+        log = (self.state / f"{name}.log").open("ab")
+        proc = subprocess.Popen([sys.executable, "-m", "hub", "run", *args], env=self.env, stdout=log, stderr=log)
+        self.procs[name] = proc
+        self.memory.watch(name, proc.pid)
+
+    def stop_workers(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    async def wait_ingest_ready(self, workers: int, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            n = await self.sql("SELECT count(*) FROM hub.resources WHERE kind = 'mqtt-session' AND state = 'active'")
+            if n >= workers:
+                await asyncio.sleep(0.5)  # the subscription follows the session record by a few ms
+                return
+            await asyncio.sleep(0.1)
+        raise HubError(f"ingest workers did not start; see {self.state}/ingest.log")
+
+    async def wait_land_ready(self) -> None:
+        """Landing is ready when a probe record has gone all the way through."""
+        await asyncio.sleep(6)  # consumer group join; the first batch below confirms it
+
+    # --- database ----------------------------------------------------------------------
+
+    async def sql(self, query: str, *args: Any) -> Any:
+        conn = await asyncpg.connect(self.ep.database_url)
+        try:
+            return await conn.fetchval(query, *args)
+        finally:
+            await conn.close()
+
+    async def counts(self, conn: asyncpg.Connection) -> tuple[int, int, int]:
+        landed = await conn.fetchval("SELECT coalesce(sum(rows), 0) FROM hub.land_counters")
+        accepted = await conn.fetchval(
+            "SELECT coalesce(sum(messages), 0) FROM hub.ingest_counters WHERE reason = 'accepted'"
+        )
+        rejected = await conn.fetchval(
+            "SELECT coalesce(sum(messages), 0) FROM hub.ingest_counters WHERE reason <> 'accepted'"
+        )
+        return int(landed), int(accepted), int(rejected)
+
+    # --- publishing with C clients -----------------------------------------------------
+
+    def publish_chunks(self, lines: list[bytes], username: str, password: str, parallel: int = 2) -> float:
+        """Publish every line with `mosquitto_pub -l` in chunks; returns the start time (monotonic)."""
+        chunks = [lines[i : i + CHUNK] for i in range(0, len(lines), CHUNK)]
+        start = time.monotonic()
+        running: list[subprocess.Popen[bytes]] = []
+        for chunk in chunks:
+            while len(running) >= parallel:
+                running[0].wait()
+                running = [p for p in running if p.poll() is None]
+            p = subprocess.Popen(
+                ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.settings.mqtt_port), "-u", username,
+                 "-P", password, "-q", "1", "-M", "1000", "-t", TOPIC, "-l"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            assert p.stdin is not None
+            p.stdin.write(b"\n".join(chunk) + b"\n")
+            p.stdin.close()
+            running.append(p)
+        for p in running:
+            p.wait()
+        return start
+
+    def ceiling(self, lines: list[bytes]) -> tuple[float, int]:
+        counter = subprocess.Popen(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.settings.mqtt_port), "-u", self.service.username or "",
+             "-P", self.service.password or "", "-q", "1", "-t", TOPIC, "-C", str(len(lines)), "-W", "120"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(0.5)  # its SUBACK; publishing earlier would not be counted
+        start = self.publish_chunks(lines, "bench_lab", self.partner_password)
+        out, _ = counter.communicate()
+        elapsed = time.monotonic() - start
+        received = out.count(b"\n")
+        return received / elapsed, received
+
+    # --- phases ------------------------------------------------------------------------
+
+    async def end_to_end(self, lines: list[bytes]) -> dict[str, Any]:
+        conn = await asyncpg.connect(self.ep.database_url)
+        try:
+            base_landed, _, base_rej = await self.counts(conn)
+            n = len(lines)
+            done = threading.Event()
+            t0 = 0.0
+
+            def publish() -> None:
+                nonlocal t0
+                t0 = self.publish_chunks(lines, "bench_lab", self.partner_password)
+                done.set()
+
+            threading.Thread(target=publish, daemon=True).start()
+            last_progress, last_landed = time.monotonic(), -1
+            landed = rejected = 0
+            while True:
+                await asyncio.sleep(0.2)
+                lc, _ac, rc = await self.counts(conn)
+                landed, rejected = lc - base_landed, rc - base_rej
+                if landed != last_landed:
+                    last_progress, last_landed = time.monotonic(), landed
+                if landed + rejected >= n:
+                    break
+                if time.monotonic() - last_progress > 30:
+                    break
+            t_end = time.monotonic()
+            done.wait()
+            elapsed = t_end - t0
+            return {
+                "published": n,
+                "landed": landed,
+                "dead_lettered": rejected,
+                "lost": n - landed - rejected,
+                "e2e_seconds": round(elapsed, 2),
+                "e2e_msgs_per_s": round(landed / elapsed, 1),
+            }
+        finally:
+            await conn.close()
+
+    async def latency(self, rate: float) -> dict[str, Any]:
+        """A steady publisher at `rate`; each message's event time is its publish time."""
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="bench-latency", protocol=MQTTProtocolVersion.MQTTv311
+        )
+        client.username_pw_set("bench_lab", self.partner_password)
+        client.max_inflight_messages_set(1000)
+        client.connect("127.0.0.1", self.settings.mqtt_port, 30)
+        client.loop_start()
+        n = int(rate * self.cfg.latency_seconds)
+        devices = [f"lat-{i:04d}" for i in range(DEVICES)]
+        start = time.monotonic()
+        last: dict[str, int] = {}
+        for i in range(n):
+            due = start + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            device = devices[i % DEVICES]
+            t = max(int(time.time() * 1000), last.get(device, 0) + 1)  # (device, time) is a row's identity
+            last[device] = t
+            doc = {"id": device, "t": t, "pm2_5": 10.0, "pm10": 20.0, "temperature_c": 11.0,
+                   "rh": 50.0, "pressure_hpa": 1000.0}  # fmt: skip
+            client.publish(TOPIC, orjson.dumps(doc), qos=1)
+        conn = await asyncpg.connect(self.ep.database_url)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                got = await conn.fetchval(f"SELECT count(*) FROM {FEED_TABLE} WHERE device_id LIKE 'lat-%'")
+                if got >= n:
+                    break
+                await asyncio.sleep(0.2)
+            rows = await conn.fetch(
+                f"""SELECT extract(epoch FROM ingested_at - time) * 1000 AS row_ms,
+                           extract(epoch FROM received_at - time) * 1000 AS mqtt_ms
+                    FROM {FEED_TABLE} WHERE device_id LIKE 'lat-%'"""
+            )
+        finally:
+            await conn.close()
+        client.disconnect()
+        client.loop_stop()
+        kafka_ms = await self.kafka_latency()
+        row_ms = [float(r["row_ms"]) for r in rows]
+        return {
+            "latency_rate_msgs_per_s": round(rate, 1),
+            "latency_messages": n,
+            "latency_landed": len(rows),
+            "p50_ms": round(percentile(row_ms, 50), 1),
+            "p99_ms": round(percentile(row_ms, 99), 1),
+            "p50_kafka_ms": round(percentile(kafka_ms, 50), 1),
+            "p99_kafka_ms": round(percentile(kafka_ms, 99), 1),
+        }
+
+    async def kafka_latency(self) -> list[float]:
+        """Publish -> Kafka append, from the producer timestamp of each latency-phase record."""
+        topic = "hub.bench_lab.air"
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.ep.kafka_bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        out: list[float] = []
+        try:
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            idle = 0
+            while idle < 5:
+                batch = await consumer.getmany(timeout_ms=200, max_records=20_000)
+                if not batch:
+                    idle += 1
+                    continue
+                idle = 0
+                for records in batch.values():
+                    for r in records:
+                        if r.key and r.key.startswith(b"lat-"):
+                            device_t = _event_time_ms(r.value)
+                            if device_t is not None:
+                                out.append(r.timestamp - device_t)
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    break
+        finally:
+            await consumer.stop()
+        return out
+
+    async def copy_rate(self, n: int) -> float:
+        import datetime as dt
+
+        conn = await asyncpg.connect(self.ep.database_url)
+        try:
+            await conn.execute(f"CREATE TEMP TABLE copy_ref (LIKE {FEED_TABLE})")
+            now = dt.datetime.now(dt.UTC)
+            rows = [
+                (f"st-{i % DEVICES:04d}", now + dt.timedelta(milliseconds=i), 10.0, 20.0, 30.0, 11.0, 50.0, 1000.0,
+                 3.9, now, now)
+                for i in range(n)
+            ]  # fmt: skip
+            cols = ["device_id", "time", "pm25", "pm10", "no2", "temperature_c", "humidity_pct", "pressure_hpa",
+                    "battery_v", "received_at", "ingested_at"]  # fmt: skip
+            start = time.monotonic()
+            await conn.copy_records_to_table("copy_ref", records=rows, columns=cols)
+            return n / (time.monotonic() - start)
+        finally:
+            await conn.close()
+
+    async def backlog(self, lines: list[bytes]) -> dict[str, Any]:
+        """Stop landing, let ingest fill Kafka, then start landing and time the drain."""
+        self.stop_workers("land")
+        conn = await asyncpg.connect(self.ep.database_url)
+        try:
+            base_landed, base_acc, _ = await self.counts(conn)
+            await asyncio.to_thread(self.publish_chunks, lines, "bench_lab", self.partner_password)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                _, acc, _ = await self.counts(conn)
+                if acc - base_acc >= len(lines):
+                    break
+                await asyncio.sleep(0.2)
+            self.start_workers("land", ["land", "--workers", str(self.cfg.land_workers)])
+            start = time.monotonic()
+            first = None
+            landed = 0
+            last_change = time.monotonic()
+            while time.monotonic() - last_change < 20:
+                lc, _, _ = await self.counts(conn)
+                if lc - base_landed != landed:
+                    landed = lc - base_landed
+                    last_change = time.monotonic()
+                    if first is None:
+                        first = last_change
+                if landed >= len(lines):
+                    break
+                await asyncio.sleep(0.1)
+            end = time.monotonic()
+            return {
+                "backlog_records": len(lines),
+                "backlog_landed": landed,
+                "backlog_drain_rows_per_s": round(landed / (end - (first or start)), 1) if landed else 0.0,
+                "backlog_including_group_join_s": round(end - start, 2),
+            }
+        finally:
+            await conn.close()
+
+
+def _event_time_ms(value: bytes | None) -> float | None:
+    """The event time (ms) from a wire-format record of the bench feed: device_id string, then time long."""
+    if not value or len(value) < 6:
+        return None
+    body = value[5:]
+    # Avro: zig-zag varint length + string bytes, then the zig-zag varint time.
+    pos, length = _varint(body, 0)
+    pos += length
+    _, t = _varint(body, pos)
+    return float(t)
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            break
+        shift += 7
+    return pos, (result >> 1) ^ -(result & 1)
+
+
+def run_bench(cfg: BenchConfig) -> dict[str, Any]:
+    bench = Bench(cfg)
+    figures: dict[str, Any] = {"messages": cfg.messages, "ingest_workers": cfg.ingest_workers}
+    try:
+        bench.start()
+        log = cfg.log
+        now = int(time.time() * 1000)
+        log(f"1/5 ceiling: mosquitto_pub -> Mosquitto -> mosquitto_sub, {cfg.messages:,} messages")
+        ceiling, counted = bench.ceiling(make_lines(cfg.messages, now - 3_600_000))
+        figures.update(ceiling_msgs_per_s=round(ceiling, 1), ceiling_counted=counted)
+        log(f"    {ceiling:,.0f} msg/s ({counted:,} counted)")
+
+        log(f"2/5 end to end with {cfg.ingest_workers} ingest and {cfg.land_workers} landing workers")
+        bench.start_workers("ingest", ["ingest", "--workers", str(cfg.ingest_workers)])
+        bench.start_workers("land", ["land", "--workers", str(cfg.land_workers)])
+        asyncio.run(bench.wait_ingest_ready(cfg.ingest_workers))
+        asyncio.run(bench.wait_land_ready())
+        e2e = asyncio.run(bench.end_to_end(make_lines(cfg.messages, now)))
+        figures.update(e2e)
+        figures["offered_msgs_per_s"] = round(cfg.messages / max(e2e["e2e_seconds"], 1e-9), 1)
+        figures["ratio"] = round(e2e["e2e_msgs_per_s"] / ceiling, 3) if ceiling else None
+        log(f"    {e2e['e2e_msgs_per_s']:,.0f} msg/s landed, lost {e2e['lost']}, ratio {figures['ratio']}")
+
+        rate = max(100.0, e2e["e2e_msgs_per_s"] / 2)
+        log(f"3/5 latency at {rate:,.0f} msg/s for {cfg.latency_seconds:.0f} s")
+        figures.update(asyncio.run(bench.latency(rate)))
+        log(f"    publish->row p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms")
+
+        log("4/5 backlog drain: landing stopped while ingest fills Kafka")
+        figures.update(asyncio.run(bench.backlog(make_lines(cfg.messages, now + 20_000_000))))
+        log(f"    {figures['backlog_drain_rows_per_s']:,.0f} rows/s")
+
+        log("5/5 raw COPY into the same database")
+        figures["copy_rows_per_s"] = round(asyncio.run(bench.copy_rate(cfg.messages)), 1)
+        figures["landing_vs_copy"] = round(figures["backlog_drain_rows_per_s"] / figures["copy_rows_per_s"], 3)
+    finally:
+        bench.close()
+    peaks = bench.memory.peak_mb
+    # Per component, the peak of all its processes together (workers, their supervisor, server children).
+    figures["peak_rss_mb"] = {k: round(v, 1) for k, v in sorted(peaks.items())}
+    figures["peak_rss_mb_largest_hub_process"] = round(
+        max((v for k, v in bench.memory.peak_process_mb.items() if k in ("ingest", "land")), default=0.0), 1
+    )
+    return figures
+
+
+def print_figures(figures: dict[str, Any], log: Callable[[str], None]) -> None:
+    log(json.dumps(figures))

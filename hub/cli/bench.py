@@ -1,0 +1,35 @@
+"""`hub bench`: the benchmark command (a benchmark, not a test)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from hub.bench.runner import BenchConfig, print_figures, run_bench
+from hub.cli.common import console, one_line_errors
+
+
+@one_line_errors
+def bench(
+    messages: Annotated[int, typer.Option("--messages", "-n", min=1000, help="Messages per phase.")] = 100_000,
+    ingest_workers: Annotated[int, typer.Option(min=1, help="Ingest processes on the shared subscription.")] = 2,
+    land_workers: Annotated[int, typer.Option(min=1)] = 1,
+    latency_seconds: Annotated[float, typer.Option(min=1.0, help="Length of the steady-rate latency phase.")] = 10.0,
+    keep: Annotated[bool, typer.Option(help="Keep the private stack's state directory (logs) afterwards.")] = False,
+) -> None:
+    """Start a private stack and measure: C-client ceiling, end to end, latency, backlog drain, raw COPY.
+
+    Ends with one JSON line (e2e_msgs_per_s, offered_msgs_per_s, published, landed, dead_lettered, lost,
+    p50_ms, p99_ms, peak_rss_mb, ceiling_msgs_per_s, ratio, ...) so runs can be compared.
+    """
+    cfg = BenchConfig(
+        messages=messages,
+        ingest_workers=ingest_workers,
+        land_workers=land_workers,
+        latency_seconds=latency_seconds,
+        keep=keep,
+        log=lambda m: console.print(m, highlight=False),
+    )
+    figures = run_bench(cfg)
+    print_figures(figures, print)
