@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
+from hub.api.cli import serve
 from hub.cli import onboard, run, stack
+from hub.cli.bench import bench
 from hub.cli.demo import demo
 from hub.cli.simulate import simulate_cmd
 
@@ -20,7 +22,9 @@ app = typer.Typer(
 app.add_typer(stack.app, name="stack")
 app.add_typer(run.app, name="run")
 app.command()(demo)
+app.command()(bench)
 app.command("simulate")(simulate_cmd)
+app.command()(serve)
 for _cmd in (onboard.plan, onboard.apply, onboard.feeds, onboard.partners):
     app.command()(_cmd)
 

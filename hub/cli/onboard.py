@@ -14,6 +14,7 @@ from rich.table import Table
 from hub.cli.common import console, one_line_errors, settings
 from hub.control import apply as applier
 from hub.control import catalog
+from hub.control.feeds_view import feed_summaries
 from hub.db import connection
 
 SchemasOpt = Annotated[
@@ -76,37 +77,10 @@ def apply(
     console.print(f"applied {len(result.plan.changes)} changes", highlight=False)
 
 
-async def _feeds(with_rows: bool = True) -> list[dict[str, Any]]:
+async def _feeds() -> list[dict[str, Any]]:
     async with connection(settings().endpoints().database_url) as conn:
         await catalog.ensure_catalog(conn)
-        out = []
-        for f in await catalog.feeds(conn):
-            rows = (
-                await conn.fetchval(
-                    "SELECT coalesce(sum(rows), 0) FROM hub.land_counters WHERE partner_id = $1 AND feed = $2",
-                    f.partner_id,
-                    f.name,
-                )
-                if with_rows and await conn.fetchval("SELECT to_regclass('hub.land_counters') IS NOT NULL")
-                else 0
-            )
-            out.append(
-                {
-                    "partner": f.partner_id,
-                    "feed": f.name,
-                    "table": f"{f.table_schema}.{f.table_name}",
-                    "kafka_topic": f.kafka_topic,
-                    "mqtt_topic": f.mqtt_filter,
-                    "subject": f.subject,
-                    "schema_id": f.schema_id,
-                    "schema_version": f.schema_version,
-                    "format": f.config.get("format"),
-                    "licence": f.licence,
-                    "description": f.description,
-                    "rows_landed": int(rows),
-                }
-            )
-        return out
+        return await feed_summaries(conn)
 
 
 @one_line_errors

@@ -40,7 +40,9 @@ async def read_current(conn: asyncpg.Connection, admin: KafkaAdmin) -> CurrentSt
     for f in await catalog.feeds(conn):
         state.feeds[(f.partner_id, f.name)] = f
         state.history[f.subject] = [text for _v, _id, text in await catalog.subject_history(conn, f.subject)]
-        state.tables[(f.table_schema, f.table_name)] = await catalog.table_columns(conn, f.table_schema, f.table_name)
+        columns = await catalog.table_columns(conn, f.table_schema, f.table_name)
+        if columns:  # a table dropped by hand is created again
+            state.tables[(f.table_schema, f.table_name)] = columns
     state.topics = await admin.topics()
     return state
 
@@ -106,7 +108,7 @@ async def _apply_partner(conn: asyncpg.Connection, partner: DesiredPartner, resu
         await catalog.register_schema(conn, f.subject, f.schema.canonical)
         target = f"{f.table.schema}.{f.table.table}"
         for change in result.plan.changes:
-            if change.kind == "table" and change.target == target:
+            if change.sql and (change.target == target or change.target.startswith(target + ".")):
                 for stmt in change.sql:
                     await conn.execute(stmt)
         await catalog.set_resource(conn, "table", target, "ready")

@@ -7,6 +7,7 @@ The schema registry's storage is here too: Confluent-style global schema ids
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,8 +148,6 @@ async def feeds(conn: asyncpg.Connection) -> list[FeedRow]:
         ORDER BY f.partner_id, f.name
         """
     )
-    import json
-
     return [
         FeedRow(
             partner_id=r["partner_id"],
@@ -207,17 +206,25 @@ async def register_schema(conn: asyncpg.Connection, subject: str, canonical: str
     return schema_id, version
 
 
-async def table_columns(conn: asyncpg.Connection, schema: str, table: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class TableColumn:
+    sql_type: str  # as PostgreSQL's format_type renders it, e.g. 'timestamp with time zone', 'numeric(10,2)'
+    nullable: bool
+
+
+async def table_columns(conn: asyncpg.Connection, schema: str, table: str) -> dict[str, TableColumn]:
+    """The columns of a table ({} if it does not exist)."""
     rows = await conn.fetch(
-        """SELECT column_name, format_type(a.atttypid, a.atttypmod) AS type
-           FROM information_schema.columns c
-           JOIN pg_attribute a ON a.attname = c.column_name
-             AND a.attrelid = (quote_ident(c.table_schema) || '.' || quote_ident(c.table_name))::regclass
-           WHERE c.table_schema = $1 AND c.table_name = $2""",
+        """SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, NOT a.attnotnull AS nullable
+           FROM pg_attribute a
+           JOIN pg_class c ON c.oid = a.attrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+           ORDER BY a.attnum""",
         schema,
         table,
     )
-    return {r["column_name"]: r["type"] for r in rows}
+    return {r["name"]: TableColumn(r["type"], r["nullable"]) for r in rows}
 
 
 async def set_resource(conn: asyncpg.Connection, kind: str, name: str, state: str, detail: str = "") -> None:

@@ -12,7 +12,15 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
 
 from hub.control.identifiers import check_identifier
 from hub.errors import IdentifierError
@@ -39,6 +47,17 @@ Duration = Annotated[
     Field(description="e.g. 30d, 12h, 15m"),
     PlainSerializer(lambda td: f"{int(td.total_seconds())}s", return_type=str, when_used="json"),
 ]
+
+
+class LocatedError(ValueError):
+    """A validation error that knows which key it concerns (pydantic places model-level errors at the root).
+
+    `loc` is relative to the model whose validator raises it; the loader adds the model's own place.
+    """
+
+    def __init__(self, message: str, loc: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 class Strict(BaseModel):
@@ -119,6 +138,15 @@ class EventTime(Strict):
     def _duration(cls, v: object) -> object:
         return parse_duration(v) if isinstance(v, str | int) else v
 
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format_is_text(cls, v: object) -> object:
+        if not isinstance(v, str):
+            raise ValueError(
+                f"{v!r} is not a time format: use iso8601, epoch_s, epoch_ms, epoch_us or a strftime pattern"
+            )
+        return v
+
     @field_validator("format")
     @classmethod
     def _known_format(cls, v: str) -> str:
@@ -151,9 +179,22 @@ class EventTime(Strict):
 class FieldMapping(Strict):
     """How one schema field is filled from the payload: its source name and a linear unit conversion."""
 
-    source: str = Field(description="Name of the payload field (or CSV column).")
+    source: str = Field(min_length=1, description="Name of the payload field (or CSV column).")
     scale: float = 1.0
     offset: float = 0.0
+
+
+def _mapping_from_text(value: object) -> object:
+    """`fields:` entries may be just the payload field's name."""
+    if isinstance(value, str):
+        return {"source": value}
+    if isinstance(value, dict | FieldMapping):
+        return value
+    raise ValueError(f"{value!r} is not a field mapping: write the payload field's name, or {{source, scale, offset}}")
+
+
+# A schema field's source: the payload field's name, or {source, scale, offset}.
+FieldMappingIn = Annotated[FieldMapping, BeforeValidator(_mapping_from_text)]
 
 
 class CsvOptions(Strict):
@@ -173,7 +214,7 @@ class Feed(Strict):
     csv: CsvOptions | None = None
     device_id: DeviceIdSource = DeviceIdSource()
     time: EventTime = EventTime()
-    fields: dict[str, FieldMapping | str] = Field(
+    fields: dict[str, FieldMappingIn] = Field(
         default_factory=dict,
         description="schema field -> payload field name, or {source, scale, offset} for unit conversions",
     )
@@ -218,11 +259,6 @@ class Feed(Strict):
                 )
         return v
 
-    @field_validator("fields")
-    @classmethod
-    def _normalise_fields(cls, v: dict[str, FieldMapping | str]) -> dict[str, FieldMapping | str]:
-        return {k: FieldMapping(source=m) if isinstance(m, str) else m for k, m in v.items()}
-
     @model_validator(mode="after")
     def _consistent(self) -> Feed:
         if self.format == PayloadFormat.csv and self.csv is None:
@@ -238,10 +274,8 @@ class Feed(Strict):
         return self
 
     def mapping(self, schema_field: str) -> FieldMapping:
-        m = self.fields.get(schema_field)
-        if m is None:
-            return FieldMapping(source=schema_field)
-        return m if isinstance(m, FieldMapping) else FieldMapping(source=m)
+        found = self.fields.get(schema_field)
+        return found if found is not None else FieldMapping(source=schema_field)
 
     def subscription(self, namespace: str) -> str:
         """The MQTT subscription filter of this feed."""
@@ -254,17 +288,33 @@ class ConnectorConfig(Strict):
 
     @model_validator(mode="after")
     def _unique_feeds(self) -> ConnectorConfig:
-        seen: dict[str, str] = {}
-        topics: dict[str, str] = {}
-        for feed in self.feeds:
-            if feed.name in seen:
-                raise ValueError(f"feed name {feed.name!r} is used twice")
-            seen[feed.name] = feed.name
+        names: dict[str, int] = {}
+        topics: dict[str, int] = {}
+        for i, feed in enumerate(self.feeds):
+            if feed.name in names:
+                raise LocatedError(
+                    f"feed name {feed.name!r} is used twice (also by feeds[{names[feed.name]}]): "
+                    "each feed of a partner needs its own name",
+                    ("feeds", i, "name"),
+                )
+            names[feed.name] = i
+            # Placeholders match any level: 'a/{device_id}' and 'a/x' would receive each other's messages.
             filt = feed.subscription("")
-            if filt in topics:
-                raise ValueError(f"feeds {topics[filt]!r} and {feed.name!r} use the same topic {feed.topic!r}")
-            topics[filt] = feed.name
+            clash = next((j for f, j in topics.items() if _filters_overlap(f, filt)), None)
+            if clash is not None:
+                raise LocatedError(
+                    f"topic {feed.topic!r} overlaps the topic of feed {self.feeds[clash].name!r} "
+                    f"({self.feeds[clash].topic!r}): a message must belong to exactly one feed",
+                    ("feeds", i, "topic"),
+                )
+            topics[filt] = i
         return self
+
+
+def _filters_overlap(a: str, b: str) -> bool:
+    """Whether two subscription filters (only '+' wildcards) can match the same topic."""
+    la, lb = a.split("/"), b.split("/")
+    return len(la) == len(lb) and all(x == y or "+" in (x, y) for x, y in zip(la, lb, strict=True))
 
 
 def _identifier(value: str, what: str) -> str:

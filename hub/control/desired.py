@@ -29,7 +29,10 @@ def load_desired(path: Path, settings: HubSettings, schemas_dir: Path | None = N
         pid = cfg.partner.id
         if pid in owners:
             raise ConfigError(
-                f"partner id {pid!r} is already defined in {owners[pid]}", file=str(file), field="partner.id"
+                f"partner id {pid!r} is already defined in {owners[pid]}: one file per partner",
+                file=str(file),
+                line=key_line(file, ("partner", "id")),
+                field="partner.id",
             )
         owners[pid] = str(file)
         sdir = schemas_dir or default_schemas_dir(file)
@@ -71,6 +74,6 @@ def load_desired(path: Path, settings: HubSettings, schemas_dir: Path | None = N
                             "csv",
                             "columns",
                         )
-            feeds.append(desired_feed(settings, pid, feed, schema, str(file)))
+            feeds.append(desired_feed(settings, pid, feed, schema, str(file), i))
         partners.append(DesiredPartner(cfg, str(file), tuple(feeds)))
     return partners

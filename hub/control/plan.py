@@ -7,12 +7,24 @@ servers in `apply.py`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
-from hub.control.avro_schema import FeedSchema, check_compatibility, parse_feed_schema
-from hub.control.catalog import FeedRow
-from hub.control.connector import ConnectorConfig, Feed
-from hub.control.tables import FeedTable, add_columns_sql, create_table_sql
-from hub.errors import SchemaError
+from hub.control.avro_schema import DEVICE_ID, TIME, Column, FeedSchema, check_compatibility, parse_feed_schema
+from hub.control.catalog import FeedRow, TableColumn
+from hub.control.connector import ConnectorConfig, Feed, parse_duration
+from hub.control.loader import key_line
+from hub.control.tables import (
+    HUB_COLUMN_NAMES,
+    WIDENINGS,
+    FeedTable,
+    alter_table_sql,
+    create_table_sql,
+    pg_type,
+    policies_sql,
+)
+from hub.errors import ConfigError, SchemaError
 from hub.kafka import TopicSpec
 from hub.settings import HubSettings
 
@@ -28,6 +40,7 @@ class DesiredFeed:
     mqtt_filter: str
     partitions: int
     table: FeedTable
+    index: int = 0  # position under `feeds:` in its file, for error messages
 
 
 @dataclass(frozen=True)
@@ -41,7 +54,9 @@ class DesiredPartner:
         return self.config.partner.id
 
 
-def desired_feed(settings: HubSettings, partner_id: str, feed: Feed, schema: FeedSchema, file: str) -> DesiredFeed:
+def desired_feed(
+    settings: HubSettings, partner_id: str, feed: Feed, schema: FeedSchema, file: str, index: int = 0
+) -> DesiredFeed:
     topic = f"{settings.kafka_topic_prefix}{partner_id}.{feed.name}"
     return DesiredFeed(
         partner_id=partner_id,
@@ -61,6 +76,7 @@ def desired_feed(settings: HubSettings, partner_id: str, feed: Feed, schema: Fee
             chunk_interval=feed.chunk_interval,
             rollup=feed.rollup,
         ),
+        index=index,
     )
 
 
@@ -76,7 +92,7 @@ class CurrentState:
     partners: dict[str, dict[str, str]] = field(default_factory=dict)
     feeds: dict[tuple[str, str], FeedRow] = field(default_factory=dict)
     history: dict[str, list[str]] = field(default_factory=dict)  # subject -> schema texts, oldest first
-    tables: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    tables: dict[tuple[str, str], dict[str, TableColumn]] = field(default_factory=dict)  # existing tables only
     topics: set[str] = field(default_factory=set)
 
 
@@ -150,10 +166,16 @@ def _plan_feed(plan: Plan, f: DesiredFeed, current: CurrentState) -> list[str]:
     key = (f.partner_id, f.feed.name)
     row = current.feeds.get(key)
     target = f"{f.partner_id}.{f.feed.name}"
+    new_config = f.feed.model_dump(mode="json", by_alias=True)
     if row is None:
         plan.changes.append(Change("feed", "create", target, f"mqtt {f.mqtt_filter}, format {f.feed.format}"))
-    elif row.config != f.feed.model_dump(mode="json", by_alias=True) or row.mqtt_filter != f.mqtt_filter:
-        plan.changes.append(Change("feed", "update", target, "connector settings changed"))
+    else:
+        _check_partitions(f, row)
+        changed = sorted(k for k in new_config.keys() | row.config.keys() if new_config.get(k) != row.config.get(k))
+        if row.mqtt_filter != f.mqtt_filter and "topic" not in changed:
+            changed.append("topic")
+        if changed:
+            plan.changes.append(Change("feed", "update", target, "changed: " + ", ".join(changed)))
 
     history = current.history.get(f.subject, [])
     problems: list[str] = []
@@ -182,14 +204,93 @@ def _plan_feed(plan: Plan, f: DesiredFeed, current: CurrentState) -> list[str]:
             )
         )
     else:
-        for col in f.table.columns:
-            if col.name not in existing:
-                plan.changes.append(
-                    Change("column", "create", f"{f.table.schema}.{f.table.table}.{col.name}", col.sql_type)
-                )
-        sql = add_columns_sql(f.table, list(existing), plan.timescale)
-        if sql:
-            plan.changes.append(
-                Change("table", "update", f"{f.table.schema}.{f.table.table}", "new columns", tuple(sql))
-            )
+        table_problems = _plan_table(plan, f.table, existing, row.config if row else {})
+        if not problems:  # a refused schema change is reported once, by its compatibility rule
+            problems += [f"{f.file}: feed {f.feed.name}, schema {f.schema.name}: {p}" for p in table_problems]
     return problems
+
+
+def _check_partitions(f: DesiredFeed, row: FeedRow) -> None:
+    if f.feed.partitions is None or f.feed.partitions == row.partitions:
+        return
+    raise ConfigError(
+        f"partitions cannot change after a feed is created (topic {f.kafka_topic} has {row.partitions}, "
+        f"the config asks for {f.feed.partitions}): Kafka would send devices to other partitions and break "
+        f"their order; set partitions: {row.partitions} (or remove the key), or create a new feed",
+        file=f.file,
+        line=key_line(Path(f.file), ("feeds", f.index, "partitions")),
+        field=f"feeds[{f.index}].partitions",
+    )
+
+
+def _plan_table(plan: Plan, t: FeedTable, existing: dict[str, TableColumn], old_config: dict[str, Any]) -> list[str]:
+    """Changes to an existing feed table that follow the schema and the feed's settings; problems if it cannot."""
+    target = f"{t.schema}.{t.table}"
+    problems: list[str] = []
+    add: list[Column] = []
+    retype: list[Column] = []
+    relax: list[str] = []
+    for col in t.columns:
+        old = existing.get(col.name)
+        if old is None:
+            add.append(col)
+            plan.changes.append(Change("column", "create", f"{target}.{col.name}", col.sql_type))
+            continue
+        new_type = pg_type(col.sql_type)
+        if old.sql_type != new_type:
+            if (old.sql_type, new_type) in WIDENINGS and not plan.timescale:
+                retype.append(col)
+                plan.changes.append(
+                    Change("column", "update", f"{target}.{col.name}", f"type {old.sql_type} -> {new_type}")
+                )
+            else:
+                why = (
+                    "TimescaleDB cannot change a column's type in a compressed hypertable"
+                    if (old.sql_type, new_type) in WIDENINGS
+                    else "the existing rows cannot be converted"
+                )
+                problems.append(
+                    f"field '{col.name}' would change column {target}.{col.name} from {old.sql_type} to {new_type}, "
+                    f"and {why}; keep the field's type, or add a new field (or a new feed) instead"
+                )
+            continue
+        if col.nullable and not old.nullable and col.name not in (DEVICE_ID, TIME):
+            relax.append(col.name)
+            plan.changes.append(Change("column", "update", f"{target}.{col.name}", "may be null"))
+    in_schema = {c.name for c in t.columns}
+    for name, old in existing.items():
+        if name not in in_schema and name not in HUB_COLUMN_NAMES and not old.nullable:
+            relax.append(name)  # the schema dropped the field: rows written from now on lack it
+            plan.changes.append(Change("column", "update", f"{target}.{name}", "no longer in the schema: may be null"))
+    if problems:
+        return problems
+    rollup_changed = _changed(old_config, "rollup", t.rollup)
+    rebuild = rollup_changed or any(c.numeric for c in (*add, *retype))
+    sql = alter_table_sql(
+        t, add=add, retype=retype, drop_not_null=relax, rebuild_rollup=rebuild, timescale=plan.timescale
+    )
+    policies = (
+        policies_sql(
+            t,
+            retention=_changed(old_config, "retention", t.retention),
+            compression=_changed(old_config, "compress_after", t.compress_after),
+            chunk_interval=_changed(old_config, "chunk_interval", t.chunk_interval),
+        )
+        if plan.timescale
+        else []
+    )
+    what = [w for w, on in (("new columns", add), ("column types", retype), ("nullable columns", relax)) if on]
+    what += ["rollup rebuilt"] if rebuild and not add and not retype else []
+    what += ["retention/compression/chunk policies"] if policies else []
+    if sql or policies:
+        plan.changes.append(Change("table", "update", target, ", ".join(what), (*sql, *policies)))
+    return problems
+
+
+def _changed(old_config: dict[str, Any], key: str, new: timedelta) -> bool:
+    """Whether a duration setting differs from the applied one (False when the catalog has none)."""
+    value = old_config.get(key)
+    try:
+        return isinstance(value, str | int) and parse_duration(value) != new
+    except ValueError:
+        return False

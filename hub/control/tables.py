@@ -106,17 +106,77 @@ def rollup_sql(t: FeedTable, timescale: bool) -> list[str]:
     ]
 
 
+HUB_COLUMN_NAMES = frozenset(name for name, _ in HUB_COLUMNS)
+
+# PostgreSQL's own spelling (format_type) of the types columns are created with.
+_PG_SPELLING = {"timestamptz": "timestamp with time zone"}
+
+# Column type changes that Avro's promotions allow (int -> long, float, double; long -> float, double;
+# float -> double) and that PostgreSQL makes in place.
+WIDENINGS = frozenset(
+    {
+        ("integer", "bigint"),
+        ("integer", "real"),
+        ("integer", "double precision"),
+        ("bigint", "real"),
+        ("bigint", "double precision"),
+        ("real", "double precision"),
+    }
+)
+
+
+def pg_type(sql_type: str) -> str:
+    """A column type as PostgreSQL reports it, to compare a schema's columns with a table's."""
+    return _PG_SPELLING.get(sql_type, sql_type)
+
+
+def drop_rollup_sql(t: FeedTable, timescale: bool) -> str:
+    return f"DROP {'MATERIALIZED VIEW' if timescale else 'VIEW'} IF EXISTS {t.rollup_name}"
+
+
+def alter_table_sql(
+    t: FeedTable,
+    *,
+    add: Sequence[Column] = (),
+    retype: Sequence[Column] = (),
+    drop_not_null: Sequence[str] = (),
+    rebuild_rollup: bool = False,
+    timescale: bool,
+) -> list[str]:
+    """Follow a compatible schema change: add columns (nullable: older records lack them), widen types,
+    let columns the schema made optional (or dropped) be null, and rebuild the rollup when its columns change.
+    """
+    stmts = [drop_rollup_sql(t, timescale)] if rebuild_rollup else []
+    stmts += [f"ALTER TABLE {t.name} ADD COLUMN IF NOT EXISTS {quote_ident(c.name)} {c.sql_type}" for c in add]
+    stmts += [f"ALTER TABLE {t.name} ALTER COLUMN {quote_ident(c.name)} TYPE {c.sql_type}" for c in retype]
+    stmts += [f"ALTER TABLE {t.name} ALTER COLUMN {quote_ident(n)} DROP NOT NULL" for n in drop_not_null]
+    if rebuild_rollup:
+        stmts += rollup_sql(t, timescale)
+    return stmts
+
+
 def add_columns_sql(t: FeedTable, existing: Sequence[str], timescale: bool) -> list[str]:
-    """Columns a compatible schema change added. New columns are nullable: older records lack them."""
+    """Columns a compatible schema change added (and the rollup rebuilt if any of them is numeric)."""
     new = [c for c in t.columns if c.name not in existing]
     if not new:
         return []
-    stmts = [f"ALTER TABLE {t.name} ADD COLUMN IF NOT EXISTS {quote_ident(c.name)} {c.sql_type}" for c in new]
-    if any(c.numeric for c in new):
-        # The rollup's column list changes: rebuild it.
-        if timescale:
-            stmts.append(f"DROP MATERIALIZED VIEW IF EXISTS {t.rollup_name}")
-        else:
-            stmts.append(f"DROP VIEW IF EXISTS {t.rollup_name}")
-        stmts += rollup_sql(t, timescale)
+    return alter_table_sql(t, add=new, rebuild_rollup=any(c.numeric for c in new), timescale=timescale)
+
+
+def policies_sql(t: FeedTable, *, retention: bool, compression: bool, chunk_interval: bool) -> list[str]:
+    """TimescaleDB: replace the policies whose setting changed (the table's data is kept)."""
+    name = quote_literal(t.name)
+    stmts: list[str] = []
+    if retention:
+        stmts += [
+            f"SELECT remove_retention_policy({name}, if_exists => true)",
+            f"SELECT add_retention_policy({name}, {interval(t.retention)})",
+        ]
+    if compression:
+        stmts += [
+            f"SELECT remove_compression_policy({name}, if_exists => true)",
+            f"SELECT add_compression_policy({name}, {interval(t.compress_after)})",
+        ]
+    if chunk_interval:
+        stmts.append(f"SELECT set_chunk_time_interval({name}, {interval(t.chunk_interval)})")
     return stmts

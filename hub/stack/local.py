@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from hub.api.process import api_check, api_process, start_api
 from hub.control.mqtt_auth import MqttUser, generate_secret, hash_password, render_acl_file, render_password_file
 from hub.errors import StackError
 from hub.settings import SECRETS_FILE, STACK_FILE, HubSettings, MqttAddress, write_private_json
@@ -122,6 +123,9 @@ class LocalStack:
         created = asyncio.run(ensure_feed_topics(self.settings))
         if created:
             self.log(f"kafka: recreated {len(created)} topics of applied feeds")
+        self._up_simple(
+            "api", api_process(self.state), s.api_port, "HUB_API_PORT", lambda: start_api(self.state, s.api_port)
+        )
         return self.status()
 
     def _claim_port(self, name: str, port: int, setting: str) -> None:
@@ -166,6 +170,8 @@ class LocalStack:
 
     def down(self) -> list[str]:
         stopped = []
+        if api_process(self.state).stop():
+            stopped.append("api")
         if servers.mosquitto_process(self.state).stop():
             stopped.append("mosquitto")
         if servers.kafka_process(self.state).stop():
@@ -181,7 +187,7 @@ class LocalStack:
         if not secrets:
             return [
                 ComponentStatus(n, "-", None, False, "not set up: run `hub stack up`")
-                for n in ("postgres", "kafka", "mosquitto")
+                for n in ("postgres", "kafka", "mosquitto", "api")
             ]
         ep = self.endpoints(secrets)
         s = self.settings
@@ -208,6 +214,11 @@ class LocalStack:
                 f"127.0.0.1:{s.mqtt_port}",
                 mq,
                 lambda: health.mqtt_check(MqttAddress.parse(ep["mqtt_url"])),
+            )
+        )
+        out.append(
+            self._probe(
+                "api", f"127.0.0.1:{s.api_port}", api_process(self.state), lambda: api_check(ep["registry_url"])
             )
         )
         return out

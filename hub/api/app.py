@@ -1,0 +1,108 @@
+"""The hub's HTTP API as one Starlette app: the schema registry's routes, `GET /feeds` and `GET /health`.
+
+The catalog is read through an asyncpg pool opened in the app's lifespan. Every error, including
+unknown routes and database failures, is a JSON body in the Confluent shape {"error_code", "message"}.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import asyncpg
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from hub.api.errors import STORE_ERROR, ApiError
+from hub.api.registry import ROUTES, RegistryJSON, pool
+from hub.control import catalog
+from hub.control.feeds_view import feed_summaries
+from hub.db import redact
+from hub.errors import ServerUnavailable
+
+log = logging.getLogger("hub.api")
+
+# Paths served as plain JSON; every other route is the registry's and uses its media type.
+HUB_PATHS = ("/feeds", "/health")
+
+DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+async def feeds(request: Request) -> Response:
+    """The catalog's feeds: the same objects as `hub feeds --json`."""
+    async with pool(request).acquire() as conn:
+        return JSONResponse(await feed_summaries(conn))
+
+
+async def health(request: Request) -> Response:
+    try:
+        subjects = await pool(request).fetchval("SELECT count(DISTINCT subject) FROM hub.subject_versions")
+    except DATABASE_ERRORS as exc:
+        return JSONResponse({"status": "unavailable", "database": f"not answering: {exc}"}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "ok", "subjects": int(subjects)})
+
+
+async def root(_request: Request) -> Response:
+    return RegistryJSON({})
+
+
+def _error_response(request: Request, status: int, body: dict[str, object], headers: dict[str, str]) -> Response:
+    cls = JSONResponse if request.url.path.startswith(HUB_PATHS) else RegistryJSON
+    return cls(body, status_code=status, headers=headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return _error_response(request, exc.status, exc.body(), exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = f"HTTP {exc.status_code} {exc.detail}"
+    return _error_response(
+        request, exc.status_code, {"error_code": exc.status_code, "message": message}, dict(exc.headers or {})
+    )
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    """A database failure is a 500 with Confluent's store error code, not a traceback page."""
+    log.warning("database error on %s %s: %s", request.method, request.url.path, exc)
+    body: dict[str, object] = {"error_code": STORE_ERROR, "message": f"Error in the catalog database: {exc}"}
+    return _error_response(request, 500, body, {})
+
+
+def create_app(database_url: str, *, pool_size: int = 8) -> Starlette:
+    """The API reading the catalog at `database_url` (the catalog's tables are created if missing)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            db = await asyncpg.create_pool(database_url, min_size=1, max_size=pool_size, timeout=10)
+        except DATABASE_ERRORS as exc:
+            raise ServerUnavailable(
+                "PostgreSQL", redact(database_url), f"{exc}; start it with `hub stack up` or check HUB_DATABASE_URL"
+            ) from exc
+        try:
+            async with db.acquire() as conn:
+                await catalog.ensure_catalog(conn)
+            app.state.pool = db
+            yield
+        finally:
+            await db.close()
+
+    routes: list[BaseRoute] = [
+        Route("/", root, methods=["GET"]),
+        Route("/feeds", feeds, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        *ROUTES,
+    ]
+    handlers: dict[type[Exception], Callable[[Request, Exception], Awaitable[Response]]] = {
+        ApiError: _api_error,
+        HTTPException: _http_error,
+        **dict.fromkeys(DATABASE_ERRORS, _database_error),
+    }
+    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)

@@ -1,0 +1,32 @@
+"""`hub serve`: the HTTP API (schema registry, feeds, health) on uvicorn."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from hub.cli.common import console, one_line_errors, settings
+from hub.errors import HubError
+
+
+@one_line_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Port (default: HUB_API_PORT, 18081).")] = None,
+) -> None:
+    """Serve the Confluent-compatible schema registry (read-only), GET /feeds and GET /health."""
+    import uvicorn
+
+    from hub.api.app import create_app
+
+    s = settings()
+    database_url = s.endpoints().database_url  # no stack and no HUB_DATABASE_URL: a one-line error
+    port = port if port is not None else s.api_port
+    console.print(f"hub API on http://{host}:{port} (schema registry, /feeds, /health)", highlight=False)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(database_url), host=host, port=port, lifespan="on", access_log=False)
+    )
+    server.run()
+    if not server.started:
+        raise HubError(f"the API did not start on {host}:{port}: see the messages above")
