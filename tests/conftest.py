@@ -36,7 +36,11 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubSett
         registry_url=None,
     )
     stack = LocalStack(settings)
-    statuses = stack.up()
+    try:
+        statuses = stack.up()
+    except BaseException:
+        stack.down()  # whatever did start must not outlive the test session
+        raise
     unhealthy = [s for s in statuses if not s.healthy]
     if unhealthy:
         stack.down()

@@ -22,18 +22,11 @@ from hub.cli.common import console, one_line_errors, settings
 from hub.cli.simulate import applied_feeds, print_report
 from hub.control.apply import apply
 from hub.errors import HubError
-from hub.settings import HubSettings
 from hub.simulate import simulate
-from hub.stack.local import LocalStack
-from hub.stack.process import ManagedProcess
+from hub.stack.local import LocalStack, workers_process
 
 SAMPLE_QUERY = """SELECT device_id, time, pm25, pm10, temperature_c
 FROM uni_air_lab.air_quality ORDER BY time DESC LIMIT 5"""
-
-
-def workers_process(s: HubSettings) -> ManagedProcess:
-    """The background `hub run` of the demo; `hub stack down` stops it too."""
-    return ManagedProcess("workers", s.state_dir.resolve() / "workers", "hub")
 
 
 async def _landed(url: str) -> int:
@@ -82,7 +75,7 @@ def demo(
         say(f"   new partners' MQTT credentials saved (owner-only) in {creds_dir}/")
 
     say("\n[bold]3. workers[/bold]: ingest (MQTT -> Kafka) and landing (Kafka -> database)")
-    proc = workers_process(s)
+    proc = workers_process(s.state_dir.resolve())
     if proc.pid() is None:
         proc.start([sys.executable, "-m", "hub", "run"], env={"HUB_STATE_DIR": str(s.state_dir.resolve())})
         say(f"   started `hub run` in the background (pid {proc.pid()}, log {proc.log_path})")

@@ -47,6 +47,11 @@ def hub_service_user(settings: HubSettings, password_hash: str) -> MqttUser:
     )
 
 
+def workers_process(state: Path) -> ManagedProcess:
+    """A background `hub run` started by `hub demo`; `down` stops it before the servers."""
+    return ManagedProcess("workers", state / "workers", "hub run")
+
+
 class LocalStack:
     def __init__(self, settings: HubSettings, log: Callable[[str], None] = lambda _msg: None) -> None:
         self.settings = settings
@@ -170,6 +175,9 @@ class LocalStack:
 
     def down(self) -> list[str]:
         stopped = []
+        # Workers first (they end their broker sessions cleanly), then the servers they use.
+        if workers_process(self.state).stop(timeout_s=60):
+            stopped.append("workers")
         if api_process(self.state).stop():
             stopped.append("api")
         if servers.mosquitto_process(self.state).stop():
