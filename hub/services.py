@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
+import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from hub.control import catalog
@@ -44,7 +48,9 @@ async def drain_stale_sessions(settings: HubSettings, keep: int) -> list[str]:
     """End the broker sessions of ingest workers that no longer run, after taking what waits in them.
 
     A persistent session left behind stays a member of the shared subscription and keeps
-    receiving its share of messages, which would then wait there undelivered.
+    receiving its share of messages, which would then wait there undelivered. Returns the
+    sessions ended; one whose messages cannot reach Kafka now is left out of the shared
+    group but kept (with its messages), and tried again next time.
     """
     ep = settings.endpoints()
     async with connection(ep.database_url) as conn:
@@ -52,12 +58,17 @@ async def drain_stale_sessions(settings: HubSettings, keep: int) -> list[str]:
         rows = await conn.fetch("SELECT name FROM hub.resources WHERE kind = 'mqtt-session' AND state = 'active'")
     wanted = {client_id(i) for i in range(keep)}
     stale = sorted(r["name"] for r in rows if r["name"] not in wanted)
+    ended = []
     for name in stale:
         index = int(name.rsplit("-", 1)[1])
-        async with IngestWorker(settings, ep, index, drain_only=True):
-            pass  # entering connects the old session and leaving drains and ends it
-        log.info("ended stale ingest session %s", name)
-    return stale
+        async with IngestWorker(settings, ep, index, drain_only=True) as worker:
+            pass  # entering resumes the old session; leaving takes what waits in it to Kafka and ends it
+        if worker.session_ended:
+            ended.append(name)
+            log.info("drained and ended stale ingest session %s", name)
+        else:
+            log.warning("stale ingest session %s still holds messages (Kafka down?); it is kept for now", name)
+    return ended
 
 
 def _logging() -> None:
@@ -74,40 +85,103 @@ def _land_process() -> None:
     asyncio.run(run_land())
 
 
-def supervise(ingest_workers: int, land_workers: int) -> int:
-    """Start the workers as processes; on a signal stop them all cleanly. Returns an exit status."""
+@dataclass
+class _Slot:
+    """One worker the supervisor keeps running: the same target and index across restarts."""
+
+    name: str
+    target: Callable[..., None]
+    args: tuple[int, ...]
+    process: Any = None
+    started_at: float = 0.0
+    quick_failures: int = 0
+    restart_at: float | None = None
+
+
+def supervise(
+    ingest_workers: int,
+    land_workers: int,
+    *,
+    max_quick_failures: int = 5,
+    quick_s: float = 10.0,
+    restart_backoff_s: tuple[float, float] = (1.0, 30.0),
+) -> int:
+    """Run the workers as processes and keep them running; on SIGTERM / SIGINT stop them all cleanly.
+
+    A worker that dies (killed, crashed) is started again with the same index: an ingest
+    worker resumes its persistent broker session, whose share of the shared subscription
+    would otherwise wait there undelivered (and be dropped when the session expires). A
+    worker that keeps failing within `quick_s` of its start (`max_quick_failures` times in a
+    row: a configuration error, say) stops the others; the exit status is then 1.
+    """
     _logging()
     if ingest_workers:
         asyncio.run(drain_stale_sessions(HubSettings(), ingest_workers))
     ctx = mp.get_context("spawn")
-    procs: list[Any] = []
-    targets: list[tuple[Callable[..., None], tuple[int, ...]]] = [
-        *((_land_process, ()) for _ in range(land_workers)),
-        *((_ingest_process, (i,)) for i in range(ingest_workers)),
+    slots = [
+        *(_Slot(f"land-{i}", _land_process, ()) for i in range(land_workers)),
+        *(_Slot(f"ingest-{i}", _ingest_process, (i,)) for i in range(ingest_workers)),
     ]
-    for target, args in targets:
-        p = ctx.Process(target=target, args=args, daemon=False)
-        p.start()
-        procs.append(p)
-    stopping = False
 
-    def stop(_sig: int, _frame: object) -> None:
+    def start(slot: _Slot) -> None:
+        slot.process = ctx.Process(target=slot.target, args=slot.args, name=f"hub-{slot.name}", daemon=False)
+        slot.process.start()
+        slot.started_at, slot.restart_at = time.monotonic(), None
+
+    stopping = False
+    status = 0
+
+    def stop_all() -> None:
+        for slot in slots:
+            if slot.process is not None and slot.process.is_alive() and slot.process.pid:
+                os.kill(slot.process.pid, signal.SIGTERM)
+
+    def on_signal(_sig: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
-        for p in procs:
-            if p.is_alive() and p.pid:
-                import os
+        stop_all()
 
-                os.kill(p.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    status = 0
-    for p in procs:
-        p.join()
-        if p.exitcode not in (0, None) and not stopping:
-            status = 1
-    return status
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for slot in slots:
+        start(slot)
+    while True:
+        now = time.monotonic()
+        for slot in slots:
+            p = slot.process
+            if stopping or p.is_alive() or slot.restart_at is not None:
+                continue
+            ran_s = now - slot.started_at
+            slot.quick_failures = slot.quick_failures + 1 if ran_s < quick_s else 1
+            if slot.quick_failures >= max_quick_failures:
+                log.error(
+                    "worker %s failed %d times in a row right after starting; stopping", slot.name, max_quick_failures
+                )
+                status, stopping = 1, True
+                stop_all()
+                break
+            low, high = restart_backoff_s
+            delay = min(high, low * 2 ** (slot.quick_failures - 1))
+            log.warning(
+                "worker %s exited (status %s) after %.0f s; restarting it in %.0f s",
+                slot.name,
+                p.exitcode,
+                ran_s,
+                delay,
+            )
+            slot.restart_at = now + delay
+        if stopping:
+            for slot in slots:
+                if slot.process.is_alive():
+                    slot.process.join()
+            return status
+        for slot in slots:
+            if slot.restart_at is not None and slot.restart_at <= now:
+                start(slot)
+        waits = [s.restart_at - now for s in slots if s.restart_at is not None]
+        mp_connection.wait(
+            [s.process.sentinel for s in slots if s.process.is_alive()], max(0.0, min(waits, default=1.0))
+        )
 
 
 Runner = Callable[[], Awaitable[None]]

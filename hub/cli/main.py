@@ -12,7 +12,9 @@ from hub.api.cli import serve
 from hub.cli import onboard, run, stack
 from hub.cli.bench import bench
 from hub.cli.demo import demo
+from hub.cli.query import app as query_app
 from hub.cli.simulate import simulate_cmd
+from hub.cli.stats import stats as stats_cmd
 
 app = typer.Typer(
     help="Civic data-sharing hub: onboard partners, ingest their devices' data, land it, share it.",
@@ -21,9 +23,11 @@ app = typer.Typer(
 )
 app.add_typer(stack.app, name="stack")
 app.add_typer(run.app, name="run")
+app.add_typer(query_app, name="query")
 app.command()(demo)
 app.command()(bench)
 app.command("simulate")(simulate_cmd)
+app.command("stats")(stats_cmd)
 app.command()(serve)
 for _cmd in (onboard.plan, onboard.apply, onboard.feeds, onboard.partners):
     app.command()(_cmd)

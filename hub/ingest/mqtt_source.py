@@ -40,6 +40,8 @@ class MqttSource:
         client_id: str,
         filters: list[str],
         *,
+        subscribe: bool = True,
+        unsubscribe_first: list[str] | None = None,
         share_group: str | None = "hub-ingest",
         protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311,
         keepalive_s: int = 30,
@@ -49,20 +51,32 @@ class MqttSource:
     ) -> None:
         self.address = address
         self.client_id = client_id
-        self.subscriptions = [f"$share/{share_group}/{f}" if share_group else f for f in filters]
+        self.subscriptions = [self._shared(f, share_group) for f in filters]
+        self.subscribe = subscribe
+        self.obsolete = [self._shared(f, share_group) for f in unsubscribe_first or [] if f not in filters]
         self.protocol = protocol
         self.keepalive_s = keepalive_s
         self.tls_ca = tls_ca
         self.inbox: deque[Message] = deque()
         self.generation = 0
         self.last_message_at = 0.0
+        self.received = 0  # messages delivered to us (redeliveries included)
+        self.acked = 0  # PUBACKs sent
+        self._delivered_now = 0  # on the current connection
+        self._acked_now = 0
         self._wake = wake
         self._wake_every = wake_every
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._connect_error: str | None = None
         self._pending_sub: int | None = None
+        self._unsubacks: set[int] = set()  # mids of UNSUBSCRIBEs the broker confirmed
+        self._unsubacked = threading.Condition()
         self.client = self._new_client(clean=False)
+
+    @staticmethod
+    def _shared(topic_filter: str, share_group: str | None) -> str:
+        return f"$share/{share_group}/{topic_filter}" if share_group else topic_filter
 
     def _new_client(self, clean: bool) -> mqtt.Client:
         client = mqtt.Client(
@@ -90,7 +104,10 @@ class MqttSource:
         self.generation += 1
         # Unacknowledged messages of an earlier connection will be delivered again: forget them.
         self.inbox.clear()
-        if self.subscriptions:
+        self._delivered_now = self._acked_now = 0
+        if self.obsolete:  # filters an earlier version of this session subscribed to: stop their deliveries
+            client.unsubscribe(self.obsolete)
+        if self.subscribe and self.subscriptions:
             _result, mid = client.subscribe([(s, 1) for s in self.subscriptions])
             self._pending_sub = mid
         else:
@@ -106,10 +123,18 @@ class MqttSource:
                 self._connect_error = f"subscription refused: {failed}"
             self._subscribed.set()
 
+    def _on_unsubscribe(self, _c: mqtt.Client, _u: object, mid: int, _r: object, _p: object) -> None:
+        # The UNSUBACK may arrive before `unsubscribe()` returned its mid to the calling thread.
+        with self._unsubacked:
+            self._unsubacks.add(mid)
+            self._unsubacked.notify_all()
+
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         now = time.time()
         self.inbox.append(Message(msg.topic, bytes(msg.payload), msg.mid, int(now * 1000), self.generation))
         self.last_message_at = now
+        self.received += 1
+        self._delivered_now += 1
         if self._wake is not None and len(self.inbox) % self._wake_every == 0:
             self._wake()
 
@@ -119,6 +144,7 @@ class MqttSource:
         c = self.client
         c.on_connect = self._on_connect
         c.on_subscribe = self._on_subscribe
+        c.on_unsubscribe = self._on_unsubscribe
         c.on_message = self._on_message
         c.reconnect_delay_set(1, 5)
         try:
@@ -142,12 +168,21 @@ class MqttSource:
     def ack(self, messages: list[Message]) -> int:
         """PUBACK the messages still valid on this connection; returns how many were acknowledged."""
         gen = self.generation
+        ack = self.client.ack
         n = 0
         for m in messages:
             if m.generation == gen:
-                self.client.ack(m.mid, 1)
+                ack(m.mid, 1)
                 n += 1
+        self.acked += n
+        if self.generation == gen:  # a reconnect meanwhile started counting afresh
+            self._acked_now += n
         return n
+
+    @property
+    def outstanding(self) -> int:
+        """Messages delivered on the current connection and not acknowledged yet (the inbox included)."""
+        return self._delivered_now - self._acked_now
 
     def drain(self, limit: int) -> list[Message]:
         out: list[Message] = []
@@ -159,10 +194,19 @@ class MqttSource:
     def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
         self.client.publish(topic, payload, qos=qos)
 
-    def leave_group(self) -> None:
-        """Stop receiving new messages (those already queued for us still arrive)."""
-        if self.subscriptions:
-            self.client.unsubscribe(self.subscriptions)
+    def leave_group(self, timeout_s: float = 10.0) -> bool:
+        """Leave the shared group and wait for the broker's UNSUBACK; blocking (run it in a thread).
+
+        After the UNSUBACK the broker routes nothing new to this session; messages already
+        queued for it still arrive. Unsubscribes every filter this session may hold, also
+        when it was resumed only to be drained.
+        """
+        topics = sorted({*self.subscriptions, *self.obsolete})
+        if not topics:
+            return True
+        _result, mid = self.client.unsubscribe(topics)
+        with self._unsubacked:
+            return self._unsubacked.wait_for(lambda: mid in self._unsubacks, timeout_s)
 
     def stop(self, end_session: bool) -> None:
         self.client.disconnect()

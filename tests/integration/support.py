@@ -170,3 +170,243 @@ def header(record: Any, name: str) -> bytes | None:
         if k == name:
             return bytes(v)
     return None
+
+
+# --- added for the ingest tests --------------------------------------------------------
+
+
+class TopicsSubscriber:
+    """Subscribes to several topic filters in one SUBSCRIBE as some MQTT user; `granted` has one reason per filter.
+
+    Messages arrive on one connection in the order the broker routed them, so a message on
+    an allowed filter that the hub published after others is a barrier for those others.
+    """
+
+    def __init__(self, settings: HubSettings, username: str, password: str, topics: list[str]) -> None:
+        address = settings.endpoints().mqtt()
+        self.messages: list[tuple[str, bytes]] = []
+        self.granted: list[str] = []
+        self.granted_failures: list[bool] = []
+        self._ready = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=unique("sub"), protocol=MQTTProtocolVersion.MQTTv5
+        )
+        self.client.username_pw_set(username, password)
+        self.client.on_connect = lambda c, *_a: c.subscribe([(t, 1) for t in topics])
+
+        def on_subscribe(_c: Any, _u: Any, _mid: int, reasons: Any, _p: Any) -> None:
+            self.granted = [str(r) for r in reasons]
+            self.granted_failures = [bool(r.is_failure) for r in reasons]
+            self._ready.set()
+
+        self.client.on_subscribe = on_subscribe
+        self.client.on_message = lambda _c, _u, m: self.messages.append((m.topic, bytes(m.payload)))
+        self.client.connect(address.host, address.port, 30)
+        self.client.loop_start()
+        if not self._ready.wait(10):
+            raise TimeoutError("no SUBACK within 10 s")
+
+    def on(self, prefix: str) -> list[tuple[str, bytes]]:
+        return [(t, p) for t, p in list(self.messages) if t.startswith(prefix)]
+
+    async def wait_until(self, done: Any, timeout_s: float = 15.0) -> bool:
+        return await eventually(lambda: done(list(self.messages)), timeout_s)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+async def eventually(condition: Any, timeout_s: float = 15.0, interval_s: float = 0.05) -> bool:
+    """Poll `condition()` (sync or async) until it is true or the deadline passes; returns the last result."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result or asyncio.get_running_loop().time() >= deadline:
+            return bool(result)
+        await asyncio.sleep(interval_s)
+
+
+async def read_keys(bootstrap: str, topic: str, keys: set[bytes], *, timeout_s: float = 30.0) -> dict[bytes, list[Any]]:
+    """Read a Kafka topic from the beginning until every key in `keys` was seen (or time runs out).
+
+    Returns the records of those keys, grouped by key (several per key when delivered more than once).
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    found: dict[bytes, list[Any]] = {}
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        partitions: set[int] = set()
+        while not partitions and loop.time() < deadline:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+            if not partitions:
+                await asyncio.sleep(0.2)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while len(found) < len(keys) and loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            for records in batch.values():
+                for r in records:
+                    if r.key in keys:
+                        found.setdefault(r.key, []).append(r)
+    finally:
+        await consumer.stop()
+    return found
+
+
+# --- added for the landing tests -------------------------------------------------------
+
+import time  # noqa: E402
+
+import asyncpg  # noqa: E402
+from aiokafka import AIOKafkaProducer  # noqa: E402
+
+from hub.ingest.wire import WireEncoder  # noqa: E402
+from hub.ingest.worker import partition_for  # noqa: E402
+from hub.landing.options import LandingOptions  # noqa: E402
+from hub.runtime import FeedRuntime, load_feeds  # noqa: E402
+
+
+def own_group(settings: HubSettings) -> HubSettings:
+    """The same settings with a landing consumer group no other test uses.
+
+    Landing offsets live in the database, not in the group, so a fresh group resumes exactly
+    where the table is, without waiting for a member left behind by another test to expire.
+    """
+    return settings.model_copy(update={"land_group": unique("land")})
+
+
+@asynccontextmanager
+async def running_landing(settings: HubSettings, options: LandingOptions | None = None) -> AsyncIterator[LandingWorker]:
+    """A landing worker with the given options in a background task; stops it cleanly on exit."""
+    stop = asyncio.Event()
+    async with LandingWorker(settings, settings.endpoints(), options) as worker:
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            yield worker
+        finally:
+            stop.set()
+            await task
+
+
+async def assigned_topic(worker: LandingWorker, topic: str, timeout_s: float = 30.0) -> bool:
+    """Wait until the worker owns partitions of `topic` and is positioned at their stored offsets."""
+    return await eventually(lambda: any(tp.topic == topic for tp in worker.assigned) and not worker._pending, timeout_s)
+
+
+async def feed_runtime(settings: HubSettings, partner: str, feed: str) -> FeedRuntime:
+    conn = await asyncpg.connect(settings.endpoints().database_url)
+    try:
+        feeds = await load_feeds(conn)
+    finally:
+        await conn.close()
+    return next(f for f in feeds if f.key == (partner, feed))
+
+
+class FeedWriter:
+    """Writes Confluent wire-format records straight to a feed topic, as ingest would (for landing tests).
+
+    Records go out keyed by device id, to the partition ingest would pick, one batch per
+    partition, each with the `received_ms` header; `partition` puts a whole send on one partition.
+    """
+
+    def __init__(self, settings: HubSettings, feed: FeedRuntime) -> None:
+        self.settings = settings
+        self.feed = feed
+        self.topic = feed.row.kafka_topic
+        self.producer = AIOKafkaProducer(bootstrap_servers=settings.endpoints().kafka_bootstrap, acks="all")
+
+    async def __aenter__(self) -> FeedWriter:
+        await self.producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.producer.stop()
+
+    async def send(
+        self,
+        records: list[dict[str, Any]],
+        *,
+        schema: tuple[int, dict[str, Any]] | None = None,
+        partition: int | None = None,
+    ) -> None:
+        schema_id, parsed = schema or (self.feed.schema_id, self.feed.schema.parsed)
+        encoder = WireEncoder(schema_id, parsed)
+        await self.send_raw([(str(r["device_id"]).encode(), encoder.encode(r)) for r in records], partition)
+
+    async def send_raw(self, items: list[tuple[bytes, bytes]], partition: int | None = None) -> None:
+        partitions = len(await self.producer.partitions_for(self.topic))
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for key, value in items:
+            p = partition if partition is not None else partition_for(key, partitions)
+            by_partition.setdefault(p, []).append((key, value))
+        received = str(int(time.time() * 1000)).encode()
+        futures = []
+        for p, batch_items in by_partition.items():
+            batch = self.producer.create_batch()
+            for key, value in batch_items:
+                if batch.append(key=key, value=value, timestamp=None, headers=[("received_ms", received)]) is None:
+                    futures.append(await self.producer.send_batch(batch, self.topic, partition=p))
+                    batch = self.producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None, headers=[("received_ms", received)])
+            futures.append(await self.producer.send_batch(batch, self.topic, partition=p))
+        await asyncio.gather(*futures)
+
+
+def air_quality_records(device: str, n: int, start_ms: int | None = None) -> list[dict[str, Any]]:
+    """`n` valid uni_air_lab.air_quality records of one device, one second apart (pm25 = index)."""
+    start = start_ms if start_ms is not None else int(time.time() * 1000) - 3_600_000
+    return [
+        {
+            "device_id": device,
+            "time": start + i * 1000,
+            "pm25": float(i),
+            "pm10": 2.0 * i,
+            "no2": None,
+            "temperature_c": 20.0,
+            "humidity_pct": 50.0,
+            "battery_v": None,
+        }
+        for i in range(n)
+    ]
+
+
+async def query(settings: HubSettings, sql: str, *args: Any) -> Any:
+    """One value from the database."""
+    conn = await asyncpg.connect(settings.endpoints().database_url)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def rows_of(settings: HubSettings, table: str, devices: list[str]) -> list[Any]:
+    """Every row of `table` (schema-qualified, trusted) for these devices, ordered by device and time."""
+    conn = await asyncpg.connect(settings.endpoints().database_url)
+    try:
+        return list(
+            await conn.fetch(
+                f"SELECT * FROM {table} WHERE device_id = ANY($1::text[]) ORDER BY device_id, time", devices
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def until_rows(settings: HubSettings, table: str, devices: list[str], want: int, timeout_s: float = 30.0) -> int:
+    """Wait until `table` holds `want` rows for these devices; returns the count seen last."""
+    seen = 0
+
+    async def enough() -> bool:
+        nonlocal seen
+        seen = int(await query(settings, f"SELECT count(*) FROM {table} WHERE device_id = ANY($1::text[])", devices))
+        return seen >= want
+
+    await eventually(enough, timeout_s, interval_s=0.1)
+    return seen

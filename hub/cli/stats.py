@@ -1,0 +1,50 @@
+"""`hub stats`: accepted and rejected messages per partner and feed, with the most common reasons."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hub.cli.common import console, one_line_errors, settings
+from hub.control import catalog
+from hub.db import connection
+from hub.ingest.stats import FeedStats, ingest_stats
+
+
+async def _stats(partner: str | None) -> list[FeedStats]:
+    async with connection(settings().endpoints().database_url) as conn:
+        await catalog.ensure_catalog(conn)
+        return await ingest_stats(conn, partner)
+
+
+@one_line_errors
+def stats(
+    partner: Annotated[str | None, typer.Option("--partner", "-p", help="Only this partner's feeds.")] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="Reasons shown per feed in the table.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array for scripts, every reason included.")] = False,
+) -> None:
+    """Messages ingest accepted and rejected per partner and feed, and why (updated every few seconds)."""
+    rows = asyncio.run(_stats(partner))
+    if as_json:
+        print(json.dumps([r.as_json() for r in rows]))
+        return
+    if not rows:
+        console.print(f"no feeds{f' for partner {partner!r}' if partner else ''} in the catalog; run `hub apply`")
+        return
+    table = Table("partner", "feed", "accepted", "rejected", "most common reasons", "last message")
+    for r in rows:
+        shown = ", ".join(f"{reason} {n:,}" for reason, n in r.reasons[:top])
+        more = len(r.reasons) - top
+        table.add_row(
+            r.partner,
+            r.feed,
+            f"{r.accepted:,}",
+            f"[red]{r.rejected:,}[/red]" if r.rejected else "0",
+            shown + (f", +{more} more" if more > 0 else "") or "-",
+            r.last_at.strftime("%Y-%m-%d %H:%M:%S %Z") if r.last_at else "-",
+        )
+    console.print(table)
