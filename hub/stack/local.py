@@ -120,7 +120,7 @@ class LocalStack:
             servers.mosquitto_process(self.state),
             s.mqtt_port,
             "HUB_MQTT_PORT",
-            lambda: servers.start_mosquitto(self.state, s.mqtt_port),
+            lambda: servers.start_mosquitto(self.state, s.mqtt_port, s.ingest_max_in_flight),
         )
         write_private_json(self.state / STACK_FILE, {"endpoints": endpoints, "started_at": time.time()})
         from hub.control.apply import ensure_feed_topics  # the control plane builds on the stack, not the reverse
