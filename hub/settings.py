@@ -67,6 +67,9 @@ class HubSettings(BaseSettings):
     ingest_max_payload_bytes: int = 64 * 1024
     ingest_workers: int = 1
 
+    # How often running workers look for partners, feeds and schema versions applied since they started.
+    catalog_reload_s: float = 5.0
+
     # Landing
     land_batch_size: int = 5_000
     land_flush_ms: int = 200

@@ -51,6 +51,7 @@ class MqttSource:
     ) -> None:
         self.address = address
         self.client_id = client_id
+        self.share_group = share_group
         self.subscriptions = [self._shared(f, share_group) for f in filters]
         self.subscribe = subscribe
         self.obsolete = [self._shared(f, share_group) for f in unsubscribe_first or [] if f not in filters]
@@ -193,6 +194,15 @@ class MqttSource:
 
     def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
         self.client.publish(topic, payload, qos=qos)
+
+    def add_filters(self, filters: list[str]) -> list[str]:
+        """Subscribe to more namespaces (partners applied while we run); returns the new subscriptions."""
+        new = [self._shared(f, self.share_group) for f in filters]
+        new = [f for f in new if f not in self.subscriptions]
+        if new and self.subscribe:
+            self.subscriptions.extend(new)  # also re-subscribed on every reconnection
+            self.client.subscribe([(f, 1) for f in new])
+        return new
 
     def leave_group(self, timeout_s: float = 10.0) -> bool:
         """Leave the shared group and wait for the broker's UNSUBACK; blocking (run it in a thread).

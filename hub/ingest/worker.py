@@ -69,6 +69,10 @@ def build_routes(feeds: list[FeedRuntime], settings: HubSettings) -> list[FeedRo
     ]
 
 
+def _signature(feeds: list[FeedRuntime]) -> list[tuple[str, str, int, str]]:
+    return sorted((f.row.partner_id, f.row.name, f.schema_id, json.dumps(f.row.config, sort_keys=True)) for f in feeds)
+
+
 def marker_spec(settings: HubSettings, index: int) -> TopicSpec:
     """An empty topic only this worker creates: if the broker no longer has it, the broker restarted."""
     return TopicSpec(f"{settings.kafka_topic_prefix}_ingest-{index}.alive", 1, settings.kafka_replication_factor)
@@ -134,6 +138,7 @@ class IngestWorker:
         self._wake = asyncio.Event()
         self._partitions: dict[str, int] = {}
         self._last_flush = time.monotonic()
+        self._last_reload = time.monotonic()
         self._topic_watch: asyncio.Task[None] | None = None
         self._topics_epoch = 0
         self._abandoned = False  # a batch was given up unacknowledged: the session must be kept
@@ -311,7 +316,45 @@ class IngestWorker:
         if messages:
             await self.process(messages)
         await self._flush_stats()
+        await self._maybe_reload()
         return len(messages)
+
+    async def _maybe_reload(self) -> None:
+        """Pick up partners, feeds and schema versions applied while we run.
+
+        A new partner's namespace is subscribed to at once, so its devices are not refused
+        as unknown until a restart; a new schema version is used for the next message.
+        """
+        now = time.monotonic()
+        if self.drain_only or now - self._last_reload < self.settings.catalog_reload_s:
+            return
+        self._last_reload = now
+        try:
+            feeds = await load_feeds(self.db)
+            partners = [r["id"] for r in await catalog.partners(self.db)]
+        except Exception as exc:  # the database may be restarting: try again next time
+            log.warning("cannot reload the catalog yet: %r", exc)
+            return
+        if _signature(feeds) == _signature(self.feeds):
+            return
+        s = self.settings
+        self.feeds = feeds
+        self.topic_specs = [dead_letter_spec(s), *(topic_spec(s, f.row) for f in feeds)]
+        await self._recover_topics()
+        for spec in self.topic_specs:
+            if spec.name not in self._partitions:
+                self._partitions[spec.name] = len(await self.producer.partitions_for(spec.name))
+        self.router = Router(build_routes(feeds, s))
+        added = self.source.add_filters(namespace_filters(s, partners))
+        if added:
+            await catalog.set_resource(
+                self.db,
+                "mqtt-session",
+                client_id(self.index),
+                "active",
+                json.dumps({"filters": namespace_filters(s, partners)}),
+            )
+        log.info("catalog reloaded: %d feeds; new subscriptions %s", len(feeds), added)
 
     async def process(self, messages: list[Message]) -> None:
         """Send the messages' records; PUBACK them only when Kafka acknowledged every one.

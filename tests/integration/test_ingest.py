@@ -45,6 +45,7 @@ from tests.integration.support import (
     eventually,
     header,
     read_keys,
+    read_topic,
     running_ingest,
     unique,
 )
@@ -679,3 +680,29 @@ async def test_a_worker_stopped_while_kafka_is_down_stops_and_leaves_its_message
     finally:
         dev.close()
     assert len(found) == len(devices)
+
+
+async def test_a_partner_applied_while_ingest_runs_is_ingested_without_a_restart(
+    applied: HubSettings, tmp_path: Path
+) -> None:
+    from hub.control.apply import apply
+    from tests.integration.test_onboarding import workspace
+
+    settings = applied.model_copy(update={"catalog_reload_s": 0.2})
+    ws = workspace(tmp_path).write()
+    async with running_ingest(settings) as worker:
+        result = await apply(settings, ws.config, ws.schemas)
+        creds_dir = settings.state_dir / "credentials"
+        (creds_dir / f"{ws.partner}.json").write_text(
+            json.dumps({"username": ws.partner, "password": result.credentials[ws.partner]})
+        )
+        assert await eventually(lambda: any(ws.partner in s for s in worker.source.subscriptions))
+        device = unique("gauge")
+        dev = Device(settings, ws.partner)
+        try:
+            dev.publish(f"partners/{ws.partner}/rivers/{device}/level", json.dumps({"ts": time.time(), "lvl": 1.5}))
+            assert list((await dev.wait_acks(1)).values()) == ["Success"]
+        finally:
+            dev.close()
+        records = await read_topic(settings, ws.topic, match=lambda r: r.key == device.encode())
+    assert len(records) == 1
