@@ -61,8 +61,7 @@ def create_table_sql(t: FeedTable, timescale: bool) -> list[str]:
         stmts += [
             f"SELECT create_hypertable({quote_literal(t.name)}, by_range('time', {interval(t.chunk_interval)}),"
             " if_not_exists => true)",
-            f"ALTER TABLE {t.name} SET (timescaledb.compress, timescaledb.compress_segmentby = 'device_id',"
-            " timescaledb.compress_orderby = 'time DESC')",
+            compression_settings_sql(t),
             f"SELECT add_compression_policy({quote_literal(t.name)}, {interval(t.compress_after)},"
             " if_not_exists => true)",
             f"SELECT add_retention_policy({quote_literal(t.name)}, {interval(t.retention)}, if_not_exists => true)",
@@ -86,12 +85,23 @@ def _aggregates(columns: Sequence[Column]) -> list[str]:
     return out
 
 
+# time_bucket's own origin for buckets under a month (a Monday, midnight UTC); date_bin in plain
+# PostgreSQL mode uses the same, written with its offset so the session's TimeZone cannot move it.
+BUCKET_ORIGIN = "TIMESTAMPTZ '2000-01-03 00:00:00+00'"
+
+
 def rollup_sql(t: FeedTable, timescale: bool) -> list[str]:
-    """Per-device averages per bucket: a continuous aggregate, or a plain view."""
+    """Per-device averages per bucket: a continuous aggregate, or a plain view.
+
+    The continuous aggregate is real-time (`materialized_only = false`): buckets the refresh
+    policy has not materialized yet are computed from the raw rows at query time, so the
+    latest buckets are never missing from dashboards (TimescaleDB 2.13+ defaults to true).
+    """
     aggs = ",\n    ".join(_aggregates(t.columns))
     if timescale:
         return [
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {t.rollup_name}\nWITH (timescaledb.continuous) AS\n"
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {t.rollup_name}\n"
+            "WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS\n"
             f'SELECT time_bucket({interval(t.rollup)}, "time") AS bucket, device_id,\n    {aggs}\n'
             f"FROM {t.name}\nGROUP BY bucket, device_id\nWITH NO DATA",
             f"SELECT add_continuous_aggregate_policy({quote_literal(t.rollup_name)},"
@@ -101,7 +111,7 @@ def rollup_sql(t: FeedTable, timescale: bool) -> list[str]:
         ]
     return [
         f"CREATE OR REPLACE VIEW {t.rollup_name} AS\n"
-        f"SELECT date_bin({interval(t.rollup)}, \"time\", TIMESTAMPTZ '2000-01-01') AS bucket, device_id,\n"
+        f'SELECT date_bin({interval(t.rollup)}, "time", {BUCKET_ORIGIN}) AS bucket, device_id,\n'
         f"    {aggs}\nFROM {t.name}\nGROUP BY bucket, device_id"
     ]
 
@@ -146,13 +156,37 @@ def alter_table_sql(
     """Follow a compatible schema change: add columns (nullable: older records lack them), widen types,
     let columns the schema made optional (or dropped) be null, and rebuild the rollup when its columns change.
     """
+    rebuild_rollup = rebuild_rollup or bool(retype)  # the rollup reads the column: it must go first
     stmts = [drop_rollup_sql(t, timescale)] if rebuild_rollup else []
     stmts += [f"ALTER TABLE {t.name} ADD COLUMN IF NOT EXISTS {quote_ident(c.name)} {c.sql_type}" for c in add]
-    stmts += [f"ALTER TABLE {t.name} ALTER COLUMN {quote_ident(c.name)} TYPE {c.sql_type}" for c in retype]
+    retyped = [f"ALTER TABLE {t.name} ALTER COLUMN {quote_ident(c.name)} TYPE {c.sql_type}" for c in retype]
+    stmts += _without_compression(t, retyped) if timescale and retyped else retyped
     stmts += [f"ALTER TABLE {t.name} ALTER COLUMN {quote_ident(n)} DROP NOT NULL" for n in drop_not_null]
     if rebuild_rollup:
         stmts += rollup_sql(t, timescale)
     return stmts
+
+
+def compression_settings_sql(t: FeedTable) -> str:
+    return (
+        f"ALTER TABLE {t.name} SET (timescaledb.compress, timescaledb.compress_segmentby = 'device_id',"
+        " timescaledb.compress_orderby = 'time DESC')"
+    )
+
+
+def _without_compression(t: FeedTable, stmts: list[str]) -> list[str]:
+    """TimescaleDB refuses `ALTER COLUMN .. TYPE` on a hypertable with compression enabled (checked on
+    TimescaleDB 2.23): decompress every chunk, switch compression off, run `stmts`, switch it back on.
+    This rewrites the whole table: it is as slow as the table is large."""
+    name = quote_literal(t.name)
+    return [
+        f"SELECT remove_compression_policy({name}, if_exists => true)",
+        f"SELECT count(decompress_chunk(c, if_compressed => true)) FROM show_chunks({name}) c",
+        f"ALTER TABLE {t.name} SET (timescaledb.compress = false)",
+        *stmts,
+        compression_settings_sql(t),
+        f"SELECT add_compression_policy({name}, {interval(t.compress_after)}, if_not_exists => true)",
+    ]
 
 
 def add_columns_sql(t: FeedTable, existing: Sequence[str], timescale: bool) -> list[str]:

@@ -23,6 +23,7 @@ from hub.ingest.wire import decode_wire
 
 @dataclass
 class Rejected:
+    topic: str
     offset: int
     partition: int
     key: bytes | None
@@ -47,21 +48,45 @@ def _header(headers: Iterable[tuple[str, bytes]], name: str) -> bytes | None:
     return None
 
 
-class RowBuilder:
-    """Turns one feed's records into rows for its table, caching a reader per writer schema id."""
+def _received_at(header: bytes | None) -> datetime | None:
+    """The ingest worker's `received_ms` header as a time; a missing or garbled one is no reason to refuse a row."""
+    if not header:
+        return None
+    try:
+        return datetime.fromtimestamp(int(header) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
 
-    def __init__(self, current: FeedSchema, schema_lookup: Callable[[int], FeedSchema | None]) -> None:
+
+class RowBuilder:
+    """Turns one feed's records into rows for its table, caching a reader per writer schema id.
+
+    `columns` are the table's columns to fill (default: every column of the current schema);
+    a schema field without a column is left out rather than failing the whole batch.
+    """
+
+    def __init__(
+        self,
+        current: FeedSchema,
+        schema_lookup: Callable[[int], FeedSchema | None],
+        columns: Iterable[str] | None = None,
+    ) -> None:
         self.current = current
         self.lookup = schema_lookup
-        self.columns = [c.name for c in current.columns]
+        wanted = None if columns is None else set(columns)
+        self.columns = [c.name for c in current.columns if wanted is None or c.name in wanted]
         self._json_columns = {c.name for c in current.columns if c.sql_type == "jsonb"}
-        self._writers: dict[int, dict[str, Any] | None] = {}
+        self._writers: dict[int, dict[str, Any]] = {}
 
     def writer(self, schema_id: int) -> dict[str, Any] | None:
-        if schema_id not in self._writers:
-            found = self.lookup(schema_id)
-            self._writers[schema_id] = found.parsed if found else None
-        return self._writers[schema_id]
+        """The parsed writer schema of `schema_id` (None while it is unknown; not cached then)."""
+        found = self._writers.get(schema_id)
+        if found is None:
+            schema = self.lookup(schema_id)
+            if schema is None:
+                return None
+            found = self._writers[schema_id] = schema.parsed
+        return found
 
     def build(self, records: Iterable[Any]) -> FeedRows:
         out = FeedRows(columns=[*self.columns, "received_at"])
@@ -74,24 +99,26 @@ class RowBuilder:
                 if writer is None:
                     raise PayloadError("unknown_schema", f"schema id {schema_id} is not in the registry")
                 try:
-                    rec = schemaless_reader(io.BytesIO(body), writer, reader)
+                    rec = schemaless_reader(io.BytesIO(body), writer, None if writer is reader else reader)
                 except Exception as exc:
                     raise PayloadError(
                         "not_decodable", f"Avro body does not match schema id {schema_id}: {exc}"
                     ) from exc
-                assert isinstance(rec, dict)
-                received = _header(r.headers, "received_ms")
-                received_at = datetime.fromtimestamp(int(received) / 1000, UTC) if received else None
+                if not isinstance(rec, dict):
+                    raise PayloadError("not_decodable", f"schema id {schema_id} does not describe a record")
+                received_at = _received_at(_header(r.headers, "received_ms"))
                 values = [json.dumps(rec.get(c), default=str) if c in jcols else rec.get(c) for c in self.columns]
                 row = (*values, received_at)
                 out.rows.append(row)
                 out.sources.append(r)
             except PayloadError as exc:
                 out.rejected.append(rejected(r, exc.code, str(exc)))
-            except (ValueError, OverflowError) as exc:
-                out.rejected.append(rejected(r, "out_of_range", str(exc)))
+            except (ValueError, OverflowError, OSError) as exc:
+                out.rejected.append(rejected(r, "out_of_range", f"{type(exc).__name__}: {exc}"))
         return out
 
 
 def rejected(record: Any, reason: str, message: str) -> Rejected:
-    return Rejected(record.offset, record.partition, record.key, record.value, list(record.headers), reason, message)
+    return Rejected(
+        record.topic, record.offset, record.partition, record.key, record.value, list(record.headers), reason, message
+    )

@@ -1,15 +1,24 @@
-"""One database transaction per batch: rows, Kafka offsets and counters commit together.
+"""One database transaction per batch: rows, Kafka offsets, counters and dead letters commit together.
 
 Rows go through COPY into a temporary staging table and `INSERT .. ON CONFLICT
-(device_id, time) DO NOTHING`, so a record delivered twice lands once. The next
-offset of each partition is stored in the same transaction (`hub.land_offsets`), so
-after any crash the worker resumes exactly where the table is: no loss, no duplicate.
-A row the database refuses (a value out of the column's range) is set aside for the
-dead-letter topic instead of blocking its partition.
+(device_id, time) DO NOTHING`, so a record delivered twice lands once. The next offset of
+each partition is stored in the same transaction (`hub.land_offsets`), so after any crash
+the worker resumes exactly where the table is: no loss, no duplicate.
+
+Offsets are fenced: a worker stores a partition's offset only if the stored one is still
+the one it started the batch from (`OffsetMove.expected`), read under a row lock, and only
+if the broker epoch it fetched under is still the current one (`hub.land_broker`). A worker
+that lost the partition in a rebalance, or fetched from a broker that has since lost its
+log, therefore never moves the offset; its rows are still inserted (harmless: inserting is
+idempotent, and after a broker reset they may be the only copy left).
+
+A row the database refuses (a NUL character in text, a value out of the column's range)
+goes to the dead-letter topic, sent before the commit, instead of blocking its partition.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +26,13 @@ import asyncpg
 
 from hub.control.identifiers import qualified, quote_ident
 from hub.landing.rows import FeedRows, Rejected, rejected
+
+TopicPartitionKey = tuple[str, int]
+
+# What the database answers about one row that it will never take.
+REFUSED_ROW = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)
+# What asyncpg raises while encoding a value for COPY (before the server sees it).
+REFUSED_BY_CLIENT = (ValueError, OverflowError, TypeError)
 
 
 @dataclass
@@ -26,7 +42,14 @@ class TableBatch:
     schema: str
     table: str
     rows: FeedRows
-    partitions: dict[int, int] = field(default_factory=dict)  # partition -> rows in this batch
+    signature: str = ""  # the table's column types as last read: part of the staging table's name
+
+
+@dataclass(frozen=True)
+class OffsetMove:
+    expected: int  # the stored offset the batch starts from, as this worker knows it
+    next: int  # the offset after the batch's last record
+    log_end: int | None = None  # the partition's log end (high watermark) as the fetch reported it
 
 
 @dataclass
@@ -34,6 +57,10 @@ class WriteResult:
     inserted: int = 0
     duplicates: int = 0
     refused: list[Rejected] = field(default_factory=list)
+    dead_lettered: int = 0
+    stored: set[TopicPartitionKey] = field(default_factory=set)  # partitions whose offsets moved
+    fenced: dict[TopicPartitionKey, int | None] = field(default_factory=dict)  # partition -> offset found instead
+    epoch_changed: bool = False
 
 
 DeadLetter = Callable[[list[Rejected]], Awaitable[None]]
@@ -42,73 +69,149 @@ DeadLetter = Callable[[list[Rejected]], Awaitable[None]]
 async def write_batch(
     conn: asyncpg.Connection,
     batches: list[TableBatch],
-    offsets: dict[tuple[str, int], int],
+    moves: dict[TopicPartitionKey, OffsetMove],
+    rejected_early: list[Rejected],
     dead_letter: DeadLetter,
+    epoch: str | None = None,
 ) -> WriteResult:
-    """Write every table batch and the offsets in one transaction.
+    """Write every table batch, the offsets that may move, and their dead letters, in one transaction.
 
-    Rows the database refuses are handed to `dead_letter` before the commit, so they are
-    in the dead-letter topic before their offsets are stored.
+    `rejected_early` are records that never became rows (not decodable, unknown schema);
+    they and the rows the database refuses are dead-lettered before the commit, for the
+    partitions whose offsets this transaction moves, so they are in the dead-letter
+    topic before their offsets are stored.
     """
     result = WriteResult()
     async with conn.transaction():
+        may_store = True
+        if epoch is not None:
+            current = await conn.fetchval("SELECT epoch FROM hub.land_broker FOR SHARE")
+            if current != epoch:
+                result.epoch_changed, may_store = True, False
+        keys = sorted(moves)
+        stored = await _lock_offsets(conn, keys)
+        moving: dict[TopicPartitionKey, OffsetMove] = {}
+        for key in keys:
+            if may_store and stored.get(key) == moves[key].expected:
+                moving[key] = moves[key]
+            else:
+                result.fenced[key] = stored.get(key)
         for b in sorted(batches, key=lambda b: (b.schema, b.table)):  # one lock order: no deadlock between workers
-            if b.rows.rows:
-                inserted = await _insert(conn, b, result)
-                result.inserted += inserted
-                result.duplicates += len(b.rows.rows) - inserted
-                await conn.execute(
-                    """INSERT INTO hub.land_counters (partner_id, feed, kafka_partition, rows) VALUES ($1, $2, -1, $3)
-                       ON CONFLICT (partner_id, feed, kafka_partition)
-                       DO UPDATE SET rows = hub.land_counters.rows + $3""",
-                    b.partner_id,
-                    b.feed,
-                    inserted,
-                )
-        await conn.executemany(
-            """INSERT INTO hub.land_offsets (topic, kafka_partition, next_offset) VALUES ($1, $2, $3)
-               ON CONFLICT (topic, kafka_partition) DO UPDATE SET next_offset = $3, updated_at = now()""",
-            [(t, p, o) for (t, p), o in offsets.items()],
-        )
-        if result.refused:
-            await dead_letter(result.refused)
+            if not b.rows.rows:
+                continue
+            inserted = await _insert(conn, b, result)
+            result.inserted += inserted
+            result.duplicates += len(b.rows.rows) - inserted
+            await conn.execute(
+                """INSERT INTO hub.land_counters (partner_id, feed, kafka_partition, rows) VALUES ($1, $2, -1, $3)
+                   ON CONFLICT (partner_id, feed, kafka_partition)
+                   DO UPDATE SET rows = hub.land_counters.rows + $3""",
+                b.partner_id,
+                b.feed,
+                inserted,
+            )
+        if moving:
+            await conn.executemany(
+                """INSERT INTO hub.land_offsets (topic, kafka_partition, next_offset, log_end) VALUES ($1, $2, $3, $4)
+                   ON CONFLICT (topic, kafka_partition)
+                   DO UPDATE SET next_offset = $3, log_end = $4, updated_at = now()""",
+                [(t, p, m.next, m.log_end) for (t, p), m in moving.items()],
+            )
+        result.stored = set(moving)
+        letters = [r for r in [*rejected_early, *result.refused] if (r.topic, r.partition) in moving]
+        if letters:
+            await dead_letter(letters)
+            result.dead_lettered = len(letters)
     return result
+
+
+async def _lock_offsets(conn: asyncpg.Connection, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        """SELECT o.topic, o.kafka_partition, o.next_offset FROM hub.land_offsets o
+           JOIN unnest($1::text[], $2::int[]) AS k(topic, kafka_partition)
+             ON k.topic = o.topic AND k.kafka_partition = o.kafka_partition
+           ORDER BY o.topic, o.kafka_partition
+           FOR UPDATE OF o""",
+        [t for t, _ in keys],
+        [p for _, p in keys],
+    )
+    return {(r["topic"], r["kafka_partition"]): r["next_offset"] for r in rows}
+
+
+def staging_name(b: TableBatch) -> str:
+    """A temporary table per target table, column list and column types: a schema change gets a fresh one
+    (an old one would keep, say, `real` for a column widened to `double precision`, and round every value)."""
+    key = "\x00".join([b.schema, b.table, b.signature, *b.rows.columns])
+    return f"_stage_{hashlib.sha256(key.encode()).hexdigest()[:20]}"
+
+
+def staging_sql(target: str, cols: str, staging: str) -> str:
+    """The batch's columns with the target's types and no constraints: `LIKE target` would copy
+    NOT NULL without the defaults (ingested_at), and COPY would then refuse every batch."""
+    return (
+        f"CREATE TEMP TABLE IF NOT EXISTS {quote_ident(staging)} ON COMMIT DELETE ROWS"
+        f" AS SELECT {cols} FROM {target} WITH NO DATA"
+    )
+
+
+def insert_from_staging_sql(target: str, cols: str, staging: str) -> str:
+    return (
+        f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {quote_ident(staging)}"
+        ' ON CONFLICT ("device_id", "time") DO NOTHING'
+    )
+
+
+def insert_row_sql(target: str, cols: str, n: int) -> str:
+    params = ", ".join(f"${i + 1}" for i in range(n))
+    return f'INSERT INTO {target} ({cols}) VALUES ({params}) ON CONFLICT ("device_id", "time") DO NOTHING'
 
 
 async def _insert(conn: asyncpg.Connection, b: TableBatch, result: WriteResult) -> int:
     target = qualified(b.schema, b.table)
     cols = ", ".join(quote_ident(c) for c in b.rows.columns)
-    staging = quote_ident(f"_stage_{b.schema}_{b.table}")
-    await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {target}) ON COMMIT DELETE ROWS")
+    staging = staging_name(b)
+    await conn.execute(staging_sql(target, cols, staging))
     try:
         async with conn.transaction():  # a savepoint: a refused row must not abort the whole batch
-            await conn.copy_records_to_table(staging.strip('"'), records=b.rows.rows, columns=b.rows.columns)
-            status = await conn.execute(
-                f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {staging} ON CONFLICT (device_id, time) DO NOTHING"
-            )
-            await conn.execute(f"TRUNCATE {staging}")
+            await conn.copy_records_to_table(staging, records=b.rows.rows, columns=b.rows.columns)
+            status = await conn.execute(insert_from_staging_sql(target, cols, staging))
             return int(status.split()[-1])
-    except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.UntranslatableCharacterError):
+    except (*REFUSED_ROW, *REFUSED_BY_CLIENT):
         return await _insert_one_by_one(conn, b, target, cols, result)
 
 
 async def _insert_one_by_one(
     conn: asyncpg.Connection, b: TableBatch, target: str, cols: str, result: WriteResult
 ) -> int:
-    params = ", ".join(f"${i + 1}" for i in range(len(b.rows.columns)))
-    stmt = f"INSERT INTO {target} ({cols}) VALUES ({params}) ON CONFLICT (device_id, time) DO NOTHING"
+    stmt = insert_row_sql(target, cols, len(b.rows.columns))
     inserted = 0
     for row, source in zip(b.rows.rows, b.rows.sources, strict=True):
         try:
             async with conn.transaction():
                 status = await conn.execute(stmt, *row)
                 inserted += int(status.split()[-1])
-        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+        except REFUSED_ROW as exc:
             result.refused.append(rejected(source, "refused_by_database", f"{type(exc).__name__}: {exc}"))
     return inserted
 
 
-async def stored_offsets(conn: asyncpg.Connection, topics: list[str]) -> dict[tuple[str, int], int]:
+async def ensure_offsets(conn: asyncpg.Connection, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+    """The stored next offset of each partition, creating a row at 0 for a partition never landed."""
+    if not keys:
+        return {}
+    await conn.execute(
+        """INSERT INTO hub.land_offsets (topic, kafka_partition, next_offset)
+           SELECT t, p, 0 FROM unnest($1::text[], $2::int[]) AS k(t, p)
+           ON CONFLICT (topic, kafka_partition) DO NOTHING""",
+        [t for t, _ in keys],
+        [p for _, p in keys],
+    )
+    return await stored_offsets(conn, sorted({t for t, _ in keys}))
+
+
+async def stored_offsets(conn: asyncpg.Connection, topics: list[str]) -> dict[TopicPartitionKey, int]:
     rows = await conn.fetch(
         "SELECT topic, kafka_partition, next_offset FROM hub.land_offsets WHERE topic = ANY($1::text[])", topics
     )

@@ -1,0 +1,212 @@
+"""Bounding the local broker's memory: recreate feed topics whose records are all landed.
+
+The local broker (Tansu) keeps every record in memory until its topic is deleted: it
+ignores `retention.ms` and does not implement DeleteRecords, but DeleteTopics frees a
+topic's memory at once (measured). So once every record of a feed topic is landed, the
+topic can be deleted and created again empty, with its stored offsets set back to 0 in
+the same step.
+
+The danger is a record produced between the check ("every partition's stored offset equals
+its log end") and the delete: the broker acknowledged it, the device got its PUBACK, and
+the delete would lose it. Three locks close that window:
+
+1. `pg_try_advisory_xact_lock(TOPIC_LOCK_SPACE, hashtext(topic))`, exclusive, held from the
+   check until the offsets are reset and committed. A producer that holds the shared form
+   of this lock from before its send until the broker's acknowledgement can never have a
+   record in flight inside the window (see `producer_lock_sql`).
+2. Until every producer does (1), topics are recreated only while no ingest worker runs:
+   `LOCK TABLE hub.resources IN SHARE MODE`, then no `mqtt-session` row may be `active`.
+   An ingest worker records its session as active before it sends anything, and that
+   write waits for this lock, so none can start sending inside the window either.
+3. The topic's rows of `hub.land_offsets` are locked `FOR UPDATE`, so no landing worker
+   moves an offset meanwhile; afterwards their stale offsets are fenced (see writer.py).
+
+Feed topics only: the dead-letter topic has no stored offsets (nothing consumes it for
+the hub), so it is never recreated here; it grows only with rejected messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+from hub.control.catalog import FeedRow
+from hub.kafka import client_options
+from hub.landing.options import LandingOptions
+from hub.landing.schema import TOPIC_LOCK_SPACE, record_event
+from hub.settings import Endpoints, HubSettings
+
+log = logging.getLogger("hub.land.memory")
+
+
+def producer_lock_sql() -> tuple[str, str]:
+    """(lock, unlock): what a producer of feed topics runs around each send, for recreating topics while it runs.
+
+    `lock` before handing a batch's records to the Kafka client, `unlock` once the broker
+    acknowledged every one of them (or the send failed); both take the batch's distinct
+    topic names as `$1` (text[]), on a connection to the hub's database. While the lock is
+    held, no topic of the batch can be recreated; `free_landed_topics` only tries the lock,
+    so a producer waits at most for one recreation (milliseconds), never the reverse.
+    """
+    lock = f"SELECT pg_advisory_lock_shared({TOPIC_LOCK_SPACE}, hashtext(t)) FROM unnest($1::text[]) t"
+    unlock = f"SELECT pg_advisory_unlock_shared({TOPIC_LOCK_SPACE}, hashtext(t)) FROM unnest($1::text[]) t"
+    return lock, unlock
+
+
+def is_local_broker(settings: HubSettings, endpoints: Endpoints) -> bool:
+    """True when the Kafka endpoint is the local stack's broker (Tansu, memory only)."""
+    local = settings.stack_state().get("endpoints", {}).get("kafka_bootstrap")
+    return bool(local) and local == endpoints.kafka_bootstrap
+
+
+@dataclass(frozen=True)
+class TopicOutcome:
+    topic: str
+    recreated: bool
+    records: int  # records the topic held (freed when recreated)
+    reason: str
+
+
+async def log_ends(
+    settings: HubSettings, bootstrap: str, topic: str, stored: dict[int, int], timeout_s: float = 5.0
+) -> dict[int, int] | None:
+    """Each partition's log end as a fetch from its stored offset reports it (the high watermark).
+
+    None if the topic is unknown, a partition holds records at or past its stored offset,
+    or a partition did not answer in time. ListOffsets is not used: the local broker can
+    report up to one producer batch less than the real end there (measured).
+    """
+    consumer = AIOKafkaConsumer(
+        **client_options(settings, bootstrap), enable_auto_commit=False, fetch_max_wait_ms=50, group_id=None
+    )
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return None
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, stored.get(tp.partition, 0))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            data = await consumer.getmany(timeout_ms=100)
+            if any(data.values()):
+                return None
+            ends = {tp.partition: consumer.highwater(tp) for tp in tps}
+            if all(e is not None for e in ends.values()):
+                return {p: int(e) for p, e in ends.items() if e is not None}
+        return None
+    finally:
+        await consumer.stop()
+
+
+async def free_landed_topics(
+    conn: asyncpg.Connection,
+    settings: HubSettings,
+    endpoints: Endpoints,
+    options: LandingOptions,
+    feeds: list[FeedRow],
+) -> list[TopicOutcome]:
+    """Recreate each feed topic that is fully landed and holds at least the configured number of records."""
+    admin = AIOKafkaAdminClient(**client_options(settings, endpoints.kafka_bootstrap), request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        return [await _free_topic(conn, admin, settings, endpoints, options, f) for f in feeds]
+    finally:
+        await admin.close()
+
+
+async def _free_topic(
+    conn: asyncpg.Connection,
+    admin: AIOKafkaAdminClient,
+    settings: HubSettings,
+    endpoints: Endpoints,
+    options: LandingOptions,
+    feed: FeedRow,
+) -> TopicOutcome:
+    topic = feed.kafka_topic
+
+    def skip(reason: str, records: int = 0) -> TopicOutcome:
+        return TopicOutcome(topic, False, records, reason)
+
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1, hashtext($2))", TOPIC_LOCK_SPACE, topic):
+            return skip("a producer is sending to it, or another worker is checking it")
+        if not options.free_broker_memory_while_ingesting:
+            await conn.execute("LOCK TABLE hub.resources IN SHARE MODE")
+            active = await conn.fetch(
+                "SELECT name FROM hub.resources WHERE kind = 'mqtt-session' AND state = 'active' ORDER BY name"
+            )
+            if active:
+                return skip(f"ingest workers are running ({', '.join(r['name'] for r in active)})")
+        rows = await conn.fetch(
+            "SELECT kafka_partition, next_offset FROM hub.land_offsets WHERE topic = $1 FOR UPDATE", topic
+        )
+        stored = {r["kafka_partition"]: int(r["next_offset"]) for r in rows}
+        ends = await log_ends(settings, endpoints.kafka_bootstrap, topic, stored)
+        if ends is None:
+            return skip("not every record is landed yet")
+        behind = {p: (stored.get(p, 0), e) for p, e in ends.items() if stored.get(p, 0) != e}
+        if behind:
+            return skip(f"stored offsets differ from the log ends: {behind}")
+        total = sum(ends.values())
+        if total < options.free_broker_memory_min_records:
+            return skip(f"holds {total} records, fewer than {options.free_broker_memory_min_records}", total)
+        try:
+            code = _error_code(await admin.delete_topics([topic]), "topic_error_codes", topic)
+        except KafkaError as exc:
+            return skip(f"cannot delete it: {exc!r}", total)
+        if code not in (0, UnknownTopicOrPartitionError.errno):
+            return skip(f"the broker refused to delete it (error code {code})", total)
+        # Deleted: the offsets go back to 0 whatever happens next (a topic created again by
+        # anyone starts at 0), so this transaction commits from here on.
+        await conn.execute("UPDATE hub.land_offsets SET next_offset = 0, updated_at = now() WHERE topic = $1", topic)
+        await record_event(
+            conn,
+            "topic-recreated",
+            topic,
+            total,
+            f"all {total} records landed; topic deleted and created again empty to free the local broker's memory",
+        )
+        await _create_again(admin, topic, max(len(ends), feed.partitions), settings)
+    log.info("recreated %s: its %d records were all landed", topic, total)
+    return TopicOutcome(topic, True, total, "fully landed")
+
+
+async def _create_again(admin: AIOKafkaAdminClient, topic: str, partitions: int, settings: HubSettings) -> None:
+    spec = NewTopic(
+        topic,
+        partitions,
+        settings.kafka_replication_factor,
+        topic_configs={"retention.ms": str(settings.kafka_retention_ms)},
+    )
+    for _attempt in range(20):
+        try:
+            code = _error_code(await admin.create_topics([spec]), "topic_errors", topic)
+        except KafkaError as exc:
+            log.warning("cannot create %s again yet (%r); retrying", topic, exc)
+            await asyncio.sleep(0.25)
+            continue
+        if code in (0, TopicAlreadyExistsError.errno):
+            return  # created (or someone, e.g. `hub stack up`, was quicker)
+        log.warning("cannot create %s again yet (error code %d); retrying", topic, code)
+        await asyncio.sleep(0.25)
+    log.warning("could not create %s again; the next `hub stack up` or worker start creates it", topic)
+
+
+def _error_code(response: Any, field: str, topic: str) -> int:
+    """The error code the broker answered for `topic` in a CreateTopics / DeleteTopics response."""
+    for entry in getattr(response, field, []):
+        if entry[0] == topic:
+            return int(entry[1])
+    return -1

@@ -1,0 +1,104 @@
+"""The broker epoch: which incarnation of the Kafka log the stored offsets refer to.
+
+The local broker (Tansu) keeps its log in memory. When it restarts, its topics and
+records are gone; the hub recreates the topics and producers start again at offset 0.
+Stored offsets then point into a log that no longer exists. Comparing them with the new
+log's end is not enough: producers may already have written more records than the stored
+offset by the time a landing worker looks, and the worker would skip them for good.
+
+So the hub marks each incarnation. A small marker topic, `<prefix>landing-epoch.<id>`, is
+created on the broker, and `<id>` is recorded in `hub.land_broker`. Only landing creates
+these topics, and a broker that restarts loses them with everything else. A worker checks,
+after each fetch and before storing offsets, that its marker still exists:
+- present: the records it fetched came from the log its offsets refer to;
+- missing: the broker lost its log. Under a lock, one worker starts a new epoch (a new
+  marker, every stored offset back to 0, a `broker-reset` event); the others adopt it.
+
+The same holds for Apache Kafka, where a marker only goes missing if someone deletes it,
+or the cluster is rebuilt, which is exactly when stored offsets must not be trusted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from hub.kafka import KafkaAdmin, TopicSpec
+from hub.landing.schema import EPOCH_LOCK, record_event
+from hub.settings import HubSettings
+
+
+@dataclass(frozen=True)
+class Epoch:
+    epoch: str
+    marker_topic: str
+
+
+@dataclass(frozen=True)
+class Reset:
+    """What starting a new epoch found: offsets set back, and records the lost log held beyond them."""
+
+    offsets_reset: int
+    records_lost: int  # at most: log ends seen by the last fetches minus the stored offsets
+
+
+def marker_topic(settings: HubSettings, epoch: str) -> str:
+    return f"{settings.kafka_topic_prefix}landing-epoch.{epoch}"
+
+
+async def current(conn: asyncpg.Connection) -> Epoch | None:
+    row = await conn.fetchrow("SELECT epoch, marker_topic FROM hub.land_broker")
+    return Epoch(row["epoch"], row["marker_topic"]) if row else None
+
+
+async def establish(conn: asyncpg.Connection, admin: KafkaAdmin, settings: HubSettings) -> tuple[Epoch, Reset | None]:
+    """The epoch to land under: the recorded one if the broker still has its marker, else a new one.
+
+    Returns (epoch, reset): `reset` is set when this call found the broker without the
+    recorded marker and so started a new epoch, setting every stored offset back to 0.
+    With no recorded epoch (first start) a new one is recorded and offsets are kept.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", EPOCH_LOCK)
+        row = await conn.fetchrow("SELECT epoch, marker_topic, since FROM hub.land_broker FOR UPDATE")
+        topics = await admin.topics()
+        if row is not None and row["marker_topic"] in topics:
+            return Epoch(row["epoch"], row["marker_topic"]), None
+        eid = uuid.uuid4().hex[:16]
+        new = Epoch(eid, marker_topic(settings, eid))
+        await admin.ensure_topics([TopicSpec(new.marker_topic, 1, settings.kafka_replication_factor)])
+        if row is None:
+            await conn.execute(
+                "INSERT INTO hub.land_broker (epoch, marker_topic) VALUES ($1, $2)", new.epoch, new.marker_topic
+            )
+            return new, None
+        lost = int(
+            await conn.fetchval("SELECT coalesce(sum(greatest(log_end - next_offset, 0)), 0) FROM hub.land_offsets")
+        )
+        moved = int(
+            await conn.fetchval(
+                """WITH reset AS (
+                       UPDATE hub.land_offsets SET next_offset = 0, log_end = NULL, updated_at = now()
+                       WHERE next_offset <> 0 OR log_end IS NOT NULL RETURNING 1
+                   ) SELECT count(*) FROM reset"""
+            )
+        )
+        await conn.execute(
+            """UPDATE hub.land_broker SET epoch = $1, marker_topic = $2, since = now(), resets = resets + 1,
+                   records_lost = records_lost + $3""",
+            new.epoch,
+            new.marker_topic,
+            lost,
+        )
+        await record_event(
+            conn,
+            "broker-reset",
+            None,
+            lost,
+            f"the broker no longer has marker topic {row['marker_topic']} (epoch since {row['since']:%Y-%m-%d %H:%M:%S}"
+            f" UTC): it lost its log, with up to {lost} records not landed yet (log ends last seen minus stored "
+            f"offsets); {moved} stored offsets set back to 0 for the new log (epoch {new.epoch})",
+        )
+        return new, Reset(moved, lost)
