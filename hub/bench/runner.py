@@ -485,7 +485,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         log(f"    publish->row p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms")
 
         log("4/5 backlog drain: landing stopped while ingest fills Kafka")
-        figures.update(asyncio.run(bench.backlog(make_lines(cfg.messages, now + 20_000_000))))
+        figures.update(asyncio.run(bench.backlog(make_lines(cfg.messages, now + cfg.messages + 60_000))))
         log(f"    {figures['backlog_drain_rows_per_s']:,.0f} rows/s")
 
         log("5/5 raw COPY into the same database")
