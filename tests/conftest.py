@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -12,29 +11,17 @@ from pathlib import Path
 import pytest
 
 from hub.settings import Endpoints, HubSettings
-from hub.stack.local import LocalStack
-from hub.stack.process import free_port
+from hub.stack.local import LocalStack, cli_env, private_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubSettings]:
+def stack_settings() -> Iterator[HubSettings]:
     """A whole local stack (PostgreSQL, Kafka-protocol broker, Mosquitto) for this test session."""
     # Not under pytest's 0700 base directory: PostgreSQL runs as `postgres` when we are root.
-    state = Path(tempfile.mkdtemp(prefix="hub-test-"))
-    state.chmod(0o711)
-    settings = HubSettings(
-        state_dir=state,
-        mqtt_port=free_port(),
-        pg_port=free_port(),
-        kafka_port=free_port(),
-        api_port=free_port(),
-        database_url=None,
-        mqtt_url=None,
-        kafka_bootstrap=None,
-        registry_url=None,
-    )
+    settings = private_settings("hub-test-")
+    state = settings.state_dir
     stack = LocalStack(settings)
     try:
         statuses = stack.up()
@@ -67,15 +54,7 @@ def endpoints(stack_settings: HubSettings) -> Endpoints:
 @pytest.fixture
 def hub_env(stack_settings: HubSettings) -> dict[str, str]:
     """Environment for running the `hub` CLI against the test stack."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
-    env.update(
-        HUB_STATE_DIR=str(stack_settings.state_dir),
-        HUB_MQTT_PORT=str(stack_settings.mqtt_port),
-        HUB_PG_PORT=str(stack_settings.pg_port),
-        HUB_KAFKA_PORT=str(stack_settings.kafka_port),
-        HUB_API_PORT=str(stack_settings.api_port),
-    )
-    return env
+    return cli_env(stack_settings)
 
 
 @pytest.fixture(scope="session")

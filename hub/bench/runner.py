@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -35,10 +33,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from hub.bench.measure import PeakMemory, percentile
 from hub.control.apply import apply
 from hub.errors import HubError
-from hub.settings import HubSettings
 from hub.stack import servers
-from hub.stack.local import LocalStack
-from hub.stack.process import free_port, require_binary
+from hub.stack.local import LocalStack, cli_env, private_settings
+from hub.stack.process import require_binary
 
 HERE = Path(__file__).resolve().parent
 CHUNK = 25_000
@@ -88,27 +85,9 @@ class Bench:
     def __init__(self, cfg: BenchConfig) -> None:
         self.cfg = cfg
         self.log = cfg.log
-        self.state = Path(tempfile.mkdtemp(prefix="hub-bench-"))
-        self.state.chmod(0o711)
-        self.settings = HubSettings(
-            state_dir=self.state,
-            mqtt_port=free_port(),
-            pg_port=free_port(),
-            kafka_port=free_port(),
-            api_port=free_port(),
-            database_url=None,
-            mqtt_url=None,
-            kafka_bootstrap=None,
-            registry_url=None,
-        )
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
-        self.env.update(
-            HUB_STATE_DIR=str(self.state),
-            HUB_MQTT_PORT=str(self.settings.mqtt_port),
-            HUB_PG_PORT=str(self.settings.pg_port),
-            HUB_KAFKA_PORT=str(self.settings.kafka_port),
-            HUB_API_PORT=str(self.settings.api_port),
-        )
+        self.settings = private_settings("hub-bench-")
+        self.state = self.settings.state_dir
+        self.env = cli_env(self.settings)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.memory = PeakMemory()
 

@@ -288,3 +288,40 @@ def stack_summary(statuses: list[ComponentStatus]) -> dict[str, Any]:
         s.name: {"address": s.address, "pid": s.pid, "healthy": s.healthy, "detail": s.detail, "rss_mb": s.rss_mb}
         for s in statuses
     }
+
+
+def private_settings(prefix: str = "hub-") -> HubSettings:
+    """Settings for a throwaway stack (tests, `hub bench`): a fresh state directory, free loopback ports.
+
+    Server URLs are cleared so that nothing in the environment points this stack elsewhere.
+    """
+    import tempfile
+
+    from hub.stack.process import free_port
+
+    state = Path(tempfile.mkdtemp(prefix=prefix))
+    state.chmod(0o711)  # PostgreSQL runs as `postgres` when we are root: it must enter it
+    return HubSettings(
+        state_dir=state,
+        mqtt_port=free_port(),
+        pg_port=free_port(),
+        kafka_port=free_port(),
+        api_port=free_port(),
+        database_url=None,
+        mqtt_url=None,
+        kafka_bootstrap=None,
+        registry_url=None,
+    )
+
+
+def cli_env(settings: HubSettings) -> dict[str, str]:
+    """The environment under which a `hub` subprocess talks to this stack (and to nothing else)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env.update(
+        HUB_STATE_DIR=str(settings.state_dir),
+        HUB_MQTT_PORT=str(settings.mqtt_port),
+        HUB_PG_PORT=str(settings.pg_port),
+        HUB_KAFKA_PORT=str(settings.kafka_port),
+        HUB_API_PORT=str(settings.api_port),
+    )
+    return env
