@@ -85,7 +85,10 @@ class RowBuilder:
             schema = self.lookup(schema_id)
             if schema is None:
                 return None
-            found = self._writers[schema_id] = schema.parsed
+            # The current version is read without schema resolution, which costs fastavro about
+            # as much again per record.
+            parsed = self.current.parsed if schema.canonical == self.current.canonical else schema.parsed
+            found = self._writers[schema_id] = parsed
         return found
 
     def build(self, records: Iterable[Any]) -> FeedRows:
