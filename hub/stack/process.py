@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -109,11 +108,17 @@ class ManagedProcess:
         if pid is None:
             return False
         try:
-            os.kill(pid, signal.SIGTERM)
-            psutil.Process(pid).wait(timeout_s)
-        except psutil.TimeoutExpired:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, psutil.NoSuchProcess):
+            proc = psutil.Process(pid)
+            proc.terminate()
+            # Not our child once the CLI that started it has exited: its zombie may linger until
+            # init reaps it, so "exited" means gone or a zombie.
+            deadline = time.monotonic() + timeout_s
+            while proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    break
+                time.sleep(0.02)
+        except psutil.NoSuchProcess:
             pass
         self.pid_path.unlink(missing_ok=True)
         return True
