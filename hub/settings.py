@@ -74,6 +74,37 @@ class HubSettings(BaseSettings):
     land_batch_size: int = 5_000
     land_flush_ms: int = 200
     land_group: str = "hub-landing"
+    land_retry_max_s: float = Field(
+        default=10.0, gt=0, description="Longest wait between retries of a failed write (database or Kafka down)."
+    )
+    land_kafka_timeout_s: float = Field(
+        default=30.0, gt=0, description="How long one dead-letter send or topic check may take before it is retried."
+    )
+    land_check_broker_epoch: bool = Field(
+        default=True,
+        description="Before storing offsets, check that the broker still holds this hub's epoch marker topic, "
+        "so that a broker that lost its log (the local broker on restart) is noticed and never skipped into.",
+    )
+
+    # Bounding the local broker's memory: it keeps every record until its topic is deleted
+    # (hub/landing/broker_memory.py). Only ever done on the local stack's broker.
+    land_free_broker_memory: bool = Field(
+        default=True,
+        description="Delete and recreate feed topics that are fully landed, to give the local broker's memory "
+        "back. Only ever done when the Kafka endpoint is the broker `hub stack up` started (it keeps records in "
+        "memory only); see hub/landing/broker_memory.py.",
+    )
+    land_free_broker_memory_every_s: float = Field(default=60.0, gt=0, description="How often to look for such topics.")
+    land_free_broker_memory_min_records: int = Field(
+        default=200_000, ge=1, description="A topic is only recreated once it holds at least this many records."
+    )
+    land_free_broker_memory_while_ingesting: bool = Field(
+        default=True,
+        description="Also while ingest workers run: safe because every ingest worker holds each feed topic's shared "
+        "advisory lock from before a send until the broker's acknowledgement. Turn it off when another "
+        "producer writes to feed topics without that lock: topics are then only recreated while no ingest "
+        "worker has an active session.",
+    )
 
     def stack_state(self) -> dict[str, Any]:
         return _read_json(self.state_dir / STACK_FILE)

@@ -1,7 +1,13 @@
 """The catalog: partners, feeds, schema versions and devices, in PostgreSQL schema `hub`.
 
 The schema registry's storage is here too: Confluent-style global schema ids
-(`hub.schemas`) and per-subject versions (`hub.subject_versions`).
+(`hub.schemas`) and per-subject versions (`hub.subject_versions`). So are the data plane's
+own tables: what ingest counted (`hub.ingest_counters`, `hub.devices`), which ingest
+sessions run (`hub.resources`), and landing's offsets, counters, broker epoch and events
+(`hub.land_*`, see hub/landing/), with `hub.catalog_feeds`, the view city data teams read.
+
+`CATALOG_DDL` is the whole schema, in one place, idempotent for databases created by any
+earlier version (`CREATE .. IF NOT EXISTS`, `ADD COLUMN IF NOT EXISTS`, `CREATE OR REPLACE`).
 """
 
 from __future__ import annotations
@@ -87,6 +93,29 @@ CREATE TABLE IF NOT EXISTS hub.land_offsets (
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (topic, kafka_partition)
 );
+-- The log end a landing worker's fetch reported when it stored the offset: what a broker
+-- that loses its log takes with it is at most log_end - next_offset per partition.
+ALTER TABLE hub.land_offsets ADD COLUMN IF NOT EXISTS log_end bigint;
+-- One row: the broker epoch the stored offsets refer to (hub/landing/epoch.py).
+CREATE TABLE IF NOT EXISTS hub.land_broker (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    epoch text NOT NULL,
+    marker_topic text NOT NULL,
+    since timestamptz NOT NULL DEFAULT now(),
+    resets int NOT NULL DEFAULT 0,
+    records_lost bigint NOT NULL DEFAULT 0
+);
+-- What landing noticed and did that a person should know about: a broker that lost its
+-- log (and how many records that lost), gaps in a log, topics recreated to free the local
+-- broker's memory.
+CREATE TABLE IF NOT EXISTS hub.land_events (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    kind text NOT NULL,
+    topic text,
+    records bigint,
+    detail text NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS hub.ingest_counters (
     partner_id text NOT NULL,
     feed text NOT NULL,
@@ -95,10 +124,50 @@ CREATE TABLE IF NOT EXISTS hub.ingest_counters (
     last_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (partner_id, feed, reason)
 );
+-- Every feed with its owner, licence, table, rollup and current schema version, for city
+-- data teams (`hub query catalog`, docs/queries.md).
+CREATE OR REPLACE VIEW hub.catalog_feeds AS
+SELECT f.partner_id,
+       p.name AS owner,
+       p.kind AS owner_kind,
+       f.name AS feed,
+       f.description,
+       f.licence,
+       format('%I.%I', f.table_schema, f.table_name) AS table_name,
+       format('%I.%I', f.table_schema, f.table_name || '_rollup') AS rollup_name,
+       sv.version AS schema_version,
+       sv.schema_id,
+       f.subject,
+       f.kafka_topic,
+       f.mqtt_filter AS mqtt_topic,
+       coalesce(lc.rows, 0)::bigint AS rows_landed,
+       f.updated_at
+FROM hub.feeds f
+JOIN hub.partners p ON p.id = f.partner_id
+LEFT JOIN LATERAL (
+    SELECT v.version, v.schema_id FROM hub.subject_versions v
+    WHERE v.subject = f.subject ORDER BY v.version DESC LIMIT 1
+) sv ON true
+LEFT JOIN (
+    SELECT partner_id, feed, sum(rows) AS rows FROM hub.land_counters GROUP BY partner_id, feed
+) lc ON lc.partner_id = f.partner_id AND lc.feed = f.name;
+COMMENT ON VIEW hub.catalog_feeds IS 'Every feed with its owner, licence, tables and current schema version';
 """
 
-# Only one `hub apply` changes the catalog at a time.
-APPLY_LOCK = 0x6875_6201
+# Bumped whenever CATALOG_DDL changes. The DDL runs only when the database records another
+# version: ALTER TABLE and CREATE OR REPLACE VIEW take exclusive locks even when they change
+# nothing, so running them at every worker start (and catalog reload) would queue behind
+# landing's transactions on hub.land_offsets, and stop every worker behind them.
+CATALOG_VERSION = "hub catalog 2"
+CATALOG_DDL += f"COMMENT ON SCHEMA hub IS '{CATALOG_VERSION}';\n"
+
+# Advisory lock keys, all in one place so that none collide (the two-key forms take the
+# key as their first argument).
+APPLY_LOCK = 0x6875_6201  # only one `hub apply` (or catalog upgrade) changes the catalog at a time
+EPOCH_LOCK = 0x6875_6211  # starting a new broker epoch (hub/landing/epoch.py)
+# One lock per feed topic, second key hashtext(topic): producers hold it shared while they
+# send to the topic, landing takes it exclusively to recreate the topic (hub/landing/broker_memory.py).
+TOPIC_LOCK_SPACE = 0x6875_6212
 
 
 def fingerprint(canonical: str) -> str:
@@ -106,9 +175,22 @@ def fingerprint(canonical: str) -> str:
 
 
 async def ensure_catalog(conn: asyncpg.Connection) -> None:
+    """Create the catalog, or bring an older one up to `CATALOG_VERSION` (idempotent; safe with concurrent callers).
+
+    A database already at this version costs one query and takes no lock.
+    """
+    if await installed_version(conn) == CATALOG_VERSION:
+        return
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLY_LOCK)
-        await conn.execute(CATALOG_DDL)
+        if await installed_version(conn) != CATALOG_VERSION:
+            await conn.execute(CATALOG_DDL)
+
+
+async def installed_version(conn: asyncpg.Connection) -> str | None:
+    """The catalog version the database records (None before the first `ensure_catalog`)."""
+    version: str | None = await conn.fetchval("SELECT obj_description(to_regnamespace('hub'), 'pg_namespace')")
+    return version
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,25 @@ its log end") and the delete: the broker acknowledged it, the device got its PUB
 the delete would lose it. Three locks close that window:
 
 1. `pg_try_advisory_xact_lock(TOPIC_LOCK_SPACE, hashtext(topic))`, exclusive, held from the
-   check until the offsets are reset and committed. A producer that holds the shared form
-   of this lock from before its send until the broker's acknowledgement can never have a
-   record in flight inside the window (see `producer_lock_sql`).
-2. Until every producer does (1), topics are recreated only while no ingest worker runs:
+   check until the offsets are reset and committed. Every ingest worker holds the shared
+   form of this lock from before it hands a batch to the Kafka client until the broker
+   acknowledged (or failed) every record of it (hub/ingest/topic_locks.py, with
+   `producer_lock_sql`), so no record can be in flight inside the window, and a batch
+   about to be sent waits until the topic is recreated. Landing only tries the lock: it
+   skips a topic that is being sent to and tries again later.
+2. With `HUB_LAND_FREE_BROKER_MEMORY_WHILE_INGESTING=false` (for producers that do not
+   hold (1)), topics are recreated only while no ingest worker runs:
    `LOCK TABLE hub.resources IN SHARE MODE`, then no `mqtt-session` row may be `active`.
    An ingest worker records its session as active before it sends anything, and that
    write waits for this lock, so none can start sending inside the window either.
 3. The topic's rows of `hub.land_offsets` are locked `FOR UPDATE`, so no landing worker
    moves an offset meanwhile; afterwards their stale offsets are fenced (see writer.py).
+
+Under a steady stream a topic is hardly ever fully landed at the instant of a check. But
+once (1) is held its log stops growing, so the check waits a moment (`catch_up_s`) for the
+landing workers to land what is left before deciding; the worker runs it beside its own
+loop, so it keeps landing its own partitions meanwhile. Producers wait for that long at
+most, once every `land_free_broker_memory_every_s`.
 
 Feed topics only: the dead-letter topic has no stored offsets (nothing consumes it for
 the hub), so it is never recreated here; it grows only with rejected messages.
@@ -37,10 +47,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-from hub.control.catalog import FeedRow
+from hub.control.catalog import TOPIC_LOCK_SPACE, FeedRow
 from hub.kafka import client_options
-from hub.landing.options import LandingOptions
-from hub.landing.schema import TOPIC_LOCK_SPACE, record_event
+from hub.landing.events import record_event
 from hub.settings import Endpoints, HubSettings
 
 log = logging.getLogger("hub.land.memory")
@@ -53,7 +62,7 @@ def producer_lock_sql() -> tuple[str, str]:
     acknowledged every one of them (or the send failed); both take the batch's distinct
     topic names as `$1` (text[]), on a connection to the hub's database. While the lock is
     held, no topic of the batch can be recreated; `free_landed_topics` only tries the lock,
-    so a producer waits at most for one recreation (milliseconds), never the reverse.
+    so a producer waits at most for one check (`catch_up_s` and a recreation), never the reverse.
     """
     lock = f"SELECT pg_advisory_lock_shared({TOPIC_LOCK_SPACE}, hashtext(t)) FROM unnest($1::text[]) t"
     unlock = f"SELECT pg_advisory_unlock_shared({TOPIC_LOCK_SPACE}, hashtext(t)) FROM unnest($1::text[]) t"
@@ -114,14 +123,18 @@ async def free_landed_topics(
     conn: asyncpg.Connection,
     settings: HubSettings,
     endpoints: Endpoints,
-    options: LandingOptions,
     feeds: list[FeedRow],
+    catch_up_s: float = 2.0,
 ) -> list[TopicOutcome]:
-    """Recreate each feed topic that is fully landed and holds at least the configured number of records."""
+    """Recreate each feed topic that is fully landed and holds at least `land_free_broker_memory_min_records`.
+
+    A topic whose lock is free is held (producers wait) for up to `catch_up_s` while the
+    landing workers land what it still holds; it is skipped if they do not finish by then.
+    """
     admin = AIOKafkaAdminClient(**client_options(settings, endpoints.kafka_bootstrap), request_timeout_ms=10_000)
     await admin.start()
     try:
-        return [await _free_topic(conn, admin, settings, endpoints, options, f) for f in feeds]
+        return [await _free_topic(conn, admin, settings, endpoints, f, catch_up_s) for f in feeds]
     finally:
         await admin.close()
 
@@ -131,10 +144,11 @@ async def _free_topic(
     admin: AIOKafkaAdminClient,
     settings: HubSettings,
     endpoints: Endpoints,
-    options: LandingOptions,
     feed: FeedRow,
+    catch_up_s: float,
 ) -> TopicOutcome:
     topic = feed.kafka_topic
+    min_records = settings.land_free_broker_memory_min_records
 
     def skip(reason: str, records: int = 0) -> TopicOutcome:
         return TopicOutcome(topic, False, records, reason)
@@ -142,17 +156,27 @@ async def _free_topic(
     async with conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1, hashtext($2))", TOPIC_LOCK_SPACE, topic):
             return skip("a producer is sending to it, or another worker is checking it")
-        if not options.free_broker_memory_while_ingesting:
+        if not settings.land_free_broker_memory_while_ingesting:
             await conn.execute("LOCK TABLE hub.resources IN SHARE MODE")
             active = await conn.fetch(
                 "SELECT name FROM hub.resources WHERE kind = 'mqtt-session' AND state = 'active' ORDER BY name"
             )
             if active:
                 return skip(f"ingest workers are running ({', '.join(r['name'] for r in active)})")
-        rows = await conn.fetch(
-            "SELECT kafka_partition, next_offset FROM hub.land_offsets WHERE topic = $1 FOR UPDATE", topic
-        )
-        stored = {r["kafka_partition"]: int(r["next_offset"]) for r in rows}
+        stored = await _stored_offsets(conn, topic)
+        if sum(stored.values()) < min_records:  # fully landed, it would hold as many: spare the broker a look
+            return skip(f"{sum(stored.values())} records landed, fewer than {min_records}", sum(stored.values()))
+        # Producers holding the topic's lock now wait: its log no longer grows. Give the landing
+        # workers (this one included: the check runs beside its loop) a moment to land the rest.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + catch_up_s
+        while await log_ends(settings, endpoints.kafka_bootstrap, topic, stored) is None:
+            if loop.time() >= deadline:
+                return skip("not every record is landed yet")
+            await asyncio.sleep(0.05)
+            stored = await _stored_offsets(conn, topic)
+        # The decision, with no landing worker moving an offset meanwhile.
+        stored = await _stored_offsets(conn, topic, for_update=True)
         ends = await log_ends(settings, endpoints.kafka_bootstrap, topic, stored)
         if ends is None:
             return skip("not every record is landed yet")
@@ -160,8 +184,8 @@ async def _free_topic(
         if behind:
             return skip(f"stored offsets differ from the log ends: {behind}")
         total = sum(ends.values())
-        if total < options.free_broker_memory_min_records:
-            return skip(f"holds {total} records, fewer than {options.free_broker_memory_min_records}", total)
+        if total < min_records:
+            return skip(f"holds {total} records, fewer than {min_records}", total)
         try:
             code = _error_code(await admin.delete_topics([topic]), "topic_error_codes", topic)
         except KafkaError as exc:
@@ -181,6 +205,15 @@ async def _free_topic(
         await _create_again(admin, topic, max(len(ends), feed.partitions), settings)
     log.info("recreated %s: its %d records were all landed", topic, total)
     return TopicOutcome(topic, True, total, "fully landed")
+
+
+async def _stored_offsets(conn: asyncpg.Connection, topic: str, for_update: bool = False) -> dict[int, int]:
+    rows = await conn.fetch(
+        "SELECT kafka_partition, next_offset FROM hub.land_offsets WHERE topic = $1"
+        + (" FOR UPDATE" if for_update else ""),
+        topic,
+    )
+    return {r["kafka_partition"]: int(r["next_offset"]) for r in rows}
 
 
 async def _create_again(admin: AIOKafkaAdminClient, topic: str, partitions: int, settings: HubSettings) -> None:

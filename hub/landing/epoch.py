@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from hub.control.catalog import EPOCH_LOCK
 from hub.kafka import KafkaAdmin, TopicSpec
-from hub.landing.schema import EPOCH_LOCK, record_event
+from hub.landing.events import record_event
 from hub.settings import HubSettings
 
 

@@ -19,7 +19,6 @@ import asyncpg
 from hub.control import catalog
 from hub.control.identifiers import qualified
 from hub.errors import NotFound
-from hub.landing.schema import ensure_landing_schema
 
 CATALOG_SQL = "SELECT * FROM hub.catalog_feeds ORDER BY partner_id, feed"
 
@@ -87,8 +86,7 @@ async def rollup_day(conn: asyncpg.Connection, feed: str, day: date, device: str
 
 
 async def catalog_feeds(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    if await conn.fetchval("SELECT to_regclass('hub.catalog_feeds')") is None:
-        await ensure_landing_schema(conn)  # landing workers create it; this is before the first one ran
+    await catalog.ensure_catalog(conn)  # before the first `hub apply` or worker start
     return list(await conn.fetch(CATALOG_SQL))
 
 

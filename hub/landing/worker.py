@@ -37,14 +37,14 @@ from aiokafka.errors import KafkaError
 
 from hub.control import catalog
 from hub.control.avro_schema import FeedSchema
+from hub.control.catalog import FeedRow
 from hub.control.plan import topic_spec
 from hub.errors import HubError, ServerUnavailable
 from hub.kafka import KafkaAdmin, TopicSpec, client_options, dead_letter_spec
 from hub.landing import epoch as epochs
 from hub.landing.broker_memory import free_landed_topics, is_local_broker
-from hub.landing.options import LandingOptions
+from hub.landing.events import record_event
 from hub.landing.rows import Rejected, RowBuilder
-from hub.landing.schema import ensure_landing_schema, record_event
 from hub.landing.writer import OffsetMove, TableBatch, WriteResult, ensure_offsets, write_batch
 from hub.runtime import FeedRuntime, load_feeds, schema_by_id
 from hub.settings import Endpoints, HubSettings
@@ -75,6 +75,11 @@ class Stopping(Exception):
     """Raised out of a retry loop when the worker was asked to stop."""
 
 
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+
 class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, worker: LandingWorker) -> None:
         self.worker = worker
@@ -87,10 +92,9 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class LandingWorker:
-    def __init__(self, settings: HubSettings, endpoints: Endpoints, options: LandingOptions | None = None) -> None:
+    def __init__(self, settings: HubSettings, endpoints: Endpoints) -> None:
         self.settings = settings
         self.endpoints = endpoints
-        self.options = options or LandingOptions()
         # What this worker did (read by tests, `hub bench` and logs).
         self.landed = 0  # rows inserted
         self.duplicates = 0  # rows already in the table (a record delivered again)
@@ -111,6 +115,7 @@ class LandingWorker:
         self._last_reload = time.monotonic()
         self._last_topic_check = time.monotonic()
         self._last_free = time.monotonic()
+        self._freeing: asyncio.Task[int] | None = None  # a check for fully landed topics, beside the loop
         self._consumer: AIOKafkaConsumer | None = None
         self._local_broker = False
         self.feeds: dict[str, FeedRuntime] = {}
@@ -121,16 +126,16 @@ class LandingWorker:
 
     async def __aenter__(self) -> LandingWorker:
         s, ep = self.settings, self.endpoints
-        self.pool = await asyncpg.create_pool(ep.database_url, min_size=1, max_size=2)
+        self.pool = await asyncpg.create_pool(ep.database_url, min_size=1, max_size=3)
         admin: KafkaAdmin | None = None
         try:
             async with self.pool.acquire() as conn:
-                await ensure_landing_schema(conn)
+                await catalog.ensure_catalog(conn)
                 feeds = await load_feeds(conn)
                 await self._use_feeds(conn, feeds)
             self.admin = admin = await KafkaAdmin(s, ep.kafka_bootstrap).__aenter__()
             await self.admin.ensure_topics(self._topic_specs())
-            if self.options.check_broker_epoch:
+            if self.settings.land_check_broker_epoch:
                 async with self.pool.acquire() as conn:
                     self.epoch, reset = await epochs.establish(conn, self.admin, s)
                 if reset is not None:
@@ -149,9 +154,10 @@ class LandingWorker:
     async def __aexit__(self, *exc: object) -> None:
         self._stopping.set()
         try:
+            await self._finish_freeing()
             await self._stop_consumer()
             try:
-                await asyncio.wait_for(self.producer.stop(), self.options.kafka_timeout_s)
+                await asyncio.wait_for(self.producer.stop(), self.settings.land_kafka_timeout_s)
             except (TimeoutError, KafkaError) as e:
                 log.warning("dead-letter producer did not stop cleanly: %r", e)
             await self.admin.__aexit__(None, None, None)
@@ -293,7 +299,8 @@ class LandingWorker:
         """Seek newly assigned (or fenced) partitions to their stored offsets."""
         if not self._pending or self._consumer is None:
             return
-        if self.options.check_broker_epoch and not await self._run(retry, "check the broker epoch", self._epoch_ok):
+        check_epoch = self.settings.land_check_broker_epoch
+        if check_epoch and not await self._run(retry, "check the broker epoch", self._epoch_ok):
             await self._broker_reset(retry)  # every stored offset back to 0, every partition pending
         tps = sorted(self._pending)
 
@@ -346,6 +353,7 @@ class LandingWorker:
             return 0
         n = sum(len(v) for v in data.values())
         await self.land(data)
+        await self._maybe_free_broker_memory()  # under a steady stream too, not only when idle
         return n
 
     async def _check_positions(self, data: dict[TopicPartition, list[Any]]) -> None:
@@ -373,7 +381,7 @@ class LandingWorker:
 
     async def _log_shorter(self, tps: list[TopicPartition]) -> None:
         assert self._consumer is not None
-        if self.options.check_broker_epoch and not await self._retrying("check the broker epoch", self._epoch_ok):
+        if self.settings.land_check_broker_epoch and not await self._retrying("check the broker epoch", self._epoch_ok):
             await self._broker_reset()
             await self._position_pending()
             return
@@ -425,7 +433,7 @@ class LandingWorker:
             await self._learn_schema_ids(data)
             batches, rejected, moves = self._build(data)
             epoch_ok = True
-            if self.options.check_broker_epoch:
+            if self.settings.land_check_broker_epoch:
                 epoch_ok = await self._retrying("check the broker epoch", self._epoch_ok)
             epoch = self.epoch.epoch if self.epoch is not None else None
 
@@ -520,7 +528,7 @@ class LandingWorker:
                 futures.append(await self.producer.send(topic, value=r.value, key=r.key, headers=headers))
             await asyncio.gather(*futures)
 
-        await asyncio.wait_for(send(), self.options.kafka_timeout_s)
+        await asyncio.wait_for(send(), self.settings.land_kafka_timeout_s)
         for r in rejected:
             log.warning("dead-lettered %s[%d]@%d (%s): %s", r.topic, r.partition, r.offset, r.reason, r.message)
 
@@ -529,7 +537,7 @@ class LandingWorker:
     async def _epoch_ok(self) -> bool:
         if self.epoch is None:
             return False
-        topics = await asyncio.wait_for(self.admin.topics(), self.options.kafka_timeout_s)
+        topics = await asyncio.wait_for(self.admin.topics(), self.settings.land_kafka_timeout_s)
         return self.epoch.marker_topic in topics
 
     async def _broker_reset(self, retry: bool = True) -> None:
@@ -569,33 +577,70 @@ class LandingWorker:
             self._last_topic_check = now
             try:  # a restarted local broker forgot our topics: create them again with their settings
                 created = await asyncio.wait_for(
-                    self.admin.ensure_topics(self._topic_specs()), self.options.kafka_timeout_s
+                    self.admin.ensure_topics(self._topic_specs()), self.settings.land_kafka_timeout_s
                 )
                 if created:
                     log.warning("created missing Kafka topics: %s", created)
             except KAFKA_CHECK_FAILED as exc:
                 log.warning("cannot check Kafka topics: %r", exc)
-        if (
-            self.options.free_broker_memory
-            and self._local_broker
-            and now - self._last_free >= self.options.free_broker_memory_every_s
-        ):
-            self._last_free = now
-            await self.free_broker_memory()
+        await self._maybe_free_broker_memory()
 
-    async def free_broker_memory(self) -> int:
+    async def _maybe_free_broker_memory(self) -> None:
+        """Every `land_free_broker_memory_every_s`, recreate the fully landed topics (local broker only).
+
+        The check runs as a task beside this loop: it holds off ingest's sends to a topic (the
+        topic lock) and waits for the landing workers, this one included, to land what the topic
+        still holds. So it is not spent on a topic this worker knows it is behind on (its last
+        fetch saw more than it landed); such a topic is looked at after a later batch.
+        """
+        s = self.settings
+        if not (s.land_free_broker_memory and self._local_broker):
+            return
+        if self._freeing is not None and not self._freeing.done():
+            return
+        if time.monotonic() - self._last_free < s.land_free_broker_memory_every_s:
+            return
+        behind = {tp.topic for tp in self._pending}
+        if self._consumer is not None:
+            for tp, expected in self._expected.items():
+                hw = self._consumer.highwater(tp)
+                if hw is not None and expected < hw:
+                    behind.add(tp.topic)
+        feeds = [f.row for topic, f in self.feeds.items() if topic not in behind]
+        if not feeds:
+            return
+        self._last_free = time.monotonic()
+        self._freeing = asyncio.create_task(self.free_broker_memory(feeds), name="land-free-broker-memory")
+        self._freeing.add_done_callback(_log_failure)
+
+    async def _finish_freeing(self) -> None:
+        """Let a check under way finish (it may have deleted a topic and not yet created it again)."""
+        if self._freeing is None or self._freeing.done():
+            return
+        try:
+            await asyncio.wait_for(self._freeing, 30)
+        except Exception as exc:
+            log.warning("the check for fully landed topics did not finish: %r", exc)
+
+    async def free_broker_memory(self, feeds: list[FeedRow] | None = None) -> int:
         """Recreate the fully landed feed topics (local broker only); returns how many were recreated."""
         try:
             async with self.pool.acquire() as conn:
                 outcomes = await free_landed_topics(
-                    conn, self.settings, self.endpoints, self.options, [f.row for f in self.feeds.values()]
+                    conn, self.settings, self.endpoints, feeds or [f.row for f in self.feeds.values()]
                 )
         except TRANSIENT as exc:
             log.warning("cannot free broker memory now: %r", exc)
             return 0
-        recreated = [o for o in outcomes if o.recreated]
+        recreated = {o.topic for o in outcomes if o.recreated}
         for o in outcomes:
             log.debug("%s: %s (%d records)", o.topic, "recreated" if o.recreated else o.reason, o.records)
+        if recreated:
+            # Their stored offsets are 0 now: read our partitions of them from there before the next fetch.
+            async with self._land_lock:
+                for tp in [tp for tp in self._expected if tp.topic in recreated]:
+                    del self._expected[tp]
+                    self._pending.add(tp)
         self.topics_recreated += len(recreated)
         return len(recreated)
 
@@ -612,7 +657,7 @@ class LandingWorker:
         return await (self._retrying(what, fn) if retry else fn())
 
     async def _retrying(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run `fn` until it succeeds, waiting longer after each transient failure (up to `retry_max_s`)."""
+        """Run `fn` until it succeeds, waiting longer after each transient failure (up to `land_retry_max_s`)."""
         backoff = 0.2
         while True:
             try:
@@ -627,4 +672,4 @@ class LandingWorker:
                 raise Stopping(what)
             except TimeoutError:
                 pass
-            backoff = min(backoff * 2, self.options.retry_max_s)
+            backoff = min(backoff * 2, self.settings.land_retry_max_s)

@@ -269,7 +269,6 @@ from aiokafka import AIOKafkaProducer  # noqa: E402
 
 from hub.ingest.wire import WireEncoder  # noqa: E402
 from hub.ingest.worker import partition_for  # noqa: E402
-from hub.landing.options import LandingOptions  # noqa: E402
 from hub.runtime import FeedRuntime, load_feeds  # noqa: E402
 
 
@@ -283,10 +282,10 @@ def own_group(settings: HubSettings) -> HubSettings:
 
 
 @asynccontextmanager
-async def running_landing(settings: HubSettings, options: LandingOptions | None = None) -> AsyncIterator[LandingWorker]:
-    """A landing worker with the given options in a background task; stops it cleanly on exit."""
+async def running_landing(settings: HubSettings) -> AsyncIterator[LandingWorker]:
+    """A landing worker with these settings (`land_*`) in a background task; stops it cleanly on exit."""
     stop = asyncio.Event()
-    async with LandingWorker(settings, settings.endpoints(), options) as worker:
+    async with LandingWorker(settings, settings.endpoints()) as worker:
         task = asyncio.create_task(worker.run(stop))
         try:
             yield worker

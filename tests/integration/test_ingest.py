@@ -37,7 +37,7 @@ from hub.runtime import FeedRuntime, load_feeds, schema_by_id
 from hub.services import drain_stale_sessions
 from hub.settings import HubSettings
 from hub.stack.process import free_port, wait_for_port
-from hub.stack.servers import kafka_process, start_kafka
+from hub.stack.servers import kafka_process, postgres_process, start_kafka, start_postgres, stop_postgres
 from tests.integration.support import (
     Device,
     TopicsSubscriber,
@@ -565,6 +565,44 @@ async def test_hub_stats_shows_accepted_and_rejected_messages_per_partner_and_fe
     assert table.returncode == 0, table.stderr
     assert "air_quality" in table.stdout and "not_decodable" in table.stdout
     assert VOLT not in table.stdout
+
+
+# --- the database down and back ------------------------------------------------------------
+
+
+async def test_while_the_database_is_down_ingest_sends_nothing_and_delivers_everything_once_it_is_back(
+    applied: HubSettings, feeds: dict[tuple[str, str], FeedRuntime]
+) -> None:
+    """Ingest sends a batch only while it holds its feed topics' locks in the database, so that landing never
+    recreates a topic under a record in flight: with the database down it holds its PUBACKs, as with Kafka down."""
+    state = applied.state_dir.resolve()
+    kafka_topic = feeds[(AIR, "air_quality")].row.kafka_topic
+    devices = [unique("pgdown") for _ in range(100)]
+    dev = Device(applied, AIR)
+    try:
+        async with running_ingest(applied) as worker:
+            await publish_all(dev, [(air_topic(unique("pgup")), air_payload())])  # the locks' connection is open
+            assert await eventually(lambda: worker.source.acked >= 1)
+            await asyncio.to_thread(stop_postgres, state)
+            received, acked, batches = worker.source.received, worker.source.acked, worker.sent_batches
+            await publish_all(dev, [(air_topic(d), air_payload()) for d in devices])
+            assert await eventually(lambda: worker.source.received >= received + len(devices))
+            failures = worker.locks.failures
+            assert await eventually(lambda: worker.locks.failures >= failures + 2), "it keeps trying"
+            assert (worker.source.acked, worker.sent_batches) == (acked, batches), "nothing sent, nothing acknowledged"
+
+            await asyncio.to_thread(start_postgres, state, applied.pg_port)
+            found = await read_keys(
+                applied.endpoints().kafka_bootstrap, kafka_topic, {d.encode() for d in devices}, timeout_s=40
+            )
+            assert await eventually(lambda: worker.source.acked >= acked + len(devices), timeout_s=20)
+    finally:
+        dev.close()
+        if postgres_process(state).pid() is None:
+            start_postgres(state, applied.pg_port)
+    assert len(found) == len(devices)
+    # The worker's own connection was cut by the restart: leaving, it recorded its session on a new one.
+    assert await session_state(applied, client_id(0)) == "ended"
 
 
 # --- backpressure: Kafka down and back (last in the file: it restarts a broker, if only its own) ---

@@ -22,14 +22,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from hub.control import catalog
 from hub.control.apply import apply, ensure_feed_topics
+from hub.ingest.worker import client_id
 from hub.landing.broker_memory import free_landed_topics, log_ends, producer_lock_sql
-from hub.landing.options import LandingOptions
 from hub.landing.worker import LandingWorker
 from hub.settings import HubSettings
 from hub.stack import servers
@@ -37,6 +39,7 @@ from hub.stack.local import LocalStack
 from hub.stack.process import free_port, wait_for_port
 from tests.integration.support import (
     REPO,
+    Device,
     FeedWriter,
     air_quality_records,
     assigned_topic,
@@ -47,6 +50,7 @@ from tests.integration.support import (
     query,
     read_keys,
     rows_of,
+    running_ingest,
     running_landing,
     unique,
     until_rows,
@@ -180,7 +184,7 @@ async def test_landing_rides_out_a_database_restart_mid_stream_and_lands_every_r
     records = [r for d in devices for r in air_quality_records(d, 60)]
     chunks = [records[i::30] for i in range(30)]
     try:
-        async with running_landing(settings, LandingOptions(retry_max_s=1.0)) as worker:
+        async with running_landing(settings.model_copy(update={"land_retry_max_s": 1.0})) as worker:
             assert await assigned_topic(worker, feed.row.kafka_topic)
             async with FeedWriter(settings, feed) as writer:
                 for i, chunk in enumerate(chunks):
@@ -382,7 +386,12 @@ def own_stack() -> Iterator[HubSettings]:
         statuses = stack.up()
         if not all(s.healthy for s in statuses):
             pytest.fail(f"the landing tests' own stack did not come up: {statuses}")
-        asyncio.run(apply(settings, REPO / "connectors"))
+        result = asyncio.run(apply(settings, REPO / "connectors"))
+        (state / "credentials").mkdir()
+        for partner, password in result.credentials.items():  # for `Device`
+            (state / "credentials" / f"{partner}.json").write_text(
+                json.dumps({"username": partner, "password": password})
+            )
         yield settings
     finally:
         stack.down()
@@ -403,7 +412,8 @@ async def test_after_a_broker_restart_landing_notices_the_lost_log_and_lands_the
     devices_before = sorted({r["device_id"] for r in before})
     devices_after = sorted({r["device_id"] for r in after})
     stop = asyncio.Event()
-    async with LandingWorker(settings, settings.endpoints(), LandingOptions(retry_max_s=1.0)) as worker:
+    patient = settings.model_copy(update={"land_retry_max_s": 1.0})
+    async with LandingWorker(patient, settings.endpoints()) as worker:
         running = asyncio.create_task(worker.run(stop))
         assert await assigned_topic(worker, topic)
         async with FeedWriter(settings, feed) as writer:
@@ -467,19 +477,24 @@ async def test_a_topic_recreated_behind_landings_back_is_noticed_by_its_shorter_
     )
 
 
-async def test_fully_landed_topics_are_recreated_to_free_broker_memory_only_while_no_ingest_worker_runs(
+async def test_without_freeing_while_ingesting_fully_landed_topics_are_recreated_only_while_no_ingest_worker_runs(
     own_stack: HubSettings,
 ) -> None:
-    settings = own_group(own_stack)
+    """For producers that do not hold the topic locks: HUB_LAND_FREE_BROKER_MEMORY_WHILE_INGESTING=false."""
+    settings = own_group(own_stack).model_copy(
+        update={
+            "land_free_broker_memory": True,
+            "land_free_broker_memory_every_s": 0.5,
+            "land_free_broker_memory_min_records": 1_000,
+            "land_free_broker_memory_while_ingesting": False,
+        }
+    )
     feed = await feed_runtime(settings, *AIR)
     topic = feed.row.kafka_topic
     kafka = servers.kafka_process(settings.state_dir.resolve())
     devices = [unique("mem") for _ in range(50)]
     records = [r for d in devices for r in air_quality_records(d, 2_000)]  # 100,000 records
     later = [r for d in devices[:5] for r in air_quality_records(d, 2_010)[2_000:]]
-    options = LandingOptions(
-        free_broker_memory=True, free_broker_memory_every_s=0.5, free_broker_memory_min_records=1_000
-    )
     # An ingest worker with an active session could be sending at any moment: hands off its topics.
     url = settings.endpoints().database_url
     session = unique("hub-ingest-test")
@@ -487,7 +502,7 @@ async def test_fully_landed_topics_are_recreated_to_free_broker_memory_only_whil
         settings, "INSERT INTO hub.resources (kind, name, state) VALUES ('mqtt-session', $1, 'active')", session
     )
     try:
-        async with running_landing(settings, options) as worker:
+        async with running_landing(settings) as worker:
             assert await assigned_topic(worker, topic)
             held = await query(settings, "SELECT sum(next_offset) FROM hub.land_offsets WHERE topic = $1", topic)
             rss_empty = kafka.rss_mb()
@@ -521,14 +536,16 @@ async def test_fully_landed_topics_are_recreated_to_free_broker_memory_only_whil
 
             # With producers that hold the topic's shared lock around each send, topics may be
             # recreated while ingest runs: never while a send holds it.
-            eager = LandingOptions(free_broker_memory_while_ingesting=True, free_broker_memory_min_records=1)
+            eager = settings.model_copy(
+                update={"land_free_broker_memory_while_ingesting": True, "land_free_broker_memory_min_records": 1}
+            )
             lock, unlock = producer_lock_sql()
             producer, landing = await asyncpg.connect(url), await asyncpg.connect(url)
             try:
                 await producer.execute(lock, [topic])
-                held = await free_landed_topics(landing, settings, settings.endpoints(), eager, [feed.row])
+                held = await free_landed_topics(landing, eager, settings.endpoints(), [feed.row])
                 await producer.execute(unlock, [topic])
-                freed_again = await free_landed_topics(landing, settings, settings.endpoints(), eager, [feed.row])
+                freed_again = await free_landed_topics(landing, eager, settings.endpoints(), [feed.row])
             finally:
                 await producer.close()
                 await landing.close()
@@ -544,6 +561,139 @@ async def test_fully_landed_topics_are_recreated_to_free_broker_memory_only_whil
         f"broker rss: {rss_empty:.0f} MB empty, {rss_full:.0f} MB with {len(records)} records, {rss_freed:.0f} MB after"
     )
     assert rss_full - rss_freed > (rss_full - rss_empty) / 2
+
+
+async def test_fully_landed_topics_are_recreated_while_ingest_runs_and_every_published_message_lands_once(
+    own_stack: HubSettings,
+) -> None:
+    """The default: ingest holds each feed topic's shared lock from send to acknowledgement, so landing
+    may recreate a fully landed topic between two of its batches while devices keep publishing."""
+    settings = own_group(own_stack).model_copy(
+        update={
+            "land_free_broker_memory": True,
+            "land_free_broker_memory_every_s": 0.5,
+            "land_free_broker_memory_min_records": 100,
+        }
+    )
+    assert settings.land_free_broker_memory_while_ingesting, "the default"
+    feed = await feed_runtime(settings, *AIR)
+    topic = feed.row.kafka_topic
+    devices = [unique("live") for _ in range(10)]
+    start_ms = int(time.time() * 1000) - 3_600_000
+    published: list[tuple[str, int, float]] = []  # (device, time, pm25) of each message, in order
+    stop = asyncio.Event()
+    last_event = await query(settings, "SELECT coalesce(max(id), 0) FROM hub.land_events")
+    dev = Device(settings, AIR[0])
+
+    async def publish_steadily() -> None:
+        """About 300 messages a second, one per device per round, until told to stop."""
+        i = 0
+        while not stop.is_set():
+            for d in devices:
+                t = start_ms + i * 1000
+                body = {"t": t, "pm2_5": float(i), "pm10": 1.0, "temp_f": 68.0, "rh": 40.0}
+                dev.publish(f"partners/{AIR[0]}/stations/{d}/air", json.dumps(body))
+                published.append((d, t, float(i)))
+            i += 1
+            await asyncio.sleep(1 / 30)
+
+    try:
+        async with running_landing(settings) as landing, running_ingest(settings):
+            assert await assigned_topic(landing, topic)
+            session = "SELECT state FROM hub.resources WHERE kind = 'mqtt-session' AND name = $1"
+            assert await query(settings, session, client_id(0)) == "active"
+            recreated_before = landing.topics_recreated
+            stream = asyncio.create_task(publish_steadily())
+            try:
+                assert await eventually(lambda: landing.topics_recreated >= recreated_before + 3, timeout_s=20), (
+                    f"recreated {landing.topics_recreated - recreated_before} times; {len(published)} published"
+                )
+                at_recreation = len(published)
+                # The stream goes on across the recreations and after them.
+                assert await eventually(lambda: len(published) >= at_recreation + 300, timeout_s=10)
+            finally:
+                stop.set()
+                await stream
+            acks = await dev.wait_acks(len(published), timeout_s=30)
+            assert len(acks) == len(published) and set(acks.values()) == {"Success"}
+            assert await until_rows(settings, AIR_TABLE, devices, len(published), timeout_s=30) == len(published)
+            assert await eventually(lambda: offsets_match_log_ends(settings, topic), timeout_s=20)
+            recreations = landing.topics_recreated - recreated_before
+    finally:
+        dev.close()
+    rows = await rows_of(settings, AIR_TABLE, devices)
+    got = sorted((r["device_id"], int(r["time"].timestamp() * 1000), r["pm25"]) for r in rows)
+    assert got == sorted(published), "every published message is a row, exactly once"
+    events = await query(
+        settings,
+        "SELECT count(*) FROM hub.land_events WHERE kind = 'topic-recreated' AND topic = $1 AND id > $2",
+        topic,
+        last_event,
+    )
+    assert events >= recreations >= 3
+    print(f"{len(published)} published; {topic} recreated {recreations} times while ingest ran; all landed once")
+
+
+# --- the catalog's landing tables --------------------------------------------------------
+
+
+async def test_the_catalog_brings_an_older_database_up_to_date_once_and_then_never_queues_behind_landing(
+    applied: HubSettings,
+) -> None:
+    """Landing's tables, column and view are part of the catalog; upgrading runs its DDL once.
+
+    The DDL's ALTER TABLE locks hub.land_offsets exclusively even when it changes nothing, so
+    running it at every worker start (or catalog reload) would wait for landing's transactions
+    and stop every other worker behind it: ensure_catalog runs it only for another version.
+    """
+    url = applied.endpoints().database_url
+    name = unique("catalog").replace("-", "_")
+    db_url = urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+    server = await asyncpg.connect(url)
+    await server.execute(f'CREATE DATABASE "{name}"')
+    conn = landing = ddl_conn = None
+    try:
+        conn = await asyncpg.connect(db_url)
+        # The catalog as the release before landing's tables moved into it left it.
+        await conn.execute(catalog.CATALOG_DDL)
+        await conn.execute(
+            """DROP VIEW hub.catalog_feeds; DROP TABLE hub.land_events, hub.land_broker;
+               ALTER TABLE hub.land_offsets DROP COLUMN log_end; COMMENT ON SCHEMA hub IS NULL;
+               INSERT INTO hub.land_offsets (topic, kafka_partition, next_offset) VALUES ('hub.t', 0, 7)"""
+        )
+        await catalog.ensure_catalog(conn)
+        assert await catalog.installed_version(conn) == catalog.CATALOG_VERSION
+        assert await conn.fetchval("SELECT log_end IS NULL AND next_offset = 7 FROM hub.land_offsets")
+        assert await conn.fetchval("SELECT count(*) FROM hub.catalog_feeds") == 0
+        assert await conn.fetchval("SELECT count(*) FROM hub.land_events") == 0
+        await conn.execute(catalog.CATALOG_DDL)  # the DDL itself is idempotent
+
+        # A landing worker's transaction holds a row of hub.land_offsets.
+        landing = await asyncpg.connect(db_url)
+        tx = landing.transaction()
+        await tx.start()
+        await landing.execute("UPDATE hub.land_offsets SET next_offset = 8")
+        await asyncio.wait_for(catalog.ensure_catalog(conn), 30)  # the bound only turns a hang into a failure
+        # ... whereas the DDL waits for it.
+        ddl_conn = await asyncpg.connect(db_url)
+        ddl = asyncio.create_task(ddl_conn.execute(catalog.CATALOG_DDL))
+
+        async def ddl_waits() -> bool:
+            return bool(
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'", name
+                )
+            )
+
+        assert await eventually(ddl_waits)
+        await tx.commit()
+        await ddl
+    finally:
+        for c in (conn, landing, ddl_conn):
+            if c is not None:
+                await c.close()
+        await server.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await server.close()
 
 
 # --- the query guide ---------------------------------------------------------------------

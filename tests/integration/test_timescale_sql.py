@@ -20,11 +20,11 @@ from typing import Any
 import asyncpg
 import pytest
 
+from hub.control import catalog
 from hub.control.avro_schema import Column, load_feed_schema
 from hub.control.identifiers import quote_ident
 from hub.control.tables import FeedTable, add_columns_sql, alter_table_sql, create_table_sql
 from hub.landing import queries
-from hub.landing.schema import ensure_landing_schema
 from hub.landing.writer import insert_from_staging_sql, insert_row_sql, staging_sql
 from hub.stack.process import free_port
 
@@ -294,8 +294,8 @@ async def test_the_catalog_view_lists_each_feed_with_owner_licence_table_and_sch
 ) -> None:
     conn = await asyncpg.connect(engine)
     try:
-        await ensure_landing_schema(conn)
-        await ensure_landing_schema(conn)  # idempotent
+        await catalog.ensure_catalog(conn)
+        await catalog.ensure_catalog(conn)  # idempotent
         await conn.execute(
             """INSERT INTO hub.partners (id, name, kind, contact, mqtt_username, mqtt_password_hash, config_file)
                VALUES ('ts_partner', 'Timescale Test Partner', 'city', 'x@example.org', 'ts_partner', 'h', 'f.yaml')
@@ -354,7 +354,7 @@ async def test_every_query_in_the_query_guide_runs_on_timescaledb(engine: str) -
     t = air_quality_table("uni_air_lab")
     conn = await asyncpg.connect(engine)
     try:
-        await ensure_landing_schema(conn)
+        await catalog.ensure_catalog(conn)
         await create(conn, t)
         day = datetime(2026, 11, 23, tzinfo=UTC)
         await land(conn, t, readings(["station-7"], day, 96, timedelta(minutes=15)))

@@ -1,0 +1,157 @@
+"""What ingest sends to Kafka for each MQTT message: a feed record, or a dead letter with its reason.
+
+`Preparer.prepare` is the per-message hot path: route the MQTT topic to its feed, decode,
+map and validate the payload, encode it in the Confluent wire format, and key it by device
+id on the partition the Java client would pick. A message no feed takes, or one that fails
+decoding or validation, becomes a record for the dead-letter topic instead, and its partner
+gets an error report over MQTT (rate-limited per partner).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from hub.errors import PayloadError
+from hub.ingest.mqtt_source import Message
+from hub.ingest.routes import Router
+from hub.settings import HubSettings
+
+UNKNOWN = "_unknown"
+
+
+@functools.lru_cache(maxsize=200_000)
+def _key_hash(key: bytes) -> int:
+    # aiokafka's murmur2 is pure Python (~5% of an ingest worker's time); devices repeat their keys.
+    return int(murmur2(key) & 0x7FFFFFFF)
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The Java client's default partitioner, so every Kafka tool agrees on where a device's records live."""
+    return _key_hash(key) % partitions
+
+
+@dataclass
+class Outgoing:
+    topic: str
+    partition: int
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass
+class Stats:
+    counters: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (partner, feed, reason) -> n
+    devices: set[tuple[str, str, str]] = field(default_factory=set)
+    accepted: int = 0
+    rejected: int = 0
+
+
+class ErrorReports:
+    """At most `per_second` error reports per partner, so a broken device cannot flood its owner."""
+
+    def __init__(self, per_second: float = 20.0) -> None:
+        self.per_second = per_second
+        self._allowance: dict[str, tuple[float, float]] = {}
+
+    def allow(self, partner: str) -> bool:
+        now = time.monotonic()
+        tokens, last = self._allowance.get(partner, (self.per_second, now))
+        tokens = min(self.per_second, tokens + (now - last) * self.per_second)
+        if tokens < 1:
+            self._allowance[partner] = (tokens, now)
+            return False
+        self._allowance[partner] = (tokens - 1, now)
+        return True
+
+
+class Preparer:
+    """Turns MQTT messages into `Outgoing` records, counting what it accepts and refuses in `stats`.
+
+    `partitions` (topic -> partition count) is shared with the Kafka side, which updates it
+    when it recreates topics; `report(topic, payload)` publishes an error report over MQTT.
+    """
+
+    def __init__(
+        self,
+        settings: HubSettings,
+        router: Router,
+        partitions: dict[str, int],
+        stats: Stats,
+        report: Callable[[str, bytes], object],
+    ) -> None:
+        self.settings = settings
+        self.router = router
+        self.partitions = partitions
+        self.stats = stats
+        self.reports = ErrorReports()
+        self._report = report
+
+    def prepare(self, m: Message) -> Outgoing:
+        found = self.router.route(m.topic)
+        received = str(m.received_ms).encode()
+        if found is None:
+            partner = self.router.partner_of(m.topic, self.settings.mqtt_namespace_root) or UNKNOWN
+            return self.dead_letter(
+                m, partner, UNKNOWN, "unknown_topic", f"no feed is configured for topic {m.topic!r}"
+            )
+        route, device = found
+        try:
+            record = route.decoder.decode(m.payload, device, m.received_ms)
+            value = route.encoder.encode(record)
+        except PayloadError as exc:
+            return self.dead_letter(m, route.partner_id, route.feed, exc.code, str(exc))
+        device_id = record["device_id"]
+        key = device_id.encode()
+        self.stats.counters[(route.partner_id, route.feed, "accepted")] += 1
+        self.stats.accepted += 1
+        self.stats.devices.add((route.partner_id, route.feed, device_id))
+        return Outgoing(
+            route.kafka_topic,
+            partition_for(key, self.partitions[route.kafka_topic]),
+            key,
+            value,
+            [
+                ("partner", route.partner_id.encode()),
+                ("feed", route.feed.encode()),
+                ("device", key),
+                ("received_ms", received),
+                ("mqtt_topic", m.topic.encode()),
+            ],
+        )
+
+    def dead_letter(self, m: Message, partner: str, feed: str, reason: str, message: str) -> Outgoing:
+        self.stats.counters[(partner, feed, reason)] += 1
+        self.stats.rejected += 1
+        if partner != UNKNOWN and self.reports.allow(partner):
+            report = {
+                "topic": m.topic,
+                "feed": feed,
+                "reason": reason,
+                "message": message,
+                "received_ms": m.received_ms,
+            }
+            self._report(f"{self.settings.mqtt_error_root}/{partner}/{feed}", orjson.dumps(report))
+        topic = self.settings.kafka_dead_letter_topic
+        key = m.topic.encode()
+        return Outgoing(
+            topic,
+            partition_for(key, self.partitions[topic]),
+            key,
+            m.payload,
+            [
+                ("reason", reason.encode()),
+                ("message", message.encode()),
+                ("partner", partner.encode()),
+                ("feed", feed.encode()),
+                ("mqtt_topic", m.topic.encode()),
+                ("received_ms", str(m.received_ms).encode()),
+            ],
+        )
