@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -35,8 +34,8 @@ from hub.landing.broker_memory import free_landed_topics, log_ends, producer_loc
 from hub.landing.worker import LandingWorker
 from hub.settings import HubSettings
 from hub.stack import servers
-from hub.stack.local import LocalStack
-from hub.stack.process import free_port, wait_for_port
+from hub.stack.local import LocalStack, private_settings
+from hub.stack.process import wait_for_port
 from tests.integration.support import (
     REPO,
     Device,
@@ -368,19 +367,8 @@ async def test_a_record_the_database_refuses_is_dead_lettered_and_the_rest_of_it
 @pytest.fixture(scope="module")
 def own_stack() -> Iterator[HubSettings]:
     """A local stack of this module's own: restarting its broker or deleting its topics leaves the session's alone."""
-    state = Path(tempfile.mkdtemp(prefix="hub-test-land-"))
-    state.chmod(0o711)
-    settings = HubSettings(
-        state_dir=state,
-        mqtt_port=free_port(),
-        pg_port=free_port(),
-        kafka_port=free_port(),
-        api_port=free_port(),
-        database_url=None,
-        mqtt_url=None,
-        kafka_bootstrap=None,
-        registry_url=None,
-    )
+    settings = private_settings("hub-test-land-")
+    state = settings.state_dir
     stack = LocalStack(settings)
     try:
         statuses = stack.up()
