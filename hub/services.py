@@ -9,7 +9,7 @@ import multiprocessing.connection as mp_connection
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,5 +183,3 @@ def supervise(
             [s.process.sentinel for s in slots if s.process.is_alive()], max(0.0, min(waits, default=1.0))
         )
 
-
-Runner = Callable[[], Awaitable[None]]
