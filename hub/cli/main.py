@@ -12,6 +12,7 @@ from hub.api.cli import serve
 from hub.cli import onboard, run, stack
 from hub.cli.bench import bench
 from hub.cli.demo import demo
+from hub.cli.maintain import maintain
 from hub.cli.query import app as query_app
 from hub.cli.simulate import simulate_cmd
 from hub.cli.stats import stats as stats_cmd
@@ -25,6 +26,7 @@ app.add_typer(stack.app, name="stack")
 app.add_typer(run.app, name="run")
 app.add_typer(query_app, name="query")
 app.command()(demo)
+app.command()(maintain)
 app.command()(bench)
 app.command("simulate")(simulate_cmd)
 app.command("stats")(stats_cmd)

@@ -2,7 +2,7 @@
 
 TimescaleDB mode: a hypertable on `time` with compression, retention and a continuous
 aggregate. Plain PostgreSQL mode: the same table with an index and a rollup view
-(retention is not enforced there yet: docs/operations.md). Identifiers are quoted by one function.
+(retention is then enforced by `hub maintain`, hub/control/retention.py). Identifiers are quoted by one function.
 """
 
 from __future__ import annotations
