@@ -182,4 +182,3 @@ def supervise(
         mp_connection.wait(
             [s.process.sentinel for s in slots if s.process.is_alive()], max(0.0, min(waits, default=1.0))
         )
-

@@ -17,6 +17,7 @@ import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
@@ -71,6 +72,83 @@ class FeedSchema:
     parsed: dict[str, Any]  # fastavro.parse_schema result, for schemaless_writer/reader
     fields: tuple[str, ...]  # top-level field names, in schema order
     columns: tuple[Column, ...]  # device_id and time first, then the other fields in schema order
+
+    @cached_property
+    def parsed_raw(self) -> dict[str, Any]:
+        """`parsed` with the timestamp logical types of top-level fields dropped: those read as plain
+        longs (epoch milliseconds or microseconds, as `time_units` says) and encode byte-identically.
+
+        Nested types are left alone (their values land in jsonb columns as fastavro renders them).
+        Computed once per schema (the dataclass is frozen; cached_property writes `__dict__` itself).
+        """
+        return without_timestamp_types(self.parsed, top_level_only=True)
+
+    @cached_property
+    def time_units(self) -> dict[str, int]:
+        """Top-level fields read as longs by `parsed_raw`: name -> units per second (1000 or 1000000)."""
+        return _top_level_time_units(self.parsed)
+
+
+# --------------------------------------------------------------------------- raw timestamps
+
+# Units per second of the logical types `without_timestamp_types` drops (`date` is kept: rare, and
+# its column wants a date).
+TIMESTAMP_UNITS: dict[str, int] = {"timestamp-millis": 1_000, "timestamp-micros": 1_000_000}
+
+
+def without_timestamp_types(parsed: dict[str, Any], *, top_level_only: bool = False) -> dict[str, Any]:
+    """A fastavro-parsed copy of a parsed record schema without timestamp-millis/-micros logical types.
+
+    The Avro encoding of a long does not depend on its logical type, so both schemas write and read
+    the same bytes; this one just takes and gives plain ints (epoch ms or us) instead of datetimes,
+    which is much cheaper in fastavro. With `top_level_only`, only the record's own fields (and the
+    branches of their unions) lose them; nested records, arrays and maps keep theirs.
+    """
+    plain = _strip_parse_keys(parsed)
+    if top_level_only:
+        for field in plain.get("fields", []):
+            if len(_non_null_branches(field.get("type"))) == 1:  # not a jsonb union
+                field["type"] = _without_logical(field.get("type"), nested=False)
+    else:
+        plain = _without_logical(plain, nested=True)
+    result: Any = fastavro.parse_schema(plain)
+    return result  # type: ignore[no-any-return]
+
+
+def _strip_parse_keys(schema: Any) -> Any:
+    """A deep copy without fastavro's bookkeeping keys (`__fastavro_parsed`, `__named_schemas`)."""
+    if isinstance(schema, dict):
+        return {k: _strip_parse_keys(v) for k, v in schema.items() if not k.startswith("__")}
+    if isinstance(schema, list):
+        return [_strip_parse_keys(v) for v in schema]
+    return schema
+
+
+def _without_logical(schema: Any, *, nested: bool) -> Any:
+    if isinstance(schema, list):  # a union
+        return [_without_logical(s, nested=nested) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if nested:
+        schema = {k: _without_logical(v, nested=True) for k, v in schema.items()}
+    if schema.get("type") == "long" and schema.get("logicalType") in TIMESTAMP_UNITS:
+        schema = {k: v for k, v in schema.items() if k != "logicalType"}
+    return schema
+
+
+def _top_level_time_units(parsed: dict[str, Any]) -> dict[str, int]:
+    units: dict[str, int] = {}
+    for field in parsed.get("fields", []):
+        branches = _non_null_branches(field.get("type"))
+        if len(branches) == 1 and isinstance(branches[0], dict) and branches[0].get("type") == "long":
+            unit = TIMESTAMP_UNITS.get(branches[0].get("logicalType", ""))
+            if unit is not None:
+                units[field["name"]] = unit
+    return units
+
+
+def _non_null_branches(schema: Any) -> list[Any]:
+    return [s for s in schema if s != "null"] if isinstance(schema, list) else [schema]
 
 
 # --------------------------------------------------------------------------- parsing

@@ -13,6 +13,7 @@ from typing import Any, Final
 import fastavro
 from fastavro.validation import ValidationError, validate
 
+from hub.control.avro_schema import without_timestamp_types
 from hub.errors import PayloadError
 
 MAGIC: Final = 0
@@ -28,7 +29,7 @@ def encode_record(schema_id: int, parsed_schema: dict[str, Any], record: dict[st
 class WireEncoder:
     """Encodes records of one schema version, reusing one buffer. Not shared between threads."""
 
-    __slots__ = ("_buffer", "_header", "_schema", "schema_id")
+    __slots__ = ("_buffer", "_header", "_raw", "_schema", "schema_id")
 
     def __init__(self, schema_id: int, parsed_schema: dict[str, Any]) -> None:
         if not 0 <= schema_id <= MAX_SCHEMA_ID:
@@ -36,6 +37,9 @@ class WireEncoder:
         self.schema_id = schema_id
         schema = parsed_schema if parsed_schema.get("__fastavro_parsed") else fastavro.parse_schema(parsed_schema)
         self._schema: Any = schema
+        # Records carry timestamps as ints (epoch ms/us), which the schema without timestamp logical
+        # types writes to the same bytes, skipping fastavro's per-value logical-type checks.
+        self._raw: Any = without_timestamp_types(schema) if isinstance(schema, dict) else schema
         self._header = bytes([MAGIC]) + schema_id.to_bytes(4, "big")
         self._buffer = io.BytesIO()
         self._buffer.write(self._header)
@@ -45,9 +49,16 @@ class WireEncoder:
         buffer.seek(HEADER_SIZE)
         buffer.truncate()
         try:
-            fastavro.schemaless_writer(buffer, self._schema, record)
-        except Exception as exc:
-            raise _encoding_error(self._schema, self.schema_id, record, exc) from None
+            fastavro.schemaless_writer(buffer, self._raw, record)
+        except Exception:
+            # A datetime where the raw schema wants a long, or a value that is wrong anyway: the
+            # schema as written decides (slow, but rare).
+            buffer.seek(HEADER_SIZE)
+            buffer.truncate()
+            try:
+                fastavro.schemaless_writer(buffer, self._schema, record)
+            except Exception as exc:
+                raise _encoding_error(self._schema, self.schema_id, record, exc) from None
         return buffer.getvalue()
 
 

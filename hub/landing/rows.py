@@ -58,8 +58,27 @@ def _received_at(header: bytes | None) -> datetime | None:
         return None
 
 
+# fastavro makes datetimes of these; anything outside refuses a row as out_of_range, as before.
+_MIN_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z, microseconds since the Unix epoch
+_MAX_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+# A timestamp column's value: (field name, microseconds per unit of the writer's long).
+_TimeColumn = tuple[str, int]
+
+
+def _time_columns(writer: FeedSchema, current: FeedSchema) -> tuple[_TimeColumn, ...]:
+    """The fields read as epoch longs (the raw schemas) that fastavro would have made datetimes of.
+
+    fastavro converts by the writer's logical type; the column must be a timestamptz one.
+    """
+    wanted = {c.name for c in current.columns if c.sql_type == "timestamptz"}
+    return tuple((name, 1_000_000 // unit) for name, unit in writer.time_units.items() if name in wanted)
+
+
 class RowBuilder:
     """Turns one feed's records into rows for its table, caching a reader per writer schema id.
+
+    Timestamp fields come out as ints of microseconds since the Unix epoch (UTC), `received_at`
+    as a datetime; both go to timestamptz columns through `hub.landing.writer.use_epoch_timestamps`.
 
     `columns` are the table's columns to fill (default: every column of the current schema);
     a schema field without a column is left out rather than failing the whole batch.
@@ -76,10 +95,21 @@ class RowBuilder:
         wanted = None if columns is None else set(columns)
         self.columns = [c.name for c in current.columns if wanted is None or c.name in wanted]
         self._json_columns = {c.name for c in current.columns if c.sql_type == "jsonb"}
-        self._writers: dict[int, dict[str, Any]] = {}
+        self._writers: dict[int, tuple[dict[str, Any], dict[str, Any] | None, tuple[_TimeColumn, ...]]] = {}
 
     def writer(self, schema_id: int) -> dict[str, Any] | None:
         """The parsed writer schema of `schema_id` (None while it is unknown; not cached then)."""
+        found = self._reader(schema_id)
+        return None if found is None else found[0]
+
+    def _reader(self, schema_id: int) -> tuple[dict[str, Any], dict[str, Any] | None, tuple[_TimeColumn, ...]] | None:
+        """(writer schema, reader schema or None, timestamp fields) to read `schema_id`'s records with.
+
+        Both schemas are the raw variants (timestamps as plain longs, see FeedSchema.parsed_raw):
+        the fields listed become ints of microseconds since the Unix epoch, which the landing
+        connections' timestamptz codec (`hub.landing.writer.use_epoch_timestamps`) sends as they
+        are: much cheaper than a datetime per value.
+        """
         found = self._writers.get(schema_id)
         if found is None:
             schema = self.lookup(schema_id)
@@ -87,31 +117,46 @@ class RowBuilder:
                 return None
             # The current version is read without schema resolution, which costs fastavro about
             # as much again per record.
-            parsed = self.current.parsed if schema.canonical == self.current.canonical else schema.parsed
-            found = self._writers[schema_id] = parsed
+            if schema.canonical == self.current.canonical:
+                found = (self.current.parsed_raw, None, _time_columns(self.current, self.current))
+            else:
+                found = (schema.parsed_raw, self.current.parsed_raw, _time_columns(schema, self.current))
+            self._writers[schema_id] = found
         return found
 
     def build(self, records: Iterable[Any]) -> FeedRows:
         out = FeedRows(columns=[*self.columns, "received_at"])
-        reader = self.current.parsed
         jcols = self._json_columns
+        columns = self.columns
+        last_header: bytes | None = None
+        last_received: datetime | None = None
         for r in records:
             try:
                 schema_id, body = decode_wire(r.value or b"")
-                writer = self.writer(schema_id)
-                if writer is None:
+                found = self._reader(schema_id)
+                if found is None:
                     raise PayloadError("unknown_schema", f"schema id {schema_id} is not in the registry")
+                writer, reader, times = found
                 try:
-                    rec = schemaless_reader(io.BytesIO(body), writer, None if writer is reader else reader)
+                    rec = schemaless_reader(io.BytesIO(body), writer, reader)
                 except Exception as exc:
                     raise PayloadError(
                         "not_decodable", f"Avro body does not match schema id {schema_id}: {exc}"
                     ) from exc
                 if not isinstance(rec, dict):
                     raise PayloadError("not_decodable", f"schema id {schema_id} does not describe a record")
-                received_at = _received_at(_header(r.headers, "received_ms"))
-                values = [json.dumps(rec.get(c), default=str) if c in jcols else rec.get(c) for c in self.columns]
-                row = (*values, received_at)
+                for name, scale in times:
+                    value = rec.get(name)
+                    if value is not None:
+                        value *= scale
+                        if not _MIN_US <= value <= _MAX_US:
+                            raise ValueError(f"field {name!r}: {value} us since 1970 is outside years 1 to 9999")
+                        rec[name] = value
+                header = _header(r.headers, "received_ms")
+                if header != last_header or last_header is None:
+                    last_header, last_received = header, _received_at(header)
+                values = [json.dumps(rec.get(c), default=str) if c in jcols else rec.get(c) for c in columns]
+                row = (*values, last_received)
                 out.rows.append(row)
                 out.sources.append(r)
             except PayloadError as exc:

@@ -45,7 +45,14 @@ from hub.landing import epoch as epochs
 from hub.landing.broker_memory import free_landed_topics, is_local_broker
 from hub.landing.events import record_event
 from hub.landing.rows import Rejected, RowBuilder
-from hub.landing.writer import OffsetMove, TableBatch, WriteResult, ensure_offsets, write_batch
+from hub.landing.writer import (
+    OffsetMove,
+    TableBatch,
+    WriteResult,
+    ensure_offsets,
+    use_epoch_timestamps,
+    write_batch,
+)
 from hub.runtime import FeedRuntime, load_feeds, schema_by_id
 from hub.settings import Endpoints, HubSettings
 
@@ -126,7 +133,7 @@ class LandingWorker:
 
     async def __aenter__(self) -> LandingWorker:
         s, ep = self.settings, self.endpoints
-        self.pool = await asyncpg.create_pool(ep.database_url, min_size=1, max_size=3)
+        self.pool = await asyncpg.create_pool(ep.database_url, min_size=1, max_size=3, init=use_epoch_timestamps)
         admin: KafkaAdmin | None = None
         try:
             async with self.pool.acquire() as conn:

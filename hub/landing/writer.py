@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -28,6 +30,79 @@ from hub.control.identifiers import qualified, quote_ident
 from hub.landing.rows import FeedRows, Rejected, rejected
 
 TopicPartitionKey = tuple[str, int]
+
+# timestamptz on the wire: int64 microseconds since 2000-01-01 UTC; these two mean +/-infinity.
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_PG_EPOCH_UNIX_US = 946_684_800_000_000
+_PG_INFINITY = 0x7FFFFFFFFFFFFFFF
+_PG_NEGATIVE_INFINITY = -0x8000000000000000
+# asyncpg's stand-ins for them (naive, as asyncpg returns and accepts them).
+_INFINITY = datetime(9999, 12, 31, 23, 59, 59, 999999)
+_NEGATIVE_INFINITY = datetime(1, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+_ZERO = timedelta(0)
+_UNIX_MAX_US = 253_402_300_799_999_999  # _INFINITY (as UTC) in microseconds since the Unix epoch
+_UNIX_MIN_US = -62_135_596_800_000_000
+
+
+def _encode_timestamptz(value: Any) -> tuple[int]:
+    """asyncpg's 'tuple' format of timestamptz, which is (microseconds since 2000-01-01 UTC,).
+
+    An int is microseconds since the Unix epoch (`RowBuilder`'s timestamps); a datetime or a date
+    is taken as asyncpg's own codec takes it (naive means local time; datetime.max/min, naive,
+    are infinity).
+    """
+    if type(value) is int:
+        if _UNIX_MIN_US < value < _UNIX_MAX_US:
+            return (value - _PG_EPOCH_UNIX_US,)
+        # asyncpg's codec sends datetime.max/min (even UTC-aware, as fastavro made them) as infinity.
+        return (
+            (_PG_INFINITY,)
+            if value == _UNIX_MAX_US
+            else (_PG_NEGATIVE_INFINITY,)
+            if value == _UNIX_MIN_US
+            else (value - _PG_EPOCH_UNIX_US,)
+        )
+    if not isinstance(value, datetime):
+        if not isinstance(value, date):
+            raise TypeError(f"expected a datetime.date or datetime.datetime instance, got {type(value).__name__!r}")
+        value = datetime(value.year, value.month, value.day).astimezone()
+    elif (value.year == 9999 or value.year == 1) and (value.tzinfo is None or value.utcoffset() == _ZERO):
+        plain = value.replace(tzinfo=None)
+        if plain == _INFINITY:
+            return (_PG_INFINITY,)
+        if plain == _NEGATIVE_INFINITY:
+            return (_PG_NEGATIVE_INFINITY,)
+    if value.tzinfo is None:
+        value = value.astimezone()
+    return ((value - _PG_EPOCH) // _MICROSECOND,)
+
+
+def _decode_timestamptz(value: tuple[int]) -> datetime:
+    """What asyncpg's own codec returns: an aware datetime in UTC (naive datetime.max/min for infinity)."""
+    us = value[0]
+    if us == _PG_INFINITY:
+        return _INFINITY
+    if us == _PG_NEGATIVE_INFINITY:
+        return _NEGATIVE_INFINITY
+    return _PG_EPOCH + timedelta(0, 0, us)
+
+
+async def use_epoch_timestamps(conn: asyncpg.Connection) -> None:
+    """Let timestamptz parameters be ints of microseconds since the Unix epoch, as well as datetimes.
+
+    `RowBuilder` hands timestamps as such ints: COPY then needs no datetime per value (the
+    landing worker's hottest path). Reading timestamptz still gives the datetimes asyncpg gives.
+    For the `init` of the landing pool's connections.
+    """
+    await conn.set_type_codec(
+        "timestamptz",
+        schema="pg_catalog",
+        encoder=_encode_timestamptz,
+        decoder=_decode_timestamptz,
+        format="tuple",
+    )
+
 
 # What the database answers about one row that it will never take.
 REFUSED_ROW = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)

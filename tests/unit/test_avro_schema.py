@@ -637,3 +637,37 @@ def test_any_feed_shaped_json_is_a_schema_with_one_column_per_field_or_a_schema_
 def test_pathological_text_is_a_schema_error(text: str) -> None:
     with pytest.raises(SchemaError):
         parse_feed_schema(text, SOURCE)
+
+
+def test_parsed_raw_drops_top_level_timestamp_types_only_and_reads_them_as_longs() -> None:
+    text = json.dumps(
+        {
+            "type": "record",
+            "name": "R",
+            "fields": [
+                {"name": "device_id", "type": "string"},
+                {"name": "time", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+                {"name": "seen", "type": ["null", {"type": "long", "logicalType": "timestamp-micros"}]},
+                {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+                {"name": "any", "type": ["null", "string", {"type": "long", "logicalType": "timestamp-millis"}]},
+                {
+                    "name": "list",
+                    "type": {"type": "array", "items": {"type": "long", "logicalType": "timestamp-millis"}},
+                },
+            ],
+        }
+    )
+    schema = parse_feed_schema(text, "r.avsc")
+    assert schema.parsed_raw is schema.parsed_raw  # cached
+    assert schema.time_units == {"time": 1000, "seen": 1_000_000}
+    rec = {"device_id": "d", "time": 1_795_427_940_123, "seen": 7, "day": 3, "any": 5, "list": [9]}
+    logical, raw = io.BytesIO(), io.BytesIO()
+    fastavro.schemaless_writer(logical, schema.parsed, rec)
+    fastavro.schemaless_writer(raw, schema.parsed_raw, rec)
+    assert raw.getvalue() == logical.getvalue()
+    back = fastavro.schemaless_reader(io.BytesIO(raw.getvalue()), schema.parsed_raw, None)
+    assert isinstance(back, dict)
+    assert (back["time"], back["seen"]) == (1_795_427_940_123, 7)
+    assert not isinstance(back["day"], int)  # date kept
+    assert not isinstance(back["any"], int)  # a jsonb union keeps its types
+    assert not isinstance(back["list"][0], int)  # nested types kept

@@ -78,7 +78,7 @@ def test_a_record_of_the_older_version_fills_the_new_columns_with_null_or_the_sc
     assert as_dicts(rows) == [
         {
             "device_id": "dev-1",
-            "time": datetime.fromtimestamp(TIME_MS / 1000, UTC),
+            "time": TIME_MS * 1000,  # microseconds since the epoch, for the timestamptz codec
             "ppm": 410.0,
             "tags": '["a"]',
             "temperature_c": None,
@@ -102,7 +102,7 @@ def test_both_versions_in_one_batch_keep_their_order_and_their_sources() -> None
 def test_only_the_columns_the_table_has_are_filled() -> None:
     rows = build(v2(), columns=["device_id", "time", "ppm", "tags"])
     assert rows.columns == ["device_id", "time", "ppm", "tags", "received_at"]
-    assert rows.rows[0][:3] == ("dev-1", datetime.fromtimestamp(TIME_MS / 1000, UTC), 420.0)
+    assert rows.rows[0][:3] == ("dev-1", TIME_MS * 1000, 420.0)
 
 
 def test_a_record_with_a_schema_id_the_registry_lacks_is_rejected_as_unknown_schema() -> None:
@@ -175,3 +175,31 @@ def test_the_staged_insert_takes_no_constraints_and_skips_rows_already_landed() 
         insert_row_sql('"p"."readings"', '"device_id", "time"', 2),
     ):
         assert stmt.endswith('ON CONFLICT ("device_id", "time") DO NOTHING')
+
+
+def test_timestamps_come_out_as_epoch_microseconds_and_out_of_range_ones_are_refused() -> None:
+    text = json.dumps(
+        {
+            "type": "record",
+            "name": "T",
+            "fields": [
+                {"name": "device_id", "type": "string"},
+                {"name": "time", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+                {
+                    "name": "seen",
+                    "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}],
+                    "default": None,
+                },
+            ],
+        }
+    )
+    current = parse_feed_schema(text, "t")
+    encoder = WireEncoder(7, current.parsed)
+    ok = encoder.encode({"device_id": "d", "time": 5, "seen": 2})
+    unset = encoder.encode({"device_id": "d", "time": -5, "seen": None})
+    too_late = encoder.encode({"device_id": "d", "time": 1, "seen": 253_402_300_800_000})
+    rows = RowBuilder(current, {7: current}.get).build(
+        [record(v, offset=i) for i, v in enumerate([ok, unset, too_late])]
+    )
+    assert [r[:3] for r in rows.rows] == [("d", 5, 2000), ("d", -5, None)]
+    assert [(r.offset, r.reason) for r in rows.rejected] == [(2, "out_of_range")]

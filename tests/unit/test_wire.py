@@ -142,3 +142,37 @@ def test_decode_wire_rejects_a_bad_magic_byte_or_short_input(data: bytes, expect
         decode_wire(data)
     assert info.value.code == "not_decodable"
     assert expected in str(info.value)
+
+
+def test_encoding_with_timestamp_types_dropped_is_byte_identical_and_still_takes_datetimes() -> None:
+    from datetime import UTC, datetime
+
+    import fastavro
+
+    schema = fastavro.parse_schema(
+        {
+            "type": "record",
+            "name": "W",
+            "fields": [
+                {"name": "time", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+                {"name": "us", "type": ["null", {"type": "long", "logicalType": "timestamp-micros"}]},
+                {
+                    "name": "nested",
+                    "type": {"type": "array", "items": {"type": "long", "logicalType": "timestamp-millis"}},
+                },
+            ],
+        }
+    )
+    for rec in (
+        {"time": 1_795_427_940_123, "us": 1_795_427_940_123_456, "nested": [0, -1, 2**40]},
+        {"time": -(2**40), "us": None, "nested": []},
+    ):
+        reference = io.BytesIO()
+        fastavro.schemaless_writer(reference, schema, rec)
+        assert WireEncoder(3, schema).encode(rec) == bytes([0, 0, 0, 0, 3]) + reference.getvalue()
+    when = datetime(2026, 11, 23, 9, 59, 0, 123000, tzinfo=UTC)
+    with_datetime = WireEncoder(3, schema).encode({"time": when, "us": when, "nested": [when]})
+    as_ints = WireEncoder(3, schema).encode(
+        {"time": 1_795_427_940_123, "us": 1_795_427_940_123_000, "nested": [1_795_427_940_123]}
+    )
+    assert with_datetime == as_ints
