@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 from fastavro import schemaless_writer
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from hub.control import credentials
 from hub.control.avro_schema import Column
 from hub.control.connector import PayloadFormat, TimeFormat
 from hub.errors import HubError
@@ -172,18 +173,6 @@ class SimulationReport:
         return sum(self.sent.values())
 
 
-def load_credentials(directory: Path, partner: str) -> dict[str, Any]:
-    path = directory / f"{partner}.json"
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-        return data
-    except FileNotFoundError:
-        raise HubError(
-            f"no credentials for partner {partner} in {directory}: apply its config with "
-            f"`hub apply --save-credentials {directory}`"
-        ) from None
-
-
 class Publisher:
     """One MQTT client per partner; counts PUBACKs and refusals (MQTT v5 reason codes)."""
 
@@ -238,7 +227,7 @@ def simulate(
     for f in feeds:
         pid = f.row.partner_id
         if pid not in publishers:
-            creds = load_credentials(credentials_dir, pid)
+            creds = credentials.load(credentials_dir, pid)
             publishers[pid] = Publisher(address, creds["username"], creds["password"], protocol, f"sim-{pid}-{seed}")
     report = SimulationReport()
     ids = [s.device_ids() for s in sims]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -62,14 +61,9 @@ def applied(stack_settings: HubSettings) -> HubSettings:
     """The example partners of connectors/ applied to the test stack, their credentials saved in the state dir."""
     import asyncio
 
+    from hub.control import credentials
     from hub.control.apply import apply
 
     result = asyncio.run(apply(stack_settings, REPO / "connectors"))
-    creds_dir = stack_settings.state_dir / "credentials"
-    creds_dir.mkdir(exist_ok=True)
-    mqtt = stack_settings.endpoints().mqtt()
-    for partner, password in result.credentials.items():
-        (creds_dir / f"{partner}.json").write_text(
-            json.dumps({"username": partner, "password": password, "mqtt_host": mqtt.host, "mqtt_port": mqtt.port})
-        )
+    credentials.save_all(stack_settings, credentials.default_dir(stack_settings), result.credentials)
     return stack_settings

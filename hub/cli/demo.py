@@ -7,8 +7,6 @@ the background, publishes simulated device data over MQTT and shows the rows lan
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +18,7 @@ from rich.table import Table
 
 from hub.cli.common import console, one_line_errors, settings
 from hub.cli.simulate import applied_feeds, print_report
+from hub.control import credentials
 from hub.control.apply import apply
 from hub.errors import HubError
 from hub.simulate import simulate
@@ -62,14 +61,10 @@ def demo(
     LocalStack(s, log=say).up()
 
     say(f"\n[bold]2. onboarding[/bold] the partners in {connectors}/")
-    creds_dir = s.state_dir / "credentials"
+    creds_dir = credentials.default_dir(s)
     result = asyncio.run(apply(s, connectors))
-    creds_dir.mkdir(parents=True, exist_ok=True)
+    credentials.save_all(s, creds_dir, result.credentials)
     mqtt = s.endpoints().mqtt()
-    for partner, password in result.credentials.items():
-        fd = os.open(creds_dir / f"{partner}.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"username": partner, "password": password, "mqtt_host": mqtt.host, "mqtt_port": mqtt.port}, f)
     say("   " + ("\n   ".join(result.plan.render())))
     if result.credentials:
         say(f"   new partners' MQTT credentials saved (owner-only) in {creds_dir}/")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +12,7 @@ from rich.table import Table
 
 from hub.cli.common import console, one_line_errors, settings
 from hub.control import apply as applier
-from hub.control import catalog
+from hub.control import catalog, credentials
 from hub.control.feeds_view import feed_summaries
 from hub.db import connection
 
@@ -49,17 +48,8 @@ def apply(
         console.print(line, highlight=False)
     if result.plan.empty:
         return
-    mqtt = s.endpoints().mqtt()
     for partner_id, password in result.credentials.items():
-        creds = {
-            "partner": partner_id,
-            "mqtt_host": mqtt.host,
-            "mqtt_port": mqtt.port,
-            "username": partner_id,
-            "password": password,
-            "publish_under": f"{s.mqtt_namespace_root}/{partner_id}/",
-            "error_reports": f"{s.mqtt_error_root}/{partner_id}/#",
-        }
+        creds = credentials.describe(s, partner_id, password)
         console.print(
             f"\nMQTT credentials for [bold]{partner_id}[/bold] (shown once; only a hash is stored):\n"
             f"  username {partner_id}\n  password {password}\n"
@@ -67,11 +57,7 @@ def apply(
             highlight=False,
         )
         if save_credentials is not None:
-            save_credentials.mkdir(parents=True, exist_ok=True)
-            target = save_credentials / f"{partner_id}.json"
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(creds, f, indent=2)
+            credentials.save(save_credentials, creds)
     if not result.mqtt_reloaded:
         console.print("note: no local Mosquitto to reload; reload your broker to pick up the new ACL")
     console.print(f"applied {len(result.plan.changes)} changes", highlight=False)

@@ -10,6 +10,7 @@ import typer
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from hub.cli.common import console, one_line_errors, settings
+from hub.control import credentials as partner_credentials
 from hub.db import connection
 from hub.errors import ConfigError
 from hub.runtime import FeedRuntime, load_feeds
@@ -57,7 +58,7 @@ def simulate_cmd(
     report = simulate(
         feeds,
         s.endpoints().mqtt(),
-        credentials or s.state_dir / "credentials",
+        credentials or partner_credentials.default_dir(s),
         namespace=s.mqtt_namespace_root,
         messages=messages,
         rate=rate,

@@ -79,7 +79,7 @@ async def apply(settings: HubSettings, path: Path, schemas_dir: Path | None = No
 
 async def _apply_partner(conn: asyncpg.Connection, partner: DesiredPartner, result: ApplyResult) -> None:
     p = partner.config.partner
-    if result.plan.of_kind("credentials") and any(c.target == p.id for c in result.plan.of_kind("credentials")):
+    if any(c.target == p.id for c in result.plan.of_kind("credentials")):  # a new partner
         password = generate_secret()
         result.credentials[p.id] = password
         await conn.execute(

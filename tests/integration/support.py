@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import uuid
 from collections.abc import AsyncIterator
@@ -15,6 +14,7 @@ import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from hub.control import credentials as partner_credentials
 from hub.ingest.worker import IngestWorker
 from hub.landing.worker import LandingWorker
 from hub.settings import HubSettings
@@ -28,8 +28,7 @@ def unique(prefix: str = "dev") -> str:
 
 
 def credentials(settings: HubSettings, partner: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((settings.state_dir / "credentials" / f"{partner}.json").read_text())
-    return data
+    return partner_credentials.load(partner_credentials.default_dir(settings), partner)
 
 
 @asynccontextmanager

@@ -31,6 +31,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from paho.mqtt.enums import MQTTProtocolVersion
 
+from hub.control import credentials as partner_credentials
 from hub.ingest.wire import decode_wire
 from hub.ingest.worker import IngestWorker, client_id
 from hub.runtime import FeedRuntime, load_feeds, schema_by_id
@@ -730,10 +731,7 @@ async def test_a_partner_applied_while_ingest_runs_is_ingested_without_a_restart
     ws = workspace(tmp_path).write()
     async with running_ingest(settings) as worker:
         result = await apply(settings, ws.config, ws.schemas)
-        creds_dir = settings.state_dir / "credentials"
-        (creds_dir / f"{ws.partner}.json").write_text(
-            json.dumps({"username": ws.partner, "password": result.credentials[ws.partner]})
-        )
+        partner_credentials.save_all(settings, partner_credentials.default_dir(settings), result.credentials)
         assert await eventually(lambda: any(ws.partner in s for s in worker.source.subscriptions))
         device = unique("gauge")
         dev = Device(settings, ws.partner)
