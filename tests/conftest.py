@@ -67,3 +67,34 @@ def applied(stack_settings: HubSettings) -> HubSettings:
     result = asyncio.run(apply(stack_settings, REPO / "connectors"))
     credentials.save_all(stack_settings, credentials.default_dir(stack_settings), result.credentials)
     return stack_settings
+
+
+TIMESCALE_WASM = REPO.parent / "shared" / "timescale-wasm"
+
+
+@pytest.fixture(scope="module")
+def timescale_url() -> Iterator[str]:
+    """A real TimescaleDB engine (PGlite WASM from ../shared/timescale-wasm) on a free port, per test module.
+
+    It serves one client session at a time and cannot COPY; skipped, saying why, where it is absent.
+    """
+    import shutil
+    import subprocess
+
+    from hub.stack.process import free_port
+
+    if not (TIMESCALE_WASM / "run.sh").is_file():
+        pytest.skip(f"no TimescaleDB engine: {TIMESCALE_WASM} is absent")
+    if shutil.which("node") is None:
+        pytest.skip("no TimescaleDB engine: node is not installed")
+    port = free_port()
+    started = subprocess.run(
+        [str(TIMESCALE_WASM / "run.sh"), str(port)], capture_output=True, text=True, timeout=300, check=False
+    )
+    if started.returncode != 0:
+        pytest.skip(f"the TimescaleDB WASM engine did not start: {started.stderr.strip()[-500:]}")
+    pid = started.stdout.strip().splitlines()[-1]
+    try:
+        yield f"postgresql://postgres:postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([str(TIMESCALE_WASM / "stop.sh"), pid], capture_output=True, timeout=30, check=False)

@@ -95,9 +95,7 @@ class Device:
         return info.mid
 
     async def wait_acks(self, n: int, timeout_s: float = 15.0) -> dict[int, str]:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while len(self.acks) < n and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.02)
+        await eventually(lambda: len(self.acks) >= n, timeout_s, 0.02)
         return dict(self.acks)
 
     def close(self) -> None:
@@ -130,9 +128,7 @@ class Subscriber:
         self._ready.wait(10)
 
     async def wait_for(self, n: int, timeout_s: float = 15.0) -> list[tuple[str, bytes]]:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while len(self.messages) < n and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.02)
+        await eventually(lambda: len(self.messages) >= n, timeout_s, 0.02)
         return list(self.messages)
 
     def close(self) -> None:

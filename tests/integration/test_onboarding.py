@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -25,7 +24,6 @@ import pytest
 from hub.control.apply import apply
 from hub.kafka import KafkaAdmin
 from hub.settings import HubSettings
-from hub.stack.process import free_port
 from tests.integration.support import REPO, Device, Subscriber, unique
 
 HUB = [sys.executable, "-m", "hub"]
@@ -490,26 +488,6 @@ async def test_bad_input_is_rejected_with_its_place_and_changes_nothing(
 
 
 # --------------------------------------------------------------------------- TimescaleDB mode
-
-TIMESCALE_WASM = REPO.parent / "shared" / "timescale-wasm"
-
-
-@pytest.fixture(scope="module")
-def timescale_url() -> Iterator[str]:
-    """A real TimescaleDB engine (PGlite WASM from ../shared/timescale-wasm) on a free port."""
-    if not (TIMESCALE_WASM / "run.sh").is_file():
-        pytest.skip(f"no TimescaleDB engine: {TIMESCALE_WASM} is absent")
-    if shutil.which("node") is None:
-        pytest.skip("no TimescaleDB engine: node is not installed")
-    port = free_port()
-    started = subprocess.run(
-        [str(TIMESCALE_WASM / "run.sh"), str(port)], capture_output=True, text=True, timeout=300, check=False
-    )
-    if started.returncode != 0:
-        pytest.skip(f"the TimescaleDB WASM engine did not start: {started.stderr.strip()[-500:]}")
-    pid = started.stdout.strip().splitlines()[-1]
-    yield f"postgresql://postgres:postgres@127.0.0.1:{port}/postgres"
-    subprocess.run([str(TIMESCALE_WASM / "stop.sh"), pid], capture_output=True, timeout=30, check=False)
 
 
 async def on_timescale(url: str, *statements: str) -> list[Any]:

@@ -10,9 +10,6 @@ are run by hand. Skipped, saying why, where ../shared or node is missing.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,31 +23,11 @@ from hub.control.identifiers import quote_ident
 from hub.control.tables import FeedTable, add_columns_sql, alter_table_sql, create_table_sql
 from hub.landing import queries
 from hub.landing.writer import insert_from_staging_sql, insert_row_sql, staging_sql
-from hub.stack.process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-ENGINE = REPO.parent / "shared" / "timescale-wasm"
 DAY = datetime(2026, 11, 2, tzinfo=UTC)  # a day the test fills with readings, 15 minutes apart
 
 pytestmark = pytest.mark.timescale
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[str]:
-    """A real TimescaleDB engine on a free port, for this module."""
-    if not (ENGINE / "run.sh").is_file():
-        pytest.skip(f"no TimescaleDB engine to check the SQL against: {ENGINE} is absent")
-    if shutil.which("node") is None:
-        pytest.skip("no TimescaleDB engine to check the SQL against: node is not installed")
-    port = free_port()
-    started = subprocess.run([str(ENGINE / "run.sh"), str(port)], capture_output=True, text=True, timeout=300)
-    if started.returncode != 0:
-        pytest.skip(f"the TimescaleDB engine did not start: {started.stderr.strip()[-500:]}")
-    pid = started.stdout.strip().splitlines()[-1]
-    try:
-        yield f"postgresql://postgres:postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([str(ENGINE / "stop.sh"), pid], capture_output=True, timeout=30, check=False)
 
 
 def air_quality_table(schema: str, **changes: Any) -> FeedTable:
@@ -131,10 +108,10 @@ async def compressed_chunks(conn: asyncpg.Connection, t: FeedTable) -> int:
 
 
 async def test_a_feed_table_is_a_compressed_hypertable_with_retention_and_a_real_time_rollup_on_timescaledb(
-    engine: str,
+    timescale_url: str,
 ) -> None:
     t = air_quality_table("ts_feed")
-    conn = await asyncpg.connect(engine)
+    conn = await asyncpg.connect(timescale_url)
     try:
         await create(conn, t)
         dim = await conn.fetchrow(
@@ -206,10 +183,10 @@ async def test_a_feed_table_is_a_compressed_hypertable_with_retention_and_a_real
 
 
 async def test_a_new_column_on_a_compressed_hypertable_lands_and_appears_in_its_rebuilt_rollup_on_timescaledb(
-    engine: str,
+    timescale_url: str,
 ) -> None:
     t = air_quality_table("ts_evolve")
-    conn = await asyncpg.connect(engine)
+    conn = await asyncpg.connect(timescale_url)
     try:
         await create(conn, t)
         assert await land(conn, t, readings(["st-a"], DAY - timedelta(days=10), 48, timedelta(hours=1))) == 48
@@ -244,13 +221,13 @@ async def test_a_new_column_on_a_compressed_hypertable_lands_and_appears_in_its_
 
 
 async def test_widening_a_column_of_a_compressed_hypertable_decompresses_retypes_and_compresses_it_again(
-    engine: str,
+    timescale_url: str,
 ) -> None:
     count = Column("vehicles", "integer", nullable=False, numeric=True)
     base = (Column("device_id", "text", False, False), Column("time", "timestamptz", False, False), count)
     t = FeedTable("ts_widen", "counts", base, timedelta(days=365), timedelta(days=2), timedelta(days=1),
                   timedelta(minutes=15))  # fmt: skip
-    conn = await asyncpg.connect(engine)
+    conn = await asyncpg.connect(timescale_url)
     try:
         await create(conn, t)
         await conn.execute(
@@ -290,9 +267,9 @@ async def test_widening_a_column_of_a_compressed_hypertable_decompresses_retypes
 
 
 async def test_the_catalog_view_lists_each_feed_with_owner_licence_table_and_schema_version_on_timescaledb(
-    engine: str,
+    timescale_url: str,
 ) -> None:
-    conn = await asyncpg.connect(engine)
+    conn = await asyncpg.connect(timescale_url)
     try:
         await catalog.ensure_catalog(conn)
         await catalog.ensure_catalog(conn)  # idempotent
@@ -350,9 +327,9 @@ def documented_queries() -> list[str]:
     return [block.strip().rstrip(";") for block in re.findall(r"```sql\n(.*?)```", text, re.S)]
 
 
-async def test_every_query_in_the_query_guide_runs_on_timescaledb(engine: str) -> None:
+async def test_every_query_in_the_query_guide_runs_on_timescaledb(timescale_url: str) -> None:
     t = air_quality_table("uni_air_lab")
-    conn = await asyncpg.connect(engine)
+    conn = await asyncpg.connect(timescale_url)
     try:
         await catalog.ensure_catalog(conn)
         await create(conn, t)
