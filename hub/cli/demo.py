@@ -28,6 +28,22 @@ SAMPLE_QUERY = """SELECT device_id, time, pm25, pm10, temperature_c
 FROM uni_air_lab.air_quality ORDER BY time DESC LIMIT 5"""
 
 
+async def _ingest_subscribed(url: str, timeout_s: float) -> bool:
+    conn = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if await conn.fetchval(
+                "SELECT to_regclass('hub.resources') IS NOT NULL AND EXISTS (SELECT 1 FROM hub.resources "
+                "WHERE kind = 'mqtt-session' AND state = 'active' AND updated_at > now() - interval '1 minute')"
+            ):
+                return True
+            await asyncio.sleep(0.1)
+        return False
+    finally:
+        await conn.close()
+
+
 async def _landed(url: str) -> int:
     conn = await asyncpg.connect(url)
     try:
@@ -74,7 +90,10 @@ def demo(
     if proc.pid() is None:
         proc.start([sys.executable, "-m", "hub", "run"], env={"HUB_STATE_DIR": str(s.state_dir.resolve())})
         say(f"   started `hub run` in the background (pid {proc.pid()}, log {proc.log_path})")
-        time.sleep(6)  # the landing consumer joins its group
+        # Devices must not publish before ingest has subscribed: the broker drops messages nobody
+        # subscribes to. Landing may join later (Kafka keeps the records).
+        if not asyncio.run(_ingest_subscribed(s.endpoints().database_url, timeout_s=60)):
+            raise HubError(f"the ingest worker did not start within 60 s; see {proc.log_path}")
     else:
         say(f"   already running (pid {proc.pid()})")
 
