@@ -519,16 +519,8 @@ def _integer(
         )
 
     if scale != 1.0 or offset != 0.0:
-        number = _text_number if text else _native_number
 
-        def scaled(value: Any) -> Any:
-            n = number(value)
-            if n is None:
-                return fallback(value)
-            try:
-                result = n * scale + offset
-            except OverflowError:  # a huge int times a float
-                raise out_of_range(n) from None
+        def to_integer(result: float) -> int:
             if result - result != 0.0:  # NaN or infinite
                 raise out_of_range(result)
             i = round(result)
@@ -536,7 +528,7 @@ def _integer(
                 return i
             raise out_of_range(i)
 
-        return scaled
+        return _scaled(text, scale, offset, fallback, out_of_range, to_integer)
 
     if text:
 
@@ -581,21 +573,13 @@ def _floating(kind: str, label: str, fallback: Converter, text: bool, scale: flo
         )
 
     if scale != 1.0 or offset != 0.0:
-        number = _text_number if text else _native_number
 
-        def scaled(value: Any) -> Any:
-            n = number(value)
-            if n is None:
-                return fallback(value)
-            try:
-                result = n * scale + offset
-            except OverflowError:  # a huge int times a float
-                raise out_of_range(n) from None
+        def to_float(result: float) -> float:
             if -limit <= result <= limit:
                 return float(result)
             raise out_of_range(result)
 
-        return scaled
+        return _scaled(text, scale, offset, fallback, out_of_range, to_float)
 
     if text:
 
@@ -622,6 +606,30 @@ def _floating(kind: str, label: str, fallback: Converter, text: bool, scale: flo
         return fallback(value)
 
     return native
+
+
+def _scaled(
+    text: bool,
+    scale: float,
+    offset: float,
+    fallback: Converter,
+    out_of_range: Callable[[Any], PayloadError],
+    finish: Callable[[float], Any],
+) -> Converter:
+    """A numeric converter with the config's unit conversion (`value * scale + offset`) applied first."""
+    number = _text_number if text else _native_number
+
+    def scaled(value: Any) -> Any:
+        n = number(value)
+        if n is None:
+            return fallback(value)
+        try:
+            result = n * scale + offset
+        except OverflowError:  # a huge int times a float
+            raise out_of_range(n) from None
+        return finish(result)
+
+    return scaled
 
 
 def _native_number(value: Any) -> int | float | None:
