@@ -6,9 +6,9 @@ import asyncio
 import threading
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -31,11 +31,14 @@ def credentials(settings: HubSettings, partner: str) -> dict[str, Any]:
     return partner_credentials.load(partner_credentials.default_dir(settings), partner)
 
 
+W = TypeVar("W", IngestWorker, LandingWorker)
+
+
 @asynccontextmanager
-async def running_ingest(settings: HubSettings, index: int = 0) -> AsyncIterator[IngestWorker]:
-    """An ingest worker in a background task; leaves its shared group cleanly on exit."""
+async def running(worker: W) -> AsyncIterator[W]:
+    """Start a worker (an async context manager with `run(stop)`) in a background task; stop it cleanly on exit."""
     stop = asyncio.Event()
-    async with IngestWorker(settings, settings.endpoints(), index) as worker:
+    async with worker:
         task = asyncio.create_task(worker.run(stop))
         try:
             yield worker
@@ -44,17 +47,14 @@ async def running_ingest(settings: HubSettings, index: int = 0) -> AsyncIterator
             await task
 
 
-@asynccontextmanager
-async def running_land(settings: HubSettings) -> AsyncIterator[LandingWorker]:
-    """A landing worker with these settings (`land_*`) in a background task; stops it cleanly on exit."""
-    stop = asyncio.Event()
-    async with LandingWorker(settings, settings.endpoints()) as worker:
-        task = asyncio.create_task(worker.run(stop))
-        try:
-            yield worker
-        finally:
-            stop.set()
-            await task
+def running_ingest(settings: HubSettings, index: int = 0) -> AbstractAsyncContextManager[IngestWorker]:
+    """An ingest worker; leaves its shared group cleanly on exit."""
+    return running(IngestWorker(settings, settings.endpoints(), index))
+
+
+def running_land(settings: HubSettings) -> AbstractAsyncContextManager[LandingWorker]:
+    """A landing worker with these settings (`land_*`)."""
+    return running(LandingWorker(settings, settings.endpoints()))
 
 
 class Device:
