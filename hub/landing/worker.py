@@ -71,6 +71,9 @@ DATABASE_TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.TransactionRollbackError,  # deadlock or serialization failure: run it again
     asyncpg.UndefinedTableError,  # a feed table dropped by hand: `hub apply` creates it again
     asyncpg.UndefinedColumnError,  # a column the catalog has and the table lacks (re-read the catalog)
+    # An idle pooled connection that got the server's "shutting down" before its socket closed is handed
+    # out mid-error ("another operation is in progress"); the retry below replaces every pooled connection.
+    asyncpg.InternalClientError,
 )
 KAFKA_TRANSIENT: tuple[type[BaseException], ...] = (KafkaError, ServerUnavailable)
 TRANSIENT = DATABASE_TRANSIENT + KAFKA_TRANSIENT
@@ -674,6 +677,10 @@ class LandingWorker:
                     raise Stopping(what) from exc
                 self.retries += 1
                 log.warning("cannot %s (%r): retrying in %.1f s", what, exc, backoff)
+                if isinstance(exc, DATABASE_TRANSIENT):
+                    # A pooled connection that saw the server go away can still be mid-error
+                    # ("another operation is in progress") when handed out again: start afresh.
+                    await self.pool.expire_connections()
             try:
                 await asyncio.wait_for(self._stopping.wait(), backoff)
                 raise Stopping(what)
