@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -22,6 +22,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from hub.errors import ServerUnavailable
+from hub.ingest.subscriber_client import TUNED, Publish, SubscriberClient
 from hub.settings import MqttAddress
 
 
@@ -80,12 +81,16 @@ class MqttSource:
         return f"$share/{share_group}/{topic_filter}" if share_group else topic_filter
 
     def _new_client(self, clean: bool) -> mqtt.Client:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
+        options: dict[str, Any] = dict(
             client_id=self.client_id,
             clean_session=clean if self.protocol != MQTTProtocolVersion.MQTTv5 else None,
             protocol=self.protocol,
             manual_ack=True,
+        )
+        client = (
+            SubscriberClient(CallbackAPIVersion.VERSION2, on_publishes=self._on_publishes, **options)
+            if TUNED
+            else mqtt.Client(CallbackAPIVersion.VERSION2, **options)
         )
         if self.address.username:
             client.username_pw_set(self.address.username, self.address.password)
@@ -131,12 +136,18 @@ class MqttSource:
             self._unsubacked.notify_all()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        self._on_publishes([(msg.topic, bytes(msg.payload), msg.mid)])
+
+    def _on_publishes(self, batch: list[Publish]) -> None:
         now = time.time()
-        self.inbox.append(Message(msg.topic, bytes(msg.payload), msg.mid, int(now * 1000), self.generation))
+        received_ms, generation = int(now * 1000), self.generation
+        inbox = self.inbox
+        before = len(inbox)
+        inbox.extend([Message(topic, payload, mid, received_ms, generation) for topic, payload, mid in batch])
         self.last_message_at = now
-        self.received += 1
-        self._delivered_now += 1
-        if self._wake is not None and len(self.inbox) % self._wake_every == 0:
+        self.received += len(batch)
+        self._delivered_now += len(batch)
+        if self._wake is not None and before // self._wake_every != len(inbox) // self._wake_every:
             self._wake()
 
     # lifecycle
@@ -169,12 +180,14 @@ class MqttSource:
     def ack(self, messages: list[Message]) -> int:
         """PUBACK the messages still valid on this connection; returns how many were acknowledged."""
         gen = self.generation
-        ack = self.client.ack
-        n = 0
-        for m in messages:
-            if m.generation == gen:
-                ack(m.mid, 1)
-                n += 1
+        mids = [m.mid for m in messages if m.generation == gen]
+        client = self.client
+        if isinstance(client, SubscriberClient):
+            client.ack_many(mids)
+        else:
+            for mid in mids:
+                client.ack(mid, 1)
+        n = len(mids)
         self.acked += n
         if self.generation == gen:  # a reconnect meanwhile started counting afresh
             self._acked_now += n

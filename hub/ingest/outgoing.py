@@ -95,37 +95,54 @@ class Preparer:
         self._report = report
 
     def prepare(self, m: Message) -> Outgoing:
-        found = self.router.route(m.topic)
-        received = str(m.received_ms).encode()
-        if found is None:
-            partner = self.router.partner_of(m.topic, self.settings.mqtt_namespace_root) or UNKNOWN
-            return self.dead_letter(
-                m, partner, UNKNOWN, "unknown_topic", f"no feed is configured for topic {m.topic!r}"
+        return self.prepare_all([m])[0]
+
+    def prepare_all(self, messages: list[Message]) -> list[Outgoing]:
+        """`Outgoing` records for a batch, in order; the per-message hot path of an ingest worker."""
+        out: list[Outgoing] = []
+        append = out.append
+        route_of = self.router.route
+        partitions = self.partitions
+        accepted: Counter[tuple[str, str, str]] = Counter()
+        devices = self.stats.devices
+        last_ms, received = -1, b""
+        for m in messages:
+            if m.received_ms != last_ms:  # a batch shares a few receive times
+                last_ms, received = m.received_ms, str(m.received_ms).encode()
+            found = route_of(m.topic)
+            if found is None:
+                partner = self.router.partner_of(m.topic, self.settings.mqtt_namespace_root) or UNKNOWN
+                append(
+                    self.dead_letter(
+                        m, partner, UNKNOWN, "unknown_topic", f"no feed is configured for topic {m.topic!r}"
+                    )
+                )
+                continue
+            route, device = found
+            try:
+                record = route.decoder.decode(m.payload, device, last_ms)
+                value = route.encoder.encode(record)
+            except PayloadError as exc:
+                append(self.dead_letter(m, route.partner_id, route.feed, exc.code, str(exc)))
+                continue
+            device_id = record["device_id"]
+            key = device_id.encode()
+            accepted[route.accepted_key] += 1
+            devices.add((route.partner_id, route.feed, device_id))
+            topic = route.kafka_topic
+            append(
+                Outgoing(
+                    topic,
+                    partition_for(key, partitions[topic]),
+                    key,
+                    value,
+                    [*route.headers, ("device", key), ("received_ms", received), ("mqtt_topic", m.topic.encode())],
+                )
             )
-        route, device = found
-        try:
-            record = route.decoder.decode(m.payload, device, m.received_ms)
-            value = route.encoder.encode(record)
-        except PayloadError as exc:
-            return self.dead_letter(m, route.partner_id, route.feed, exc.code, str(exc))
-        device_id = record["device_id"]
-        key = device_id.encode()
-        self.stats.counters[(route.partner_id, route.feed, "accepted")] += 1
-        self.stats.accepted += 1
-        self.stats.devices.add((route.partner_id, route.feed, device_id))
-        return Outgoing(
-            route.kafka_topic,
-            partition_for(key, self.partitions[route.kafka_topic]),
-            key,
-            value,
-            [
-                ("partner", route.partner_id.encode()),
-                ("feed", route.feed.encode()),
-                ("device", key),
-                ("received_ms", received),
-                ("mqtt_topic", m.topic.encode()),
-            ],
-        )
+        if accepted:
+            self.stats.counters.update(accepted)
+            self.stats.accepted += accepted.total()
+        return out
 
     def dead_letter(self, m: Message, partner: str, feed: str, reason: str, message: str) -> Outgoing:
         self.stats.counters[(partner, feed, reason)] += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -18,6 +19,15 @@ class FeedRoute:
     levels: tuple[str, ...]  # the subscription filter, split; '+' marks the device id level
     decoder: FeedDecoder
     encoder: WireEncoder
+
+    @functools.cached_property
+    def headers(self) -> tuple[tuple[str, bytes], ...]:
+        """The Kafka headers every record of this feed starts with."""
+        return (("partner", self.partner_id.encode()), ("feed", self.feed.encode()))
+
+    @functools.cached_property
+    def accepted_key(self) -> tuple[str, str, str]:
+        return (self.partner_id, self.feed, "accepted")
 
     @property
     def device_level(self) -> int | None:

@@ -256,7 +256,7 @@ class IngestWorker:
 
     async def process(self, messages: list[Message]) -> None:
         """Send the messages' records; PUBACK them only once Kafka acknowledged every one (`KafkaSender.deliver`)."""
-        await self.sender.deliver([self.preparer.prepare(m) for m in messages])
+        await self.sender.deliver(self.preparer.prepare_all(messages))
         self.source.ack(messages)
 
     async def _maybe_reload(self) -> None:

@@ -1,0 +1,189 @@
+"""paho-mqtt tuned for the hub's one high-rate job: receiving QoS 1 PUBLISH packets and acking them in batches.
+
+Profiled on this machine (py-spy, `hub bench`), paho's network thread took half of an ingest
+worker, most of it around each message rather than in it: a `select()` and three or four
+`recv()` calls per packet, an `MQTTMessage` (with its own `threading.Condition`), a debug-log
+call, a topic-filter match, and per PUBACK a socketpair write plus a `send()`.
+
+`SubscriberClient` keeps paho for everything else (connect, persistent session, keepalive,
+subscribe, reconnect, TLS) and changes three things:
+
+- socket reads go through a 64 KiB buffer (`BufferedSocket`), whose `pending()` tells paho's
+  select loop that data is waiting, as an SSL socket's does;
+- complete QoS 1 PUBLISH packets at the head of that buffer are parsed in one loop and handed to
+  `on_publishes` as a list of (topic, payload, packet id); any other packet (CONNACK, SUBACK,
+  PINGRESP, QoS 0/2, MQTT v5 properties, a packet split across reads) takes paho's own path;
+- `ack_many` queues a batch's PUBACKs as one write.
+
+It relies on paho 2.x internals (`_packet_read`, `_in_packet`, `_packet_queue`, `_sock`); when
+they are missing, `TUNED` is False and the hub uses paho's public API instead (slower, same
+behaviour). tests/unit/test_subscriber_client.py pins the parser; the ingest integration tests
+run every message through it against a real Mosquitto.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
+
+log = logging.getLogger("hub.ingest.mqtt")
+
+READ_SIZE = 65536
+PUBACK_HEAD = 0x4002 << 16  # PUBACK, remaining length 2; the packet id fills the low 16 bits
+
+Publish = tuple[str, bytes, int]  # (topic, payload, packet id)
+
+TUNED = all(
+    hasattr(mqtt.Client, name)
+    for name in ("_packet_read", "_packet_queue", "_loop_rc_handle", "_create_socket", "_call_socket_register_write")
+)
+
+
+class BufferedSocket:
+    """A connected socket whose reads are served from one large `recv()` at a time."""
+
+    __slots__ = ("buf", "pos", "sock")
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.buf = b""
+        self.pos = 0
+
+    def recv(self, bufsize: int) -> bytes:
+        buf, pos = self.buf, self.pos
+        if pos >= len(buf):
+            data: bytes = self.sock.recv(max(bufsize, READ_SIZE))
+            if len(data) <= bufsize:
+                return data
+            self.buf, buf, pos = data, data, 0
+        chunk = buf[pos : pos + bufsize]
+        self.pos = pos + len(chunk)
+        return chunk
+
+    def fill(self) -> int:
+        """Read what the socket has into the (empty) buffer; 0 means the peer closed the connection."""
+        self.buf = self.sock.recv(READ_SIZE)
+        self.pos = 0
+        return len(self.buf)
+
+    def buffered(self) -> int:
+        return len(self.buf) - self.pos
+
+    def pending(self) -> int:
+        inner = getattr(self.sock, "pending", None)
+        return len(self.buf) - self.pos + (inner() if inner is not None else 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+def parse_publishes(buf: bytes, pos: int, v5: bool, out: list[Publish]) -> int:
+    """Append the complete QoS 1 PUBLISH packets found at `buf[pos:]`; returns the position after the last one.
+
+    Stops (leaving the rest to paho) at any other packet type or QoS, an incomplete packet, MQTT v5
+    properties, a topic that is not UTF-8, or anything malformed, which paho then reports.
+    """
+    end = len(buf)
+    while pos + 2 <= end:
+        if buf[pos] & 0xF6 != 0x32:  # type PUBLISH (3), QoS 1; DUP and RETAIN may be set
+            break
+        i = pos + 1
+        length = 0
+        shift = 0
+        while True:
+            if i >= end or shift > 21:
+                return pos  # incomplete here, or a length longer than MQTT allows: paho's path
+            byte = buf[i]
+            i += 1
+            length |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+        packet_end = i + length
+        if packet_end > end or length < 4:
+            break
+        topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1])
+        body = topic_end + 2
+        if v5:
+            if body >= packet_end or buf[body] != 0:
+                break
+            body += 1
+        if body > packet_end:
+            break
+        try:
+            topic = buf[i + 2 : topic_end].decode()
+        except UnicodeDecodeError:
+            break
+        out.append((topic, buf[body:packet_end], (buf[topic_end] << 8) | buf[topic_end + 1]))
+        pos = packet_end
+    return pos
+
+
+class SubscriberClient(mqtt.Client):
+    """A paho `Client` whose QoS 1 deliveries go to `on_publishes` in batches (see the module docstring).
+
+    `on_publishes` runs on paho's network thread; paho's `on_message` still gets the messages
+    that take paho's own path.
+    """
+
+    def __init__(self, *args: Any, on_publishes: Callable[[list[Publish]], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_publishes = on_publishes
+        self._v5 = kwargs.get("protocol") == MQTTProtocolVersion.MQTTv5
+
+    def _create_socket(self) -> Any:
+        sock = super()._create_socket()
+        return BufferedSocket(sock) if isinstance(sock, socket.socket) else sock  # SSLSocket is one too
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        # paho reads one packet per select(); keep going while the buffer holds data, within a bound
+        # so that PUBACKs and keepalive still get their turn.
+        for _ in range(1000):
+            sock = self._sock
+            if sock is None:
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN or self._sock is None or not self._sock.pending():  # type: ignore[attr-defined]
+                break
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _packet_read(self) -> MQTTErrorCode:
+        sock = self._sock
+        if type(sock) is BufferedSocket and self._in_packet["command"] == 0:
+            if sock.pos >= len(sock.buf):
+                try:
+                    if not sock.fill():
+                        return MQTTErrorCode.MQTT_ERR_CONN_LOST
+                except (BlockingIOError, ssl.SSLWantReadError):
+                    return MQTTErrorCode.MQTT_ERR_AGAIN
+                except ssl.SSLWantWriteError:
+                    self._call_socket_register_write()
+                    return MQTTErrorCode.MQTT_ERR_AGAIN
+                except OSError as err:
+                    log.warning("MQTT connection lost while reading: %s", err)
+                    return MQTTErrorCode.MQTT_ERR_CONN_LOST
+            batch: list[Publish] = []
+            sock.pos = parse_publishes(sock.buf, sock.pos, self._v5, batch)
+            if batch:
+                with self._msgtime_mutex:
+                    self._last_bytes_received = time.monotonic()
+                self.on_publishes(batch)
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._packet_read()
+
+    def ack_many(self, mids: list[int]) -> None:
+        """PUBACK these QoS 1 packet ids in one write (the order of the list is kept)."""
+        if not mids:
+            return
+        data = struct.pack(f">{len(mids)}I", *[PUBACK_HEAD | mid for mid in mids])
+        self._packet_queue(mqtt.PUBACK, data, 0, 0)
