@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
@@ -75,13 +76,27 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
+def _for_throughput() -> None:
+    """Tune the garbage collector of a worker process for its hot path.
+
+    Per message a worker allocates a few short-lived, acyclic objects that reference counting
+    frees. The cyclic collector's default (a pass every 700 net allocations) keeps walking the
+    objects that live as long as the process; freezing those and collecting less often leaves
+    cycles (rare here) to be found later instead of at every batch.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def _ingest_process(index: int) -> None:
     _logging()
+    _for_throughput()
     asyncio.run(run_ingest(index))
 
 
 def _land_process() -> None:
     _logging()
+    _for_throughput()
     asyncio.run(run_land())
 
 

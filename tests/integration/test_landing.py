@@ -305,7 +305,8 @@ async def test_a_second_landing_worker_joining_mid_stream_takes_partitions_and_e
     topic = feed.row.kafka_topic
     devices = [unique("rebal") for _ in range(16)]
     per_device = 80
-    records = [r for d in devices for r in air_quality_records(d, per_device)]
+    by_device = [air_quality_records(d, per_device) for d in devices]
+    records = [rs[i] for i in range(per_device) for rs in by_device]  # as devices publish: all at once
     landed_before = await query(
         settings, "SELECT coalesce(sum(rows), 0) FROM hub.land_counters WHERE partner_id = $1 AND feed = $2", *AIR
     )
@@ -314,8 +315,12 @@ async def test_a_second_landing_worker_joining_mid_stream_takes_partitions_and_e
         sent = 0
         step = len(devices) * 2
         async with running_landing(settings) as second:
-            # Keep the stream going until the second worker owns partitions and has landed some of them.
+            # The stream goes on while the group rebalances; the last quarter is held back until the
+            # second worker owns partitions, so that it lands some of them (every device has records there).
+            held_back = len(records) - len(records) // 4
             while sent < len(records):
+                if sent >= held_back and not second.assigned:
+                    assert await eventually(lambda: bool(second.assigned), timeout_s=40), "no rebalance"
                 await writer.send(records[sent : sent + step])
                 sent += step
                 await asyncio.sleep(0.05 if second.landed else 0.15)
