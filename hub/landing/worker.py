@@ -14,7 +14,11 @@ What keeps every row exactly once:
   offsets go back to 0 for the new log, so no new record is skipped; what the old log
   held beyond them is counted as lost and recorded in `hub.land_events`;
 - a partition whose log is shorter than its stored offset (recreated topic) is read from
-  its start; a gap in a log is counted and recorded.
+  its start; a gap in a log is counted and recorded;
+- one batch is written while the next is fetched and its rows are built (the database and
+  this process work at once); the next batch's offsets are worked out only once the write
+  before it is applied, and a batch fetched before partitions were positioned again (a
+  rebalance, a fence, a reset) is fetched again from the stored offsets rather than written.
 
 Database or Kafka down: the batch is retried with backoff (capped) and nothing new is
 taken; a clean stop is honoured while retrying. A row the database refuses is
@@ -24,11 +28,13 @@ dead-lettered with reason `refused_by_database` and the rest of its batch lands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
@@ -81,6 +87,15 @@ KAFKA_CHECK_FAILED: tuple[type[BaseException], ...] = (*KAFKA_TRANSIENT, Timeout
 NOT_NOW: tuple[type[BaseException], ...] = (*TRANSIENT, HubError)
 
 
+@dataclass
+class _Built:
+    """The rows of one fetched batch, built before its offsets are worked out."""
+
+    partitions: set[TopicPartition]
+    batches: list[TableBatch] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
 class Stopping(Exception):
     """Raised out of a retry loop when the worker was asked to stop."""
 
@@ -120,7 +135,11 @@ class LandingWorker:
         self._expected: dict[TopicPartition, int] = {}  # stored offset this worker continues from
         self._pending: set[TopicPartition] = set()  # assigned, not yet positioned at the stored offset
         self._schemas: dict[int, FeedSchema | None] = {}
+        # Held from the moment a batch's offsets are worked out until its write is applied (by the
+        # write task, which releases it): rebalances, resets and repositioning wait for it.
         self._land_lock = asyncio.Lock()
+        self._writing: asyncio.Task[None] | None = None  # the batch being written while the next is built
+        self._positions = 0  # bumped whenever partitions are positioned other than by landing a batch
         self._stopping = asyncio.Event()
         self._last_reload = time.monotonic()
         self._last_topic_check = time.monotonic()
@@ -182,8 +201,21 @@ class LandingWorker:
                     await self.step()
                 except Stopping:
                     break
+            with contextlib.suppress(Stopping):
+                await self._settle()
         finally:
             watcher.cancel()
+            task, self._writing = self._writing, None
+            if task is not None:  # run() was cancelled or failed: the write in flight goes too
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _settle(self) -> None:
+        """Wait for the batch being written, if any (its failure is raised here)."""
+        task, self._writing = self._writing, None
+        if task is not None:
+            await task
 
     async def _watch(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -259,6 +291,7 @@ class LandingWorker:
         self.assigned.clear()
         self._expected.clear()
         self._pending.clear()
+        self._positions += 1
         if consumer is not None:
             try:
                 await asyncio.wait_for(consumer.stop(), 10)
@@ -287,6 +320,7 @@ class LandingWorker:
         except TimeoutError:
             locked = False
         try:
+            self._positions += 1
             for tp in revoked:
                 self.assigned.discard(tp)
                 self._expected.pop(tp, None)
@@ -320,6 +354,7 @@ class LandingWorker:
 
         stored = await self._run(retry, "read stored offsets", read)
         current = self._consumer.assignment()
+        self._positions += 1
         for tp in tps:
             self._pending.discard(tp)
             if tp not in current:
@@ -338,8 +373,10 @@ class LandingWorker:
             await self._retrying("start a consumer", self._start_consumer)
         assert self._consumer is not None
         if self._pending:
+            await self._settle()
             async with self._land_lock:
                 await self._position_pending()
+        positions = self._positions
         try:
             # Bounded: during a rebalance getmany waits for the assignment, however long the
             # broker takes to come back, and the worker must still notice a stop meanwhile.
@@ -350,19 +387,25 @@ class LandingWorker:
                 max(1.0, 5 * self.settings.land_flush_ms / 1000),
             )
         except TimeoutError:
+            await self._settle()
             await self._idle()
             return 0
         except KafkaError as exc:
             log.warning("Kafka fetch failed (%r): rebuilding the consumer", exc)
+            await self._settle()
             await self._rebuild()
             return 0
         data = {tp: records for tp, records in data.items() if records}
+        # Rows are built while the previous batch is being written: the database and this process
+        # work at once. Offsets are worked out only once that write is applied.
+        built = await self._prepare(data) if data else None
+        await self._settle()
         await self._check_positions(data)
         if not data:
             await self._idle()
             return 0
         n = sum(len(v) for v in data.values())
-        await self.land(data)
+        await self.land(data, built, positions)
         await self._maybe_free_broker_memory()  # under a steady stream too, not only when idle
         return n
 
@@ -401,6 +444,7 @@ class LandingWorker:
                 return await ensure_offsets(conn, [(tp.topic, tp.partition) for tp in tps])
 
         stored = await self._retrying("read stored offsets", read)
+        self._positions += 1
         for tp in tps:
             if tp not in self._expected:
                 continue
@@ -435,64 +479,100 @@ class LandingWorker:
             )
             await record_event(conn, "log-truncated", tp.topic, None, detail)
 
-    async def land(self, data: dict[TopicPartition, list[Any]]) -> None:
-        async with self._land_lock:
-            data = {tp: r for tp, r in data.items() if tp in self._expected}
-            if not data:
+    async def land(
+        self,
+        data: dict[TopicPartition, list[Any]],
+        built: _Built | None = None,
+        positions: int | None = None,
+    ) -> None:
+        """Start writing `data` (rows `built` from it beforehand, if given) once the batch before is written.
+
+        `positions` is `_positions` when `data` was fetched: if partitions were positioned since,
+        the data may not continue from the stored offsets; it is fetched again instead.
+        """
+        await self._land_lock.acquire()
+        try:
+            if positions is not None and positions != self._positions:
+                assert self._consumer is not None
+                for tp in data:
+                    if tp in self._expected:
+                        self._consumer.seek(tp, self._expected[tp])
+                self._land_lock.release()
                 return
-            await self._learn_schema_ids(data)
-            batches, rejected, moves = self._build(data)
-            epoch_ok = True
-            if self.settings.land_check_broker_epoch:
-                epoch_ok = await self._retrying("check the broker epoch", self._epoch_ok)
-            epoch = self.epoch.epoch if self.epoch is not None else None
-
-            async def write() -> WriteResult:
-                async with self.pool.acquire() as conn:
-                    return await write_batch(
-                        conn, batches, moves if epoch_ok else {}, rejected, self._dead_letter, epoch
-                    )
-
-            result = await self._retrying("write a batch", write)
-            self.landed += result.inserted
-            self.duplicates += result.duplicates
-            self.dead_lettered += result.dead_lettered
-            for tp in data:
-                key = (tp.topic, tp.partition)
-                if key in result.stored and tp in self._expected:
-                    self._expected[tp] = moves[key].next
-            if not epoch_ok or result.epoch_changed:
-                await self._broker_reset()
+            kept = {tp: r for tp, r in data.items() if tp in self._expected}
+            if not kept:
+                self._land_lock.release()
                 return
-            for key, found in result.fenced.items():
-                tp = TopicPartition(*key)
-                if tp in self._expected:
-                    self.fenced += 1
-                    log.info("%s[%d]: stored offset is %s, not %d: positioning there again",
-                             tp.topic, tp.partition, found, moves[key].expected)  # fmt: skip
-                    del self._expected[tp]
-                    self._pending.add(tp)
+            if built is None or built.partitions != set(kept):
+                await self._learn_schema_ids(kept)
+                built = self._build_rows(kept)
+            moves = self._moves(kept)
+        except BaseException:
+            self._land_lock.release()
+            raise
+        assert self._writing is None, "the batch before was not settled"
+        self._writing = asyncio.create_task(self._write(kept, built, moves), name="land-write")
+        # Released however the write ends, even cancelled before it started; before `_settle` wakes up.
+        self._writing.add_done_callback(lambda _task: self._land_lock.release())
 
-    def _build(
-        self, data: dict[TopicPartition, list[Any]]
-    ) -> tuple[list[TableBatch], list[Rejected], dict[tuple[str, int], OffsetMove]]:
+    async def _write(self, data: dict[TopicPartition, list[Any]], built: _Built, moves: dict[Any, OffsetMove]) -> None:
+        """Write one batch and apply the outcome to this worker's positions (under `_land_lock`)."""
+        batches, rejected = built.batches, built.rejected
+        epoch_ok = True
+        if self.settings.land_check_broker_epoch:
+            epoch_ok = await self._retrying("check the broker epoch", self._epoch_ok)
+        epoch = self.epoch.epoch if self.epoch is not None else None
+
+        async def write() -> WriteResult:
+            async with self.pool.acquire() as conn:
+                return await write_batch(conn, batches, moves if epoch_ok else {}, rejected, self._dead_letter, epoch)
+
+        result = await self._retrying("write a batch", write)
+        self.landed += result.inserted
+        self.duplicates += result.duplicates
+        self.dead_lettered += result.dead_lettered
+        for tp in data:
+            key = (tp.topic, tp.partition)
+            if key in result.stored and tp in self._expected:
+                self._expected[tp] = moves[key].next
+        if not epoch_ok or result.epoch_changed:
+            await self._broker_reset()
+            return
+        for key, found in result.fenced.items():
+            tp = TopicPartition(*key)
+            if tp in self._expected:
+                self.fenced += 1
+                self._positions += 1
+                log.info("%s[%d]: stored offset is %s, not %d: positioning there again",
+                         tp.topic, tp.partition, found, moves[key].expected)  # fmt: skip
+                del self._expected[tp]
+                self._pending.add(tp)
+
+    async def _prepare(self, data: dict[TopicPartition, list[Any]]) -> _Built:
+        await self._learn_schema_ids(data)
+        return self._build_rows(data)
+
+    def _moves(self, data: dict[TopicPartition, list[Any]]) -> dict[tuple[str, int], OffsetMove]:
         assert self._consumer is not None
-        by_topic: dict[str, list[Any]] = defaultdict(list)
-        moves: dict[tuple[str, int], OffsetMove] = {}
-        for tp, records in data.items():
-            by_topic[tp.topic].extend(records)
-            moves[(tp.topic, tp.partition)] = OffsetMove(
+        return {
+            (tp.topic, tp.partition): OffsetMove(
                 self._expected[tp], records[-1].offset + 1, self._consumer.highwater(tp)
             )
-        batches: list[TableBatch] = []
-        rejected: list[Rejected] = []
+            for tp, records in data.items()
+        }
+
+    def _build_rows(self, data: dict[TopicPartition, list[Any]]) -> _Built:
+        by_topic: dict[str, list[Any]] = defaultdict(list)
+        for tp, records in data.items():
+            by_topic[tp.topic].extend(records)
+        built = _Built(set(data))
         for topic, records in by_topic.items():
             feed = self.feeds.get(topic)
             if feed is None:  # no longer a feed of the catalog: nothing to land
                 continue
             rows = self.builders[topic].build(records)
-            rejected += rows.rejected
-            batches.append(
+            built.rejected += rows.rejected
+            built.batches.append(
                 TableBatch(
                     feed.row.partner_id,
                     feed.row.name,
@@ -502,7 +582,7 @@ class LandingWorker:
                     self._signatures.get(topic, ""),
                 )
             )
-        return batches, rejected, moves
+        return built
 
     async def _learn_schema_ids(self, data: dict[TopicPartition, list[Any]]) -> None:
         """Look up schema ids not seen before; a new one may be a version applied since: re-read the catalog."""
@@ -566,6 +646,7 @@ class LandingWorker:
         else:
             self.broker_resets += 1
             log.warning("the Kafka broker lost its log; another worker started epoch %s: adopted", new.epoch)
+        self._positions += 1
         for tp in list(self._expected):
             del self._expected[tp]
             self._pending.add(tp)  # positioned at the (reset) stored offsets before the next fetch
@@ -610,6 +691,7 @@ class LandingWorker:
             return
         if time.monotonic() - self._last_free < s.land_free_broker_memory_every_s:
             return
+        await self._settle()  # the batch in flight counts as landed once it is
         behind = {tp.topic for tp in self._pending}
         if self._consumer is not None:
             for tp, expected in self._expected.items():
@@ -648,6 +730,7 @@ class LandingWorker:
         if recreated:
             # Their stored offsets are 0 now: read our partitions of them from there before the next fetch.
             async with self._land_lock:
+                self._positions += 1
                 for tp in [tp for tp in self._expected if tp.topic in recreated]:
                     del self._expected[tp]
                     self._pending.add(tp)
