@@ -48,7 +48,7 @@ FEED_TABLE = "bench_lab.air"
 class BenchConfig:
     messages: int = 100_000
     ingest_workers: int = 2
-    land_workers: int = 1
+    land_workers: int = 2
     latency_seconds: float = 10.0
     keep: bool = False
     log: Callable[[str], None] = print
@@ -442,7 +442,11 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     bench = Bench(cfg)
-    figures: dict[str, Any] = {"messages": cfg.messages, "ingest_workers": cfg.ingest_workers}
+    figures: dict[str, Any] = {
+        "messages": cfg.messages,
+        "ingest_workers": cfg.ingest_workers,
+        "land_workers": cfg.land_workers,
+    }
     try:
         bench.start()
         log = cfg.log

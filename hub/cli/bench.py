@@ -14,7 +14,7 @@ from hub.cli.common import console, one_line_errors
 def bench(
     messages: Annotated[int, typer.Option("--messages", "-n", min=1000, help="Messages per phase.")] = 100_000,
     ingest_workers: Annotated[int, typer.Option(min=1, help="Ingest processes on the shared subscription.")] = 2,
-    land_workers: Annotated[int, typer.Option(min=1)] = 1,
+    land_workers: Annotated[int, typer.Option(min=1, help="Landing processes (the backlog drain uses as many).")] = 2,
     latency_seconds: Annotated[float, typer.Option(min=1.0, help="Length of the steady-rate latency phase.")] = 10.0,
     keep: Annotated[bool, typer.Option(help="Keep the private stack's state directory (logs) afterwards.")] = False,
 ) -> None:
