@@ -1,6 +1,6 @@
 """What ingest sends to Kafka for each MQTT message: a feed record, or a dead letter with its reason.
 
-`Preparer.prepare` is the per-message hot path: route the MQTT topic to its feed, decode,
+`Preparer.prepare_all` is the per-message hot path: route the MQTT topic to its feed, decode,
 map and validate the payload, encode it in the Confluent wire format, and key it by device
 id on the partition the Java client would pick. A message no feed takes, or one that fails
 decoding or validation, becomes a record for the dead-letter topic instead, and its partner
@@ -93,9 +93,6 @@ class Preparer:
         self.stats = stats
         self.reports = ErrorReports()
         self._report = report
-
-    def prepare(self, m: Message) -> Outgoing:
-        return self.prepare_all([m])[0]
 
     def prepare_all(self, messages: list[Message]) -> list[Outgoing]:
         """`Outgoing` records for a batch, in order; the per-message hot path of an ingest worker."""

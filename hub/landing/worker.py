@@ -398,7 +398,7 @@ class LandingWorker:
         data = {tp: records for tp, records in data.items() if records}
         # Rows are built while the previous batch is being written: the database and this process
         # work at once. Offsets are worked out only once that write is applied.
-        built = await self._prepare(data) if data else None
+        built = await self._prepare(data)
         await self._settle()
         await self._check_positions(data)
         if not data:
@@ -479,20 +479,15 @@ class LandingWorker:
             )
             await record_event(conn, "log-truncated", tp.topic, None, detail)
 
-    async def land(
-        self,
-        data: dict[TopicPartition, list[Any]],
-        built: _Built | None = None,
-        positions: int | None = None,
-    ) -> None:
-        """Start writing `data` (rows `built` from it beforehand, if given) once the batch before is written.
+    async def land(self, data: dict[TopicPartition, list[Any]], built: _Built, positions: int) -> None:
+        """Start writing `data` (rows `built` from it beforehand) once the batch before is written.
 
         `positions` is `_positions` when `data` was fetched: if partitions were positioned since,
         the data may not continue from the stored offsets; it is fetched again instead.
         """
         await self._land_lock.acquire()
         try:
-            if positions is not None and positions != self._positions:
+            if positions != self._positions:
                 assert self._consumer is not None
                 for tp in data:
                     if tp in self._expected:
@@ -503,7 +498,7 @@ class LandingWorker:
             if not kept:
                 self._land_lock.release()
                 return
-            if built is None or built.partitions != set(kept):
+            if built.partitions != set(kept):  # some were revoked or repositioned meanwhile
                 await self._learn_schema_ids(kept)
                 built = self._build_rows(kept)
             moves = self._moves(kept)

@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka.structs import ConsumerRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,9 +13,9 @@ from hub.control.avro_schema import FeedSchema, parse_feed_schema
 from hub.ingest.wire import WireEncoder
 from hub.landing.rows import FeedRows, RowBuilder
 from hub.landing.writer import TableBatch, insert_from_staging_sql, insert_row_sql, staging_name, staging_sql
+from tests.unit.kafka_records import RECEIVED_MS, consumer_record
 
 TIME_MS = 1_795_427_940_123  # 2026-11-23T09:59:00.123Z
-RECEIVED_MS = 1_795_427_941_000
 
 
 def schema(version: int) -> FeedSchema:
@@ -40,19 +39,7 @@ IDS = {1: V1, 2: V2}
 
 
 def record(value: bytes | None, offset: int = 0, headers: list[tuple[str, bytes]] | None = None) -> Any:
-    return ConsumerRecord(
-        topic="hub.p.readings",
-        partition=3,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=b"dev-1",
-        value=value,
-        checksum=None,
-        serialized_key_size=5,
-        serialized_value_size=len(value or b""),
-        headers=headers if headers is not None else [("received_ms", str(RECEIVED_MS).encode())],
-    )
+    return consumer_record(value, offset, partition=3, key=b"dev-1", headers=headers)
 
 
 def v1(ppm: float = 410.0) -> bytes:

@@ -17,7 +17,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from aiokafka.structs import ConsumerRecord
 from fastavro import schemaless_reader
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,9 +26,9 @@ from hub.errors import PayloadError
 from hub.ingest.wire import WireEncoder, decode_wire
 from hub.landing import rows as rows_module
 from hub.landing.rows import FeedRows, RowBuilder
+from tests.unit.kafka_records import RECEIVED_MS, consumer_record
 
 TIME_MS = 1_795_427_940_123
-RECEIVED_MS = 1_795_427_941_000
 
 LOCATION = {
     "type": "record",
@@ -109,17 +108,10 @@ VALID = [ENCODERS[v].encode(random_record(_RND, v)) for v in (1, 2, 2, 1, 2) for
 
 
 def kafka_record(value: bytes | None, offset: int, headers: Any = None) -> Any:
-    return ConsumerRecord(
-        topic="hub.p.readings",
+    return consumer_record(
+        value,
+        offset,
         partition=1,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=b"k",
-        value=value,
-        checksum=None,
-        serialized_key_size=1,
-        serialized_value_size=len(value or b""),
         headers=(("partner", b"p"), ("received_ms", str(RECEIVED_MS).encode())) if headers is None else headers,
     )
 
