@@ -16,6 +16,9 @@ def bench(
     ingest_workers: Annotated[int, typer.Option(min=1, help="Ingest processes on the shared subscription.")] = 2,
     land_workers: Annotated[int, typer.Option(min=1, help="Landing processes (the backlog drain uses as many).")] = 2,
     latency_seconds: Annotated[float, typer.Option(min=1.0, help="Length of the steady-rate latency phase.")] = 10.0,
+    backlog: Annotated[
+        int, typer.Option(min=1000, help="Records landing drains in the backlog phase (a few seconds' worth).")
+    ] = 300_000,
     keep: Annotated[bool, typer.Option(help="Keep the private stack's state directory (logs) afterwards.")] = False,
 ) -> None:
     """Start a private stack and measure: C-client ceiling, end to end, latency, backlog drain, raw COPY.
@@ -28,6 +31,7 @@ def bench(
         ingest_workers=ingest_workers,
         land_workers=land_workers,
         latency_seconds=latency_seconds,
+        backlog=backlog,
         keep=keep,
         log=lambda m: console.print(m, highlight=False),
     )

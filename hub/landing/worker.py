@@ -139,6 +139,7 @@ class LandingWorker:
         # write task, which releases it): rebalances, resets and repositioning wait for it.
         self._land_lock = asyncio.Lock()
         self._writing: asyncio.Task[None] | None = None  # the batch being written while the next is built
+        self._met_landed: set[tuple[str, str]] = set()  # tables whose last batch met rows already landed
         self._positions = 0  # bumped whenever partitions are positioned other than by landing a batch
         self._stopping = asyncio.Event()
         self._last_reload = time.monotonic()
@@ -523,6 +524,7 @@ class LandingWorker:
                 return await write_batch(conn, batches, moves if epoch_ok else {}, rejected, self._dead_letter, epoch)
 
         result = await self._retrying("write a batch", write)
+        self._met_landed = (self._met_landed - {(b.schema, b.table) for b in batches}) | result.met_landed
         self.landed += result.inserted
         self.duplicates += result.duplicates
         self.dead_lettered += result.dead_lettered
@@ -575,6 +577,7 @@ class LandingWorker:
                     feed.row.table_name,
                     rows,
                     self._signatures.get(topic, ""),
+                    copy_first=(feed.row.table_schema, feed.row.table_name) not in self._met_landed,
                 )
             )
         return built

@@ -1,7 +1,12 @@
 """One database transaction per batch: rows, Kafka offsets, counters and dead letters commit together.
 
-Rows go through COPY into a temporary staging table and `INSERT .. ON CONFLICT
-(device_id, time) DO NOTHING`, so a record delivered twice lands once. The next offset of
+Rows are COPied straight into the feed table, in a savepoint; when a row is there already
+(a record delivered again) the savepoint rolls back and the batch goes through COPY into a
+temporary staging table and `INSERT .. ON CONFLICT (device_id, time) DO NOTHING`, so a
+record delivered twice lands once. The direct COPY costs the database about half as much
+per row, and records are delivered again only after a crash or a rebalance; a table whose
+last batch met rows already landed takes the staging path directly (`TableBatch.copy_first`)
+until a batch of it meets none. The next offset of
 each partition is stored in the same transaction (`hub.land_offsets`), so after any crash
 the worker resumes exactly where the table is: no loss, no duplicate.
 
@@ -118,6 +123,7 @@ class TableBatch:
     table: str
     rows: FeedRows
     signature: str = ""  # the table's column types as last read: part of the staging table's name
+    copy_first: bool = True  # try COPY straight into the table before the staging path
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,7 @@ class WriteResult:
     duplicates: int = 0
     refused: list[Rejected] = field(default_factory=list)
     dead_lettered: int = 0
+    met_landed: set[tuple[str, str]] = field(default_factory=set)  # (schema, table)s with rows already there
     stored: set[TopicPartitionKey] = field(default_factory=set)  # partitions whose offsets moved
     fenced: dict[TopicPartitionKey, int | None] = field(default_factory=dict)  # partition -> offset found instead
     epoch_changed: bool = False
@@ -244,6 +251,22 @@ def insert_row_sql(target: str, cols: str, n: int) -> str:
 
 
 async def _insert(conn: asyncpg.Connection, b: TableBatch, result: WriteResult) -> int:
+    if b.copy_first:
+        try:
+            async with conn.transaction():  # a savepoint: a row already there must not abort the batch
+                status = await conn.copy_records_to_table(
+                    b.table, schema_name=b.schema, records=b.rows.rows, columns=b.rows.columns
+                )
+                return int(status.split()[-1])
+        except (*REFUSED_ROW, *REFUSED_BY_CLIENT):
+            pass  # a row already landed, or one the database refuses: the staging path sorts them out
+    inserted = await _insert_staged(conn, b, result)
+    if inserted < len(b.rows.rows):
+        result.met_landed.add((b.schema, b.table))
+    return inserted
+
+
+async def _insert_staged(conn: asyncpg.Connection, b: TableBatch, result: WriteResult) -> int:
     target = qualified(b.schema, b.table)
     cols = ", ".join(quote_ident(c) for c in b.rows.columns)
     staging = staging_name(b)

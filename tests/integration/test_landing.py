@@ -366,6 +366,34 @@ async def test_a_record_the_database_refuses_is_dead_lettered_and_the_rest_of_it
     assert_air_rows(await rows_of(settings, AIR_TABLE, good), before + after)
 
 
+async def test_records_delivered_again_land_once_and_the_new_records_of_their_batch_land(
+    applied: HubSettings,
+) -> None:
+    """A batch is first COPied straight into the table; one that meets rows already there takes the
+    staging path (ON CONFLICT DO NOTHING) instead, and so does the table's next batch."""
+    settings = own_group(applied)
+    feed = await feed_runtime(settings, *AIR)
+    devices = [unique("again") for _ in range(2)]
+    first, second = air_quality_records(devices[0], 30), air_quality_records(devices[1], 30)
+    third = air_quality_records(devices[1], 10, start_ms=second[-1]["time"] + 1000)
+    async with running_landing(settings) as worker, FeedWriter(settings, feed) as writer:
+        assert await assigned_topic(worker, feed.row.kafka_topic)
+        await writer.send(first, partition=2)
+        assert await until_rows(settings, AIR_TABLE, devices, len(first), timeout_s=30) == len(first)
+        assert worker.duplicates == 0
+        # One batch: a third of the first records again (as after a crash of ingest), then new ones.
+        await writer.send(first[:10] + second, partition=2)
+        want = len(first) + len(second)
+        assert await until_rows(settings, AIR_TABLE, devices, want, timeout_s=30) == want
+        assert worker.duplicates == 10
+        await writer.send(third, partition=2)
+        want += len(third)
+        assert await until_rows(settings, AIR_TABLE, devices, want, timeout_s=30) == want
+        assert await eventually(lambda: offsets_match_log_ends(settings, feed.row.kafka_topic), timeout_s=20)
+        assert worker.duplicates == 10
+    assert_air_rows(await rows_of(settings, AIR_TABLE, devices), first + second + third)
+
+
 # --- 6, 7. the local broker: restarts and memory (a stack of this module's own) ----------
 
 
