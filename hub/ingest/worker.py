@@ -17,6 +17,7 @@ on a topic no feed matches is dead-lettered (`unknown_topic`) rather than droppe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -119,31 +120,38 @@ class IngestWorker:
 
     async def __aenter__(self) -> IngestWorker:
         s, ep = self.settings, self.endpoints
-        self.db = await connect(ep.database_url)
-        self.feeds = await load_feeds(self.db)
-        router = Router(build_routes(self.feeds, s))
-        self.locks = TopicLocks(ep.database_url)
-        self.sender = KafkaSender(s, ep.kafka_bootstrap, self.index, _topic_specs(s, self.feeds), self.locks)
-        await self.sender.start()
-        loop = asyncio.get_running_loop()
-        name = client_id(self.index)
-        filters = namespace_filters(s, [r["id"] for r in await catalog.partners(self.db)])
-        previous = await self._recorded_filters(name)
-        self.source = MqttSource(
-            ep.mqtt(),
-            name,
-            filters,
-            subscribe=not self.drain_only,
-            unsubscribe_first=previous,
-            keepalive_s=s.mqtt_keepalive_s,
-            tls_ca=str(s.mqtt_tls_ca) if s.mqtt_tls_ca else None,
-            wake=lambda: self._wake_threadsafe(loop),
-            wake_every=s.ingest_batch_size,
-        )
-        self.preparer = Preparer(s, router, self.sender.partitions, self.stats, self.source.publish)
-        await asyncio.to_thread(self.source.start)
-        if not self.drain_only:
-            await catalog.set_resource(self.db, "mqtt-session", name, "active", json.dumps({"filters": filters}))
+        # What is open when a later step fails (the MQTT broker refuses us, say) is closed again.
+        async with contextlib.AsyncExitStack() as opened:
+            self.db = await connect(ep.database_url)
+            opened.push_async_callback(self.db.close)
+            self.feeds = await load_feeds(self.db)
+            router = Router(build_routes(self.feeds, s))
+            self.locks = TopicLocks(ep.database_url)
+            opened.push_async_callback(self.locks.close)
+            self.sender = KafkaSender(s, ep.kafka_bootstrap, self.index, _topic_specs(s, self.feeds), self.locks)
+            await self.sender.start()
+            opened.push_async_callback(self.sender.stop, self.leave_timeout_s)
+            loop = asyncio.get_running_loop()
+            name = client_id(self.index)
+            filters = namespace_filters(s, [r["id"] for r in await catalog.partners(self.db)])
+            previous = await self._recorded_filters(name)
+            self.source = MqttSource(
+                ep.mqtt(),
+                name,
+                filters,
+                subscribe=not self.drain_only,
+                unsubscribe_first=previous,
+                keepalive_s=s.mqtt_keepalive_s,
+                tls_ca=str(s.mqtt_tls_ca) if s.mqtt_tls_ca else None,
+                wake=lambda: self._wake_threadsafe(loop),
+                wake_every=s.ingest_batch_size,
+            )
+            self.preparer = Preparer(s, router, self.sender.partitions, self.stats, self.source.publish)
+            await asyncio.to_thread(self.source.start)
+            opened.push_async_callback(asyncio.to_thread, self.source.stop, False)  # the session keeps its messages
+            if not self.drain_only:
+                await catalog.set_resource(self.db, "mqtt-session", name, "active", json.dumps({"filters": filters}))
+            opened.pop_all()
         log.info(
             "ingest worker %s: %d feeds, %s %s",
             self.index,

@@ -71,6 +71,8 @@ class Device:
         address = settings.endpoints().mqtt()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=unique("test"), protocol=protocol)
         self.client.username_pw_set(creds["username"], password or creds["password"])
+        if address.tls:
+            self.client.tls_set(ca_certs=str(settings.mqtt_tls_ca) if settings.mqtt_tls_ca else None)
         self.acks: dict[int, str] = {}
         self.connect_reason: str | None = None
         self._connected = threading.Event()

@@ -1,0 +1,104 @@
+"""Ingest over TLS: `mqtts://` and `HUB_MQTT_TLS_CA`, as against a production broker.
+
+A second Mosquitto, with a TLS listener and a certificate from a CA made for this module,
+shares the session stack's password and ACL files, so the hub's service account and the
+partners' credentials work on it as they do on the plain one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hub.errors import ServerUnavailable
+from hub.settings import HubSettings, MqttAddress
+from hub.stack.process import free_port, wait_for_port
+from hub.stack.servers import current_user, mosquitto_process
+from tests.integration.support import Device, feed_runtime, read_keys, running_ingest, unique
+
+AIR = ("uni_air_lab", "air_quality")
+
+
+def make_certificates(d: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a server certificate it signed for 127.0.0.1: (ca, certificate, key)."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ca, ca_key, cert, key, csr = (d / n for n in ("ca.pem", "ca.key", "server.pem", "server.key", "server.csr"))
+    openssl("req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "1", "-subj", "/CN=hub test CA")
+    openssl("req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-out", str(cert), "-days", "1", "-extfile", str(d / "san.cnf"))  # fmt: skip
+    return ca, cert, key
+
+
+@pytest.fixture(scope="module")
+def tls_settings(applied: HubSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubSettings]:
+    """The session stack's settings, with MQTT over TLS to a broker of this module's own."""
+    d = tmp_path_factory.mktemp("mqtt-tls")
+    ca, cert, key = make_certificates(d)
+    plain = mosquitto_process(applied.state_dir.resolve()).state_dir
+    port = free_port()
+    conf = d / "mosquitto.conf"
+    conf.write_text(
+        f"user {current_user()}\nper_listener_settings false\nlistener {port} 127.0.0.1\n"
+        f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\nallow_anonymous false\n"
+        f"password_file {plain / 'passwd'}\nacl_file {plain / 'acl'}\n"
+        "max_queued_messages 0\nmax_inflight_messages 20000\n"
+    )
+    broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, 10)
+        ep = applied.endpoints()
+        service = ep.mqtt()
+        url = MqttAddress("127.0.0.1", port, service.username, service.password, tls=True).url()
+        yield applied.model_copy(
+            update={
+                "database_url": ep.database_url,
+                "mqtt_url": url,
+                "kafka_bootstrap": ep.kafka_bootstrap,
+                "mqtt_tls_ca": ca,
+            }
+        )
+    finally:
+        broker.terminate()
+        broker.wait(10)
+
+
+async def test_messages_published_over_tls_reach_kafka_every_one(tls_settings: HubSettings) -> None:
+    assert tls_settings.endpoints().mqtt_url.startswith("mqtts://")
+    feed = await feed_runtime(tls_settings, *AIR)
+    device = unique("tls")
+    n = 600  # several TLS records and socket reads' worth
+    async with running_ingest(tls_settings, index=5):
+        dev = Device(tls_settings, AIR[0])
+        try:
+            assert dev.connect_reason == "Success"
+            start_ms = int(time.time() * 1000) - 3_600_000
+            for i in range(n):
+                body = {"t": start_ms + i * 1000, "pm2_5": float(i), "pm10": 1.0, "temp_f": 68.0, "rh": 40.0}
+                dev.publish(f"partners/{AIR[0]}/stations/{device}/air", json.dumps(body))
+            acks = await dev.wait_acks(n, timeout_s=30)
+            assert len(acks) == n and set(acks.values()) == {"Success"}
+            found = await read_keys(tls_settings.endpoints().kafka_bootstrap, feed.row.kafka_topic, {device.encode()})
+        finally:
+            dev.close()
+    assert len(found.get(device.encode(), [])) == n
+
+
+async def test_a_broker_certificate_the_configured_ca_did_not_sign_stops_ingest_with_a_clear_error(
+    tls_settings: HubSettings, tmp_path: Path
+) -> None:
+    other_ca, _cert, _key = make_certificates(tmp_path)
+    settings = tls_settings.model_copy(update={"mqtt_tls_ca": other_ca})
+    with pytest.raises(ServerUnavailable, match=r"MQTT broker.*certificate verify failed"):
+        async with running_ingest(settings, index=6):
+            pass
