@@ -19,7 +19,7 @@ from hub.errors import ServerUnavailable
 from hub.settings import HubSettings, MqttAddress
 from hub.stack.process import free_port, wait_for_port
 from hub.stack.servers import current_user, mosquitto_process
-from tests.integration.support import Device, feed_runtime, read_keys, running_ingest, unique
+from tests.integration.support import Device, eventually, feed_runtime, read_topic, running_ingest, unique
 
 AIR = ("uni_air_lab", "air_quality")
 
@@ -78,7 +78,7 @@ async def test_messages_published_over_tls_reach_kafka_every_one(tls_settings: H
     feed = await feed_runtime(tls_settings, *AIR)
     device = unique("tls")
     n = 600  # several TLS records and socket reads' worth
-    async with running_ingest(tls_settings, index=5):
+    async with running_ingest(tls_settings, index=5) as worker:
         dev = Device(tls_settings, AIR[0])
         try:
             assert dev.connect_reason == "Success"
@@ -88,10 +88,13 @@ async def test_messages_published_over_tls_reach_kafka_every_one(tls_settings: H
                 dev.publish(f"partners/{AIR[0]}/stations/{device}/air", json.dumps(body))
             acks = await dev.wait_acks(n, timeout_s=30)
             assert len(acks) == n and set(acks.values()) == {"Success"}
-            found = await read_keys(tls_settings.endpoints().kafka_bootstrap, feed.row.kafka_topic, {device.encode()})
+            # The broker acknowledged the device; the worker acknowledges the broker once Kafka has the records.
+            assert await eventually(lambda: worker.source.acked >= n, timeout_s=30)
+            key = device.encode()
+            found = await read_topic(tls_settings, feed.row.kafka_topic, match=lambda r: r.key == key, n=n)
         finally:
             dev.close()
-    assert len(found.get(device.encode(), [])) == n
+    assert len(found) == n
 
 
 async def test_a_broker_certificate_the_configured_ca_did_not_sign_stops_ingest_with_a_clear_error(
