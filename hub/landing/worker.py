@@ -45,11 +45,11 @@ from hub.control import catalog
 from hub.control.avro_schema import FeedSchema
 from hub.control.catalog import FeedRow
 from hub.control.plan import topic_spec
-from hub.errors import HubError, ServerUnavailable
 from hub.kafka import KafkaAdmin, TopicSpec, client_options, dead_letter_spec
 from hub.landing import epoch as epochs
 from hub.landing.broker_memory import free_landed_topics, is_local_broker
 from hub.landing.events import record_event
+from hub.landing.retry import KAFKA_CHECK_FAILED, NOT_NOW, TRANSIENT, Retry, Stopping
 from hub.landing.rows import Rejected, RowBuilder
 from hub.landing.writer import (
     OffsetMove,
@@ -66,26 +66,6 @@ log = logging.getLogger("hub.land")
 
 T = TypeVar("T")
 
-# Failures that pass: the server restarts, a connection was cut, a lock timed out.
-DATABASE_TRANSIENT: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,  # ConnectionDoesNotExistError, ConnectionFailureError, ...
-    asyncpg.InterfaceError,  # "connection is closed", "pool is closing"
-    asyncpg.OperatorInterventionError,  # AdminShutdownError, CrashShutdownError, CannotConnectNowError
-    asyncpg.InsufficientResourcesError,  # TooManyConnectionsError, DiskFullError
-    asyncpg.TransactionRollbackError,  # deadlock or serialization failure: run it again
-    asyncpg.UndefinedTableError,  # a feed table dropped by hand: `hub apply` creates it again
-    asyncpg.UndefinedColumnError,  # a column the catalog has and the table lacks (re-read the catalog)
-    # An idle pooled connection that got the server's "shutting down" before its socket closed is handed
-    # out mid-error ("another operation is in progress"); the retry below replaces every pooled connection.
-    asyncpg.InternalClientError,
-)
-KAFKA_TRANSIENT: tuple[type[BaseException], ...] = (KafkaError, ServerUnavailable)
-TRANSIENT = DATABASE_TRANSIENT + KAFKA_TRANSIENT
-KAFKA_CHECK_FAILED: tuple[type[BaseException], ...] = (*KAFKA_TRANSIENT, TimeoutError)
-NOT_NOW: tuple[type[BaseException], ...] = (*TRANSIENT, HubError)
-
 
 @dataclass
 class _Built:
@@ -94,10 +74,6 @@ class _Built:
     partitions: set[TopicPartition]
     batches: list[TableBatch] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
-
-
-class Stopping(Exception):
-    """Raised out of a retry loop when the worker was asked to stop."""
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
@@ -129,7 +105,6 @@ class LandingWorker:
         self.records_lost = 0  # at most this many were lost with a broker's log (in resets this worker started)
         self.fenced = 0  # batches whose offsets another worker (or a reset) had moved meanwhile
         self.topics_recreated = 0  # to free the local broker's memory
-        self.retries = 0  # transient failures (database or Kafka unavailable) waited out and retried
         self.assigned: set[TopicPartition] = set()
         self.epoch: epochs.Epoch | None = None
         self._expected: dict[TopicPartition, int] = {}  # stored offset this worker continues from
@@ -142,6 +117,7 @@ class LandingWorker:
         self._met_landed: set[tuple[str, str]] = set()  # tables whose last batch met rows already landed
         self._positions = 0  # bumped whenever partitions are positioned other than by landing a batch
         self._stopping = asyncio.Event()
+        self._retrying = Retry(self._stopping, settings.land_retry_max_s, self._expire_pool)
         self._last_reload = time.monotonic()
         self._last_topic_check = time.monotonic()
         self._last_free = time.monotonic()
@@ -747,24 +723,10 @@ class LandingWorker:
     async def _run(self, retry: bool, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         return await (self._retrying(what, fn) if retry else fn())
 
-    async def _retrying(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run `fn` until it succeeds, waiting longer after each transient failure (up to `land_retry_max_s`)."""
-        backoff = 0.2
-        while True:
-            try:
-                return await fn()
-            except TRANSIENT as exc:
-                if self._stopping.is_set():
-                    raise Stopping(what) from exc
-                self.retries += 1
-                log.warning("cannot %s (%r): retrying in %.1f s", what, exc, backoff)
-                if isinstance(exc, DATABASE_TRANSIENT):
-                    # A pooled connection that saw the server go away can still be mid-error
-                    # ("another operation is in progress") when handed out again: start afresh.
-                    await self.pool.expire_connections()
-            try:
-                await asyncio.wait_for(self._stopping.wait(), backoff)
-                raise Stopping(what)
-            except TimeoutError:
-                pass
-            backoff = min(backoff * 2, self.settings.land_retry_max_s)
+    async def _expire_pool(self) -> None:
+        await self.pool.expire_connections()
+
+    @property
+    def retries(self) -> int:
+        """Transient failures (database or Kafka unavailable) waited out and retried."""
+        return self._retrying.count
