@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from hub.settings import Endpoints, HubSettings
-from hub.stack.local import LocalStack, cli_env, private_settings
+from hub.stack.local import cli_env
+from tests.integration.support import apply_examples, private_stack
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -18,22 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def stack_settings() -> Iterator[HubSettings]:
     """A whole local stack (PostgreSQL, Kafka-protocol broker, Mosquitto) for this test session."""
-    # Not under pytest's 0700 base directory: PostgreSQL runs as `postgres` when we are root.
-    settings = private_settings("hub-test-")
-    state = settings.state_dir
-    stack = LocalStack(settings)
-    try:
-        statuses = stack.up()
-    except BaseException:
-        stack.down()  # whatever did start must not outlive the test session
-        raise
-    unhealthy = [s for s in statuses if not s.healthy]
-    if unhealthy:
-        stack.down()
-        pytest.fail(f"test stack did not come up: {unhealthy}")
-    yield settings
-    stack.down()
-    shutil.rmtree(state, ignore_errors=True)
+    with private_stack("hub-test-") as settings:
+        yield settings
 
 
 @pytest.fixture
@@ -59,14 +46,7 @@ def hub_env(stack_settings: HubSettings) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def applied(stack_settings: HubSettings) -> HubSettings:
     """The example partners of connectors/ applied to the test stack, their credentials saved in the state dir."""
-    import asyncio
-
-    from hub.control import credentials
-    from hub.control.apply import apply
-
-    result = asyncio.run(apply(stack_settings, REPO / "connectors"))
-    credentials.save_all(stack_settings, credentials.default_dir(stack_settings), result.credentials)
-    return stack_settings
+    return apply_examples(stack_settings)
 
 
 TIMESCALE_WASM = REPO.parent / "shared" / "timescale-wasm"

@@ -3,23 +3,52 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from hub.control import credentials as partner_credentials
+from hub.control.apply import apply
 from hub.ingest.worker import IngestWorker
 from hub.landing.worker import LandingWorker
 from hub.settings import HubSettings
+from hub.stack.local import LocalStack, private_settings
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def private_stack(prefix: str) -> Iterator[HubSettings]:
+    """A whole local stack on free ports in a state dir of its own; stopped and removed afterwards, whatever happens.
+
+    Not under pytest's 0700 base directory: PostgreSQL runs as `postgres` when we are root.
+    """
+    settings = private_settings(prefix)
+    stack = LocalStack(settings)
+    try:
+        unhealthy = [s for s in stack.up() if not s.healthy]
+        if unhealthy:
+            pytest.fail(f"test stack did not come up: {unhealthy}")
+        yield settings
+    finally:
+        stack.down()  # whatever did start must not outlive the tests
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
+
+
+def apply_examples(settings: HubSettings) -> HubSettings:
+    """The example partners of connectors/ applied, their credentials saved where `Device` looks for them."""
+    result = asyncio.run(apply(settings, REPO / "connectors"))
+    partner_credentials.save_all(settings, partner_credentials.default_dir(settings), result.credentials)
+    return settings
 
 
 def unique(prefix: str = "dev") -> str:

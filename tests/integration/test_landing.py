@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,18 +33,19 @@ from hub.landing.broker_memory import free_landed_topics, log_ends, producer_loc
 from hub.landing.worker import LandingWorker
 from hub.settings import HubSettings
 from hub.stack import servers
-from hub.stack.local import LocalStack, private_settings
 from hub.stack.process import wait_for_port
 from tests.integration.support import (
     REPO,
     Device,
     FeedWriter,
     air_quality_records,
+    apply_examples,
     assigned_topic,
     eventually,
     feed_runtime,
     header,
     own_group,
+    private_stack,
     query,
     read_keys,
     rows_of,
@@ -400,23 +400,8 @@ async def test_records_delivered_again_land_once_and_the_new_records_of_their_ba
 @pytest.fixture(scope="module")
 def own_stack() -> Iterator[HubSettings]:
     """A local stack of this module's own: restarting its broker or deleting its topics leaves the session's alone."""
-    settings = private_settings("hub-test-land-")
-    state = settings.state_dir
-    stack = LocalStack(settings)
-    try:
-        statuses = stack.up()
-        if not all(s.healthy for s in statuses):
-            pytest.fail(f"the landing tests' own stack did not come up: {statuses}")
-        result = asyncio.run(apply(settings, REPO / "connectors"))
-        (state / "credentials").mkdir()
-        for partner, password in result.credentials.items():  # for `Device`
-            (state / "credentials" / f"{partner}.json").write_text(
-                json.dumps({"username": partner, "password": password})
-            )
-        yield settings
-    finally:
-        stack.down()
-        shutil.rmtree(state, ignore_errors=True)
+    with private_stack("hub-test-land-") as settings:
+        yield apply_examples(settings)
 
 
 async def test_after_a_broker_restart_landing_notices_the_lost_log_and_lands_the_new_one_from_its_start(
