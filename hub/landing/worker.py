@@ -476,8 +476,7 @@ class LandingWorker:
                 self._land_lock.release()
                 return
             if built.partitions != set(kept):  # some were revoked or repositioned meanwhile
-                await self._learn_schema_ids(kept)
-                built = self._build_rows(kept)
+                built = await self._prepare(kept)
             moves = self._moves(kept)
         except BaseException:
             self._land_lock.release()
@@ -522,6 +521,7 @@ class LandingWorker:
                 self._pending.add(tp)
 
     async def _prepare(self, data: dict[TopicPartition, list[Any]]) -> _Built:
+        """The rows of `data`, once every schema id in it is known (new ones may mean a catalog reload)."""
         await self._learn_schema_ids(data)
         return self._build_rows(data)
 
