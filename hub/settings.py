@@ -45,6 +45,9 @@ class HubSettings(BaseSettings):
     mqtt_keepalive_s: int = 30
     mqtt_namespace_root: str = "partners"
     mqtt_error_root: str = "hub/errors"
+    # Where `hub apply` writes Mosquitto's password and ACL files when the broker is not the local
+    # stack's (docker compose: a volume the broker's entry point watches and reloads).
+    mosquitto_auth_dir: Path | None = None
 
     # Kafka
     kafka_partitions: int = 4

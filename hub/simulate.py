@@ -23,11 +23,11 @@ import paho.mqtt.client as mqtt
 from fastavro import schemaless_writer
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from hub.catalog.runtime import FeedRuntime
+from hub.connector.model import PayloadFormat, TimeFormat
 from hub.control import credentials
-from hub.control.avro_schema import Column
-from hub.control.connector import PayloadFormat, TimeFormat
 from hub.errors import HubError
-from hub.runtime import FeedRuntime
+from hub.schema.avro import Column
 from hub.settings import MqttAddress
 
 # Plausible ranges by field-name fragment; anything else numeric draws from 0-100.

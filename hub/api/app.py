@@ -19,8 +19,8 @@ from starlette.routing import BaseRoute, Route
 
 from hub.api.errors import STORE_ERROR, ApiError
 from hub.api.registry import ROUTES, RegistryJSON, pool
-from hub.control import catalog
-from hub.control.feeds_view import feed_summaries
+from hub.catalog import store as catalog
+from hub.catalog.feeds_view import feed_summaries
 from hub.db import redact
 from hub.errors import ServerUnavailable
 

@@ -27,9 +27,9 @@ from hub.api.errors import (
     subject_not_found,
     version_not_found,
 )
-from hub.control import registry
-from hub.control.registry import RegisteredVersion
 from hub.errors import SchemaError
+from hub.schema import registry
+from hub.schema.registry import RegisteredVersion
 
 MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
 MAX_VERSION = 2**31 - 1  # also the largest schema id (a PostgreSQL serial)

@@ -34,6 +34,7 @@ from hub.bench.measure import PeakMemory, percentile
 from hub.control.apply import apply
 from hub.errors import HubError
 from hub.stack import servers
+from hub.stack.broker_auth import LocalBrokerAuth
 from hub.stack.local import LocalStack, cli_env, private_settings
 from hub.stack.process import require_binary
 
@@ -102,7 +103,7 @@ class Bench:
         self.log(f"starting a private stack in {self.state}")
         self.stack = LocalStack(self.settings)
         self.stack.up()
-        result = asyncio.run(apply(self.settings, HERE / "bench.yaml", HERE))
+        result = asyncio.run(apply(self.settings, HERE / "bench.yaml", HERE, broker=LocalBrokerAuth(self.settings)))
         self.partner_password = result.credentials["bench_lab"]
         self.ep = self.settings.endpoints()
         self.service = self.ep.mqtt()

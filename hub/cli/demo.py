@@ -22,6 +22,7 @@ from hub.control import credentials
 from hub.control.apply import apply
 from hub.errors import HubError
 from hub.simulate import simulate
+from hub.stack.broker_auth import LocalBrokerAuth
 from hub.stack.local import LocalStack, workers_process
 
 SAMPLE_QUERY = """SELECT device_id, time, pm25, pm10, temperature_c
@@ -78,7 +79,7 @@ def demo(
 
     say(f"\n[bold]2. onboarding[/bold] the partners in {connectors}/")
     creds_dir = credentials.default_dir(s)
-    result = asyncio.run(apply(s, connectors))
+    result = asyncio.run(apply(s, connectors, broker=LocalBrokerAuth(s)))
     credentials.save_all(s, creds_dir, result.credentials)
     mqtt = s.endpoints().mqtt()
     say("   " + ("\n   ".join(result.plan.render())))

@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
-from hub.api.cli import serve
 from hub.cli import onboard, run, stack
 from hub.cli.bench import bench
 from hub.cli.demo import demo
 from hub.cli.maintain import maintain
 from hub.cli.query import app as query_app
+from hub.cli.serve import serve
 from hub.cli.simulate import simulate_cmd
 from hub.cli.stats import stats as stats_cmd
 

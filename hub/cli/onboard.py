@@ -10,11 +10,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from hub.catalog import store as catalog
+from hub.catalog.feeds_view import feed_summaries
 from hub.cli.common import console, one_line_errors, settings
 from hub.control import apply as applier
-from hub.control import catalog, credentials
-from hub.control.feeds_view import feed_summaries
+from hub.control import credentials
 from hub.db import connection
+from hub.stack.broker_auth import LocalBrokerAuth
 
 SchemasOpt = Annotated[
     Path | None, typer.Option("--schemas", help="Directory of .avsc files (default: schemas/ beside connectors/).")
@@ -43,7 +45,7 @@ def apply(
 ) -> None:
     """Apply connector configs: all of a run's changes or none of them. Re-running is a no-op."""
     s = settings()
-    result = asyncio.run(applier.apply(s, path, schemas))
+    result = asyncio.run(applier.apply(s, path, schemas, broker=LocalBrokerAuth(s)))
     for line in result.plan.render():
         console.print(line, highlight=False)
     if result.plan.empty:

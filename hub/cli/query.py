@@ -15,10 +15,10 @@ import asyncpg
 import typer
 from rich.table import Table
 
+from hub.access import queries
 from hub.cli.common import console, one_line_errors, settings
-from hub.control.connector import parse_duration
+from hub.connector.model import parse_duration
 from hub.db import connection
-from hub.landing import queries
 
 app = typer.Typer(help="Ask the landed feeds: latest value per device, a day of rollups, the catalog.")
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from hub.cli.common import one_line_errors
-from hub.services import supervise
+from hub.supervise import supervise
 
 app = typer.Typer(
     help="Run the hub's workers: ingest (MQTT -> Kafka) and landing (Kafka -> database); both by default.",

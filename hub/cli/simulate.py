@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 from paho.mqtt.enums import MQTTProtocolVersion
 
+from hub.catalog.runtime import FeedRuntime, load_feeds
 from hub.cli.common import console, one_line_errors, settings
 from hub.control import credentials as partner_credentials
 from hub.db import connection
 from hub.errors import ConfigError
-from hub.runtime import FeedRuntime, load_feeds
 from hub.simulate import SimulationReport, simulate
 
 

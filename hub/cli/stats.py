@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from hub.catalog import store as catalog
 from hub.cli.common import console, one_line_errors, settings
-from hub.control import catalog
 from hub.db import connection
 from hub.ingest.stats import FeedStats, ingest_stats
 

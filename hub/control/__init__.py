@@ -1,1 +1,1 @@
-"""Control plane: connector configs, catalog, schema registry, plan and apply."""
+"""Control plane: the desired state from connector configs, the plan (a diff against the catalog) and apply."""

@@ -9,21 +9,20 @@ password and ACL files are rewritten from the committed catalog last.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 
-from hub.control import catalog
+from hub.catalog import store as catalog
+from hub.catalog.locks import APPLY_LOCK
+from hub.catalog.topics import feed_topic_specs
 from hub.control.desired import load_desired
-from hub.control.mqtt_auth import MqttUser, generate_secret, hash_password
-from hub.control.plan import CurrentState, DesiredPartner, Plan, make_plan, topic_spec
+from hub.control.plan import CurrentState, DesiredPartner, Plan, make_plan
 from hub.db import connection, timescaledb_available
-from hub.kafka import KafkaAdmin, dead_letter_spec
+from hub.kafka import KafkaAdmin
+from hub.mqtt_auth import BrokerAuth, MqttUser, generate_secret, hash_password, hub_service_user
 from hub.settings import Endpoints, HubSettings
-from hub.stack import servers
-from hub.stack.local import hub_service_user, write_mqtt_auth
 
 
 @dataclass
@@ -56,24 +55,25 @@ async def plan(settings: HubSettings, path: Path, schemas_dir: Path | None = Non
         return make_plan(desired, await read_current(conn, admin), ts)
 
 
-async def apply(settings: HubSettings, path: Path, schemas_dir: Path | None = None) -> ApplyResult:
+async def apply(
+    settings: HubSettings, path: Path, schemas_dir: Path | None = None, *, broker: BrokerAuth
+) -> ApplyResult:
+    """Apply connector configs, all or nothing; the broker's accounts are written to `broker` last."""
     desired = load_desired(path, settings, schemas_dir)
     ep = settings.endpoints()
     async with connection(ep.database_url) as conn, KafkaAdmin(settings, ep.kafka_bootstrap) as admin:
         await catalog.ensure_catalog(conn)
         ts = await timescaledb_available(conn)
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", catalog.APPLY_LOCK)
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLY_LOCK)
             the_plan = make_plan(desired, await read_current(conn, admin), ts)
             result = ApplyResult(the_plan)
             if the_plan.empty:
                 return result
             for partner in desired:
                 await _apply_partner(conn, partner, result)
-            await admin.ensure_topics(
-                [dead_letter_spec(settings), *(topic_spec(settings, f) for p in desired for f in p.feeds)]
-            )
-        result.mqtt_reloaded = await sync_mqtt_auth(settings, ep, conn)
+            await admin.ensure_topics(feed_topic_specs(settings, (f for p in desired for f in p.feeds)))
+        result.mqtt_reloaded = await sync_mqtt_auth(settings, ep, conn, broker)
     return result
 
 
@@ -115,14 +115,8 @@ async def _apply_partner(conn: asyncpg.Connection, partner: DesiredPartner, resu
         await catalog.set_resource(conn, "topic", f.kafka_topic, "ready", f"{f.partitions} partitions")
 
 
-def mosquitto_auth_dir(settings: HubSettings) -> Path:
-    """Where the broker reads its password and ACL files: the local stack's, or HUB_MOSQUITTO_AUTH_DIR."""
-    override = os.environ.get("HUB_MOSQUITTO_AUTH_DIR")
-    return Path(override) if override else servers.mosquitto_process(settings.state_dir.resolve()).state_dir
-
-
-async def sync_mqtt_auth(settings: HubSettings, ep: Endpoints, conn: asyncpg.Connection) -> bool:
-    """Rewrite Mosquitto's password and ACL files from the catalog and reload the broker."""
+async def sync_mqtt_auth(settings: HubSettings, ep: Endpoints, conn: asyncpg.Connection, broker: BrokerAuth) -> bool:
+    """Rewrite the broker's accounts from the catalog and have the broker read them again."""
     service = ep.mqtt()
     users = [hub_service_user(settings, hash_password(service.password or ""))]
     root, errors = settings.mqtt_namespace_root, settings.mqtt_error_root
@@ -135,18 +129,5 @@ async def sync_mqtt_auth(settings: HubSettings, ep: Endpoints, conn: asyncpg.Con
                 read=(f"{errors}/{r['id']}/#",),
             )
         )
-    write_mqtt_auth(mosquitto_auth_dir(settings), users)
-    return servers.reload_mosquitto(settings.state_dir.resolve())
-
-
-async def ensure_feed_topics(settings: HubSettings) -> list[str]:
-    """Create every applied feed's topic (and the dead-letter topic) that the broker lacks.
-
-    The local broker forgets its topics when it stops; this recreates them with their
-    configured partitions before any producer's first send could auto-create them.
-    """
-    ep = settings.endpoints()
-    async with connection(ep.database_url) as conn, KafkaAdmin(settings, ep.kafka_bootstrap) as admin:
-        await catalog.ensure_catalog(conn)
-        specs = [dead_letter_spec(settings), *(topic_spec(settings, f) for f in await catalog.feeds(conn))]
-        return await admin.ensure_topics(specs)
+    broker.write(users)
+    return broker.reload()

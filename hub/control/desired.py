@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hub.control.avro_schema import FeedSchema, load_feed_schema
-from hub.control.connector import PayloadFormat
-from hub.control.loader import connector_files, key_line, load_connector
+from hub.connector.loader import connector_files, key_line, load_connector
+from hub.connector.model import PayloadFormat
 from hub.control.plan import DesiredFeed, DesiredPartner, desired_feed
 from hub.errors import ConfigError
+from hub.schema.avro import FeedSchema, load_feed_schema
 from hub.settings import HubSettings
 
 KEY_FIELDS = ("device_id", "time")

@@ -11,10 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from hub.control.avro_schema import DEVICE_ID, TIME, Column, FeedSchema, check_compatibility, parse_feed_schema
-from hub.control.catalog import FeedRow, TableColumn
-from hub.control.connector import ConnectorConfig, Feed, parse_duration
-from hub.control.loader import key_line
+from hub.catalog.store import FeedRow, TableColumn
+from hub.connector.loader import key_line
+from hub.connector.model import ConnectorConfig, Feed, parse_duration
 from hub.control.tables import (
     HUB_COLUMN_NAMES,
     WIDENINGS,
@@ -25,7 +24,8 @@ from hub.control.tables import (
     policies_sql,
 )
 from hub.errors import ConfigError, SchemaError
-from hub.kafka import TopicSpec
+from hub.schema.avro import DEVICE_ID, TIME, Column, FeedSchema, parse_feed_schema
+from hub.schema.compatibility import check_compatibility
 from hub.settings import HubSettings
 
 
@@ -77,13 +77,6 @@ def desired_feed(
             rollup=feed.rollup,
         ),
         index=index,
-    )
-
-
-def topic_spec(settings: HubSettings, f: DesiredFeed | FeedRow) -> TopicSpec:
-    name = f.kafka_topic
-    return TopicSpec(
-        name, f.partitions, settings.kafka_replication_factor, {"retention.ms": str(settings.kafka_retention_ms)}
     )
 
 

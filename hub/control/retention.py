@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from hub.control import catalog
-from hub.control.connector import Feed
-from hub.control.identifiers import qualified
+from hub.catalog import store as catalog
+from hub.connector.model import Feed
 from hub.db import timescaledb_available
+from hub.identifiers import qualified
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from hub.control.avro_schema import Column
-from hub.control.identifiers import qualified, quote_ident, quote_literal
+from hub.identifiers import qualified, quote_ident, quote_literal
+from hub.schema.avro import Column
 
 # Columns the hub adds to every feed table, after the schema's own.
 HUB_COLUMNS = (

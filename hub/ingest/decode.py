@@ -66,7 +66,7 @@ from zoneinfo import ZoneInfo
 import fastavro
 import orjson
 
-from hub.control.connector import Feed, PayloadFormat
+from hub.connector.model import Feed, PayloadFormat
 from hub.errors import ConfigError, PayloadError, SchemaError
 from hub.ingest.describe import avro_kind, clip, found
 from hub.ingest.event_time import out_of_range, plain_time, time_parser

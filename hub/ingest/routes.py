@@ -7,7 +7,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from hub.ingest.decode import FeedDecoder
-from hub.ingest.wire import WireEncoder
+from hub.schema.wire import WireEncoder
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ import logging
 
 import asyncpg
 
+from hub.catalog.locks import producer_lock_sql
 from hub.db import redact
 from hub.errors import ServerUnavailable
-from hub.landing.broker_memory import producer_lock_sql
 
 log = logging.getLogger("hub.ingest")
 

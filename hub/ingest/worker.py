@@ -25,8 +25,9 @@ from collections import Counter
 
 import asyncpg
 
-from hub.control import catalog
-from hub.control.plan import topic_spec
+from hub.catalog import store as catalog
+from hub.catalog.runtime import FeedRuntime, load_feeds
+from hub.catalog.topics import feed_topic_specs
 from hub.db import connect
 from hub.ingest.decode import FeedDecoder
 from hub.ingest.kafka_send import KafkaSender, marker_spec
@@ -34,9 +35,8 @@ from hub.ingest.mqtt_source import Message, MqttSource
 from hub.ingest.outgoing import UNKNOWN, ErrorReports, Outgoing, Preparer, Stats, partition_for
 from hub.ingest.routes import FeedRoute, Router
 from hub.ingest.topic_locks import DATABASE_FAILED, TopicLocks
-from hub.ingest.wire import WireEncoder
-from hub.kafka import TopicSpec, dead_letter_spec
-from hub.runtime import FeedRuntime, load_feeds
+from hub.kafka import TopicSpec
+from hub.schema.wire import WireEncoder
 from hub.settings import Endpoints, HubSettings
 
 __all__ = [
@@ -84,7 +84,7 @@ def _signature(feeds: list[FeedRuntime]) -> list[tuple[str, str, int, str]]:
 
 
 def _topic_specs(settings: HubSettings, feeds: list[FeedRuntime]) -> list[TopicSpec]:
-    return [dead_letter_spec(settings), *(topic_spec(settings, f.row) for f in feeds)]
+    return feed_topic_specs(settings, (f.row for f in feeds))
 
 
 class IngestWorker:

@@ -14,7 +14,7 @@ the delete would lose it. Three locks close that window:
    check until the offsets are reset and committed. Every ingest worker holds the shared
    form of this lock from before it hands a batch to the Kafka client until the broker
    acknowledged (or failed) every record of it (hub/ingest/topic_locks.py, with
-   `producer_lock_sql`), so no record can be in flight inside the window, and a batch
+   `hub.catalog.locks.producer_lock_sql`), so no record can be in flight inside the window, and a batch
    about to be sent waits until the topic is recreated. Landing only tries the lock: it
    skips a topic that is being sent to and tries again later.
 2. With `HUB_LAND_FREE_BROKER_MEMORY_WHILE_INGESTING=false` (for producers that do not
@@ -47,26 +47,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-from hub.control.catalog import TOPIC_LOCK_SPACE, FeedRow
+from hub.catalog.locks import TRY_RECREATE_SQL
+from hub.catalog.store import FeedRow
 from hub.kafka import client_options
 from hub.landing.events import record_event
 from hub.settings import Endpoints, HubSettings
 
 log = logging.getLogger("hub.land.memory")
-
-
-def producer_lock_sql() -> tuple[str, str]:
-    """(lock, unlock): what a producer of feed topics runs around each send, for recreating topics while it runs.
-
-    `lock` before handing a batch's records to the Kafka client, `unlock` once the broker
-    acknowledged every one of them (or the send failed); both take the batch's distinct
-    topic names as `$1` (text[]), on a connection to the hub's database. While the lock is
-    held, no topic of the batch can be recreated; `free_landed_topics` only tries the lock,
-    so a producer waits at most for one check (`catch_up_s` and a recreation), never the reverse.
-    """
-    lock = f"SELECT pg_advisory_lock_shared({TOPIC_LOCK_SPACE}, hashtext(t)) FROM unnest($1::text[]) t"
-    unlock = f"SELECT pg_advisory_unlock_shared({TOPIC_LOCK_SPACE}, hashtext(t)) FROM unnest($1::text[]) t"
-    return lock, unlock
 
 
 def is_local_broker(settings: HubSettings, endpoints: Endpoints) -> bool:
@@ -154,7 +141,7 @@ async def _free_topic(
         return TopicOutcome(topic, False, records, reason)
 
     async with conn.transaction():
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1, hashtext($2))", TOPIC_LOCK_SPACE, topic):
+        if not await conn.fetchval(TRY_RECREATE_SQL, topic):
             return skip("a producer is sending to it, or another worker is checking it")
         if not settings.land_free_broker_memory_while_ingesting:
             await conn.execute("LOCK TABLE hub.resources IN SHARE MODE")

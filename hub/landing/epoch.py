@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from hub.control.catalog import EPOCH_LOCK
+from hub.catalog.locks import EPOCH_LOCK
 from hub.kafka import KafkaAdmin, TopicSpec
 from hub.landing.events import record_event
 from hub.settings import HubSettings

@@ -18,9 +18,9 @@ from typing import Any, NamedTuple
 
 from fastavro import parse_schema, schemaless_reader
 
-from hub.control.avro_schema import FeedSchema
 from hub.errors import PayloadError
-from hub.ingest.wire import HEADER_SIZE, decode_wire
+from hub.schema.avro import FeedSchema
+from hub.schema.wire import HEADER_SIZE, decode_wire
 
 
 @dataclass

@@ -41,11 +41,11 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from hub.control import catalog
-from hub.control.avro_schema import FeedSchema
-from hub.control.catalog import FeedRow
-from hub.control.plan import topic_spec
-from hub.kafka import KafkaAdmin, TopicSpec, client_options, dead_letter_spec
+from hub.catalog import store as catalog
+from hub.catalog.runtime import FeedRuntime, load_feeds, schema_by_id
+from hub.catalog.store import FeedRow
+from hub.catalog.topics import feed_topic_specs
+from hub.kafka import KafkaAdmin, TopicSpec, client_options
 from hub.landing import epoch as epochs
 from hub.landing.broker_memory import free_landed_topics, is_local_broker
 from hub.landing.events import record_event
@@ -59,7 +59,7 @@ from hub.landing.writer import (
     use_epoch_timestamps,
     write_batch,
 )
-from hub.runtime import FeedRuntime, load_feeds, schema_by_id
+from hub.schema.avro import FeedSchema
 from hub.settings import Endpoints, HubSettings
 
 log = logging.getLogger("hub.land")
@@ -219,7 +219,7 @@ class LandingWorker:
         self._signatures = signatures
 
     def _topic_specs(self) -> list[TopicSpec]:
-        return [dead_letter_spec(self.settings), *(topic_spec(self.settings, f.row) for f in self.feeds.values())]
+        return feed_topic_specs(self.settings, (f.row for f in self.feeds.values()))
 
     def _schema_cached(self, schema_id: int) -> FeedSchema | None:
         return self._schemas.get(schema_id)

@@ -31,7 +31,7 @@ from typing import Any
 
 import asyncpg
 
-from hub.control.identifiers import qualified, quote_ident
+from hub.identifiers import qualified, quote_ident
 from hub.landing.rows import FeedRows, Rejected, rejected
 
 TopicPartitionKey = tuple[str, int]

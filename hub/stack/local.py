@@ -16,14 +16,14 @@ from typing import Any
 
 import asyncpg
 
-from hub.api.process import api_check, api_process, start_api
-from hub.control.mqtt_auth import MqttUser, generate_secret, hash_password, render_acl_file, render_password_file
+from hub.catalog.topics import ensure_feed_topics
 from hub.errors import StackError
+from hub.mqtt_auth import HUB_MQTT_USER, generate_secret, hash_password, hub_service_user, write_mqtt_auth
 from hub.settings import SECRETS_FILE, STACK_FILE, HubSettings, MqttAddress, write_private_json
 from hub.stack import health, servers
+from hub.stack.api_process import api_check, api_process, start_api
 from hub.stack.process import ManagedProcess, port_in_use, wait_for_port
 
-HUB_MQTT_USER = "hub-service"
 DATABASE = "hub"
 
 
@@ -35,16 +35,6 @@ class ComponentStatus:
     healthy: bool
     detail: str
     rss_mb: float | None = None
-
-
-def hub_service_user(settings: HubSettings, password_hash: str) -> MqttUser:
-    """The hub's own MQTT identity: reads every partner namespace, writes error reports."""
-    return MqttUser(
-        username=HUB_MQTT_USER,
-        password_hash=password_hash,
-        write=(f"{settings.mqtt_error_root}/#",),
-        read=(f"{settings.mqtt_namespace_root}/#", "$SYS/#"),
-    )
 
 
 def workers_process(state: Path) -> ManagedProcess:
@@ -123,8 +113,6 @@ class LocalStack:
             lambda: servers.start_mosquitto(self.state, s.mqtt_port, s.ingest_max_in_flight),
         )
         write_private_json(self.state / STACK_FILE, {"endpoints": endpoints, "started_at": time.time()})
-        from hub.control.apply import ensure_feed_topics  # the control plane builds on the stack, not the reverse
-
         created = asyncio.run(ensure_feed_topics(self.settings))
         if created:
             self.log(f"kafka: recreated {len(created)} topics of applied feeds")
@@ -256,17 +244,6 @@ class LocalStack:
             f"export HUB_KAFKA_BOOTSTRAP={_shell_quote(ep['kafka_bootstrap'])}",
             f"export HUB_REGISTRY_URL={_shell_quote(ep['registry_url'])}",
         ]
-
-
-def write_mqtt_auth(d: Path, users: list[MqttUser]) -> None:
-    """Replace Mosquitto's password and ACL files in directory `d` atomically (owner-only)."""
-    d.mkdir(parents=True, exist_ok=True)
-    for name, text in (("passwd", render_password_file(users)), ("acl", render_acl_file(users))):
-        tmp = d / f".{name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, d / name)
 
 
 async def _ensure_database(url: str) -> None:

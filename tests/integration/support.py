@@ -21,6 +21,7 @@ from hub.control.apply import apply
 from hub.ingest.worker import IngestWorker
 from hub.landing.worker import LandingWorker
 from hub.settings import HubSettings
+from hub.stack.broker_auth import LocalBrokerAuth
 from hub.stack.local import LocalStack, private_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +47,7 @@ def private_stack(prefix: str) -> Iterator[HubSettings]:
 
 def apply_examples(settings: HubSettings) -> HubSettings:
     """The example partners of connectors/ applied, their credentials saved where `Device` looks for them."""
-    result = asyncio.run(apply(settings, REPO / "connectors"))
+    result = asyncio.run(apply(settings, REPO / "connectors", broker=LocalBrokerAuth(settings)))
     partner_credentials.save_all(settings, partner_credentials.default_dir(settings), result.credentials)
     return settings
 
@@ -294,9 +295,9 @@ import time  # noqa: E402
 import asyncpg  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
-from hub.ingest.wire import WireEncoder  # noqa: E402
+from hub.catalog.runtime import FeedRuntime, load_feeds  # noqa: E402
 from hub.ingest.worker import partition_for  # noqa: E402
-from hub.runtime import FeedRuntime, load_feeds  # noqa: E402
+from hub.schema.wire import WireEncoder  # noqa: E402
 
 
 def own_group(settings: HubSettings) -> HubSettings:

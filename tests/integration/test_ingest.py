@@ -31,14 +31,15 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from paho.mqtt.enums import MQTTProtocolVersion
 
+from hub.catalog.runtime import FeedRuntime, load_feeds, schema_by_id
 from hub.control import credentials as partner_credentials
-from hub.ingest.wire import decode_wire
 from hub.ingest.worker import IngestWorker, client_id
-from hub.runtime import FeedRuntime, load_feeds, schema_by_id
-from hub.services import drain_stale_sessions
+from hub.schema.wire import decode_wire
 from hub.settings import HubSettings
+from hub.stack.broker_auth import LocalBrokerAuth
 from hub.stack.process import free_port, wait_for_port
 from hub.stack.servers import kafka_process, postgres_process, start_kafka, start_postgres, stop_postgres
+from hub.supervise import drain_stale_sessions
 from tests.integration.support import (
     Device,
     TopicsSubscriber,
@@ -730,7 +731,7 @@ async def test_a_partner_applied_while_ingest_runs_is_ingested_without_a_restart
     settings = applied.model_copy(update={"catalog_reload_s": 0.2})
     ws = workspace(tmp_path).write()
     async with running_ingest(settings) as worker:
-        result = await apply(settings, ws.config, ws.schemas)
+        result = await apply(settings, ws.config, ws.schemas, broker=LocalBrokerAuth(settings))
         partner_credentials.save_all(settings, partner_credentials.default_dir(settings), result.credentials)
         assert await eventually(lambda: any(ws.partner in s for s in worker.source.subscriptions))
         device = unique("gauge")

@@ -26,13 +26,16 @@ import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from hub.control import catalog
-from hub.control.apply import apply, ensure_feed_topics
+from hub.catalog import store as catalog
+from hub.catalog.locks import producer_lock_sql
+from hub.catalog.topics import ensure_feed_topics
+from hub.control.apply import apply
 from hub.ingest.worker import client_id
-from hub.landing.broker_memory import free_landed_topics, log_ends, producer_lock_sql
+from hub.landing.broker_memory import free_landed_topics, log_ends
 from hub.landing.worker import LandingWorker
 from hub.settings import HubSettings
 from hub.stack import servers
+from hub.stack.broker_auth import LocalBrokerAuth
 from hub.stack.process import wait_for_port
 from tests.integration.support import (
     REPO,
@@ -250,7 +253,7 @@ async def test_records_of_an_older_schema_version_land_beside_the_new_one_with_i
     config.write_text(CONNECTOR.format(partner=partner, schema=schema_name))
     avsc = tmp_path / "schemas" / f"{schema_name}.avsc"
     avsc.write_text(json.dumps(reading_schema(schema_name, 1)))
-    await apply(settings, config, tmp_path / "schemas")
+    await apply(settings, config, tmp_path / "schemas", broker=LocalBrokerAuth(settings))
     v1 = await feed_runtime(settings, partner, "readings")
     table = f"{partner}.readings"
     now = int(time.time() * 1000) - 3_600_000
@@ -270,7 +273,7 @@ async def test_records_of_an_older_schema_version_land_beside_the_new_one_with_i
             assert await until_rows(settings, table, [old], 5) == 5
 
             avsc.write_text(json.dumps(reading_schema(schema_name, 2)))
-            await apply(settings, config, tmp_path / "schemas")
+            await apply(settings, config, tmp_path / "schemas", broker=LocalBrokerAuth(settings))
             v2 = await feed_runtime(settings, partner, "readings")
             assert v2.schema_id != v1.schema_id
             # Both versions in the same partition, interleaved: old producers keep writing v1.

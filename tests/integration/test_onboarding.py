@@ -24,6 +24,7 @@ import pytest
 from hub.control.apply import apply
 from hub.kafka import KafkaAdmin
 from hub.settings import HubSettings
+from hub.stack.broker_auth import LocalBrokerAuth
 from tests.integration.support import REPO, Device, Subscriber, unique
 
 HUB = [sys.executable, "-m", "hub"]
@@ -514,7 +515,7 @@ async def test_in_timescaledb_mode_a_feed_is_a_hypertable_that_follows_a_compati
     ws = workspace(tmp_path)
     table = f'"{ws.partner}".river_levels'
 
-    first = await apply(settings, ws.config, ws.schemas)
+    first = await apply(settings, ws.config, ws.schemas, broker=LocalBrokerAuth(settings))
 
     assert [c.detail for c in first.plan.of_kind("table")] == [
         "hypertable, compression, retention, continuous aggregate"
@@ -533,7 +534,7 @@ async def test_in_timescaledb_mode_a_feed_is_a_hypertable_that_follows_a_compati
     assert compressed > 0
 
     ws.write(schema=with_field({"name": "water_temp_c", "type": ["null", "double"], "default": None}))
-    second = await apply(settings, ws.config, ws.schemas)
+    second = await apply(settings, ws.config, ws.schemas, broker=LocalBrokerAuth(settings))
 
     assert ("column", "create", f"{ws.partner}.river_levels.water_temp_c") in [
         (c.kind, c.action, c.target) for c in second.plan.changes
@@ -545,4 +546,4 @@ async def test_in_timescaledb_mode_a_feed_is_a_hypertable_that_follows_a_compati
         f'SELECT max(max_water_temp_c) FROM "{ws.partner}".river_levels_rollup',
     )
     assert hottest == 11.5
-    assert (await apply(settings, ws.config, ws.schemas)).plan.empty
+    assert (await apply(settings, ws.config, ws.schemas, broker=LocalBrokerAuth(settings))).plan.empty

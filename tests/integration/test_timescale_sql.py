@@ -17,12 +17,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from hub.control import catalog
-from hub.control.avro_schema import Column, load_feed_schema
-from hub.control.identifiers import quote_ident
+from hub.access import queries
+from hub.catalog import store as catalog
 from hub.control.tables import FeedTable, add_columns_sql, alter_table_sql, create_table_sql
-from hub.landing import queries
+from hub.identifiers import quote_ident
 from hub.landing.writer import insert_from_staging_sql, insert_row_sql, staging_sql
+from hub.schema.avro import Column, load_feed_schema
 
 REPO = Path(__file__).resolve().parents[2]
 DAY = datetime(2026, 11, 2, tzinfo=UTC)  # a day the test fills with readings, 15 minutes apart

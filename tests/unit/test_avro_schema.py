@@ -12,16 +12,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hub.control.avro_schema import (
+from hub.errors import SchemaError
+from hub.schema.avro import (
     Column,
     FeedSchema,
     avro_to_columns,
-    check_compatibility,
     load_feed_schema,
     parse_feed_schema,
 )
-from hub.control.connector import Compatibility
-from hub.errors import SchemaError
+from hub.schema.compatibility import Compatibility, check_compatibility
 
 SOURCE = "schemas/air.avsc"
 DEVICE_ID: dict[str, Any] = {"name": "device_id", "type": "string"}

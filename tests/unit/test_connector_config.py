@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from hub.control.connector import ConnectorConfig, FieldMapping
+from hub.connector.loader import load_connector, parse_connector
+from hub.connector.model import ConnectorConfig, FieldMapping
 from hub.control.desired import load_desired
-from hub.control.loader import load_connector, parse_connector
 from hub.errors import ConfigError, SchemaError
 from hub.settings import HubSettings
 

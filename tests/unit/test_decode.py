@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hub.control.connector import Feed
+from hub.connector.model import Feed
 from hub.errors import ConfigError, PayloadError, SchemaError
 from hub.ingest.decode import FeedDecoder
-from hub.ingest.wire import WireEncoder
+from hub.schema.wire import WireEncoder
 
 AIR_QUALITY: dict[str, Any] = {
     "type": "record",

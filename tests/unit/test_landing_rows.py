@@ -9,10 +9,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.control.avro_schema import FeedSchema, parse_feed_schema
-from hub.ingest.wire import WireEncoder
 from hub.landing.rows import FeedRows, RowBuilder
 from hub.landing.writer import TableBatch, insert_from_staging_sql, insert_row_sql, staging_name, staging_sql
+from hub.schema.avro import FeedSchema, parse_feed_schema
+from hub.schema.wire import WireEncoder
 from tests.unit.kafka_records import RECEIVED_MS, consumer_record
 
 TIME_MS = 1_795_427_940_123  # 2026-11-23T09:59:00.123Z

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from hub.control.avro_schema import parse_feed_schema
-from hub.control.catalog import FeedRow, TableColumn
-from hub.control.loader import parse_connector
+from hub.catalog.store import FeedRow, TableColumn
+from hub.connector.loader import parse_connector
 from hub.control.plan import CurrentState, DesiredPartner, Plan, desired_feed, make_plan
 from hub.control.tables import HUB_COLUMNS, pg_type
 from hub.errors import ConfigError, SchemaError
+from hub.schema.avro import parse_feed_schema
 from hub.settings import HubSettings
 
 SETTINGS = HubSettings(state_dir=Path("/nonexistent"))

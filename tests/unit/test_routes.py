@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from hub.control.avro_schema import load_feed_schema
-from hub.control.loader import load_connector
+from hub.connector.loader import load_connector
 from hub.ingest.decode import FeedDecoder
 from hub.ingest.routes import FeedRoute, Router
-from hub.ingest.wire import WireEncoder
+from hub.schema.avro import load_feed_schema
+from hub.schema.wire import WireEncoder
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = "partners"

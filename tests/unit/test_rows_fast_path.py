@@ -21,11 +21,11 @@ from fastavro import schemaless_reader
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.control.avro_schema import FeedSchema, parse_feed_schema
 from hub.errors import PayloadError
-from hub.ingest.wire import WireEncoder, decode_wire
 from hub.landing import rows as rows_module
 from hub.landing.rows import FeedRows, RowBuilder
+from hub.schema.avro import FeedSchema, parse_feed_schema
+from hub.schema.wire import WireEncoder, decode_wire
 from tests.unit.kafka_records import RECEIVED_MS, consumer_record
 
 TIME_MS = 1_795_427_940_123

@@ -10,7 +10,7 @@ import fastavro
 import pytest
 
 from hub.errors import PayloadError
-from hub.ingest.wire import WireEncoder, decode_wire, encode_record
+from hub.schema.wire import WireEncoder, decode_wire, encode_record
 
 
 def parse(raw: dict[str, Any]) -> dict[str, Any]:

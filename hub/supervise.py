@@ -14,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hub.control import catalog
+from hub.catalog import store as catalog
 from hub.db import connection
 from hub.ingest.worker import IngestWorker, client_id
 from hub.landing.worker import LandingWorker
 from hub.settings import HubSettings
 
-log = logging.getLogger("hub.services")
+log = logging.getLogger("hub.supervise")
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from hub.control import catalog
-from hub.control.avro_schema import FeedSchema, parse_feed_schema
-from hub.control.catalog import FeedRow
-from hub.control.connector import Feed
+from hub.catalog import store as catalog
+from hub.catalog.store import FeedRow
+from hub.connector.model import Feed
+from hub.schema.avro import FeedSchema, parse_feed_schema
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from pydantic import (
     model_validator,
 )
 
-from hub.control.identifiers import check_identifier
 from hub.errors import IdentifierError
+from hub.identifiers import check_identifier
+from hub.schema.compatibility import Compatibility
 
 _DURATION = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -74,16 +75,6 @@ class PayloadFormat(StrEnum):
     json = "json"
     avro = "avro"  # Avro binary body written with the feed's current schema
     csv = "csv"  # one line of comma-separated values
-
-
-class Compatibility(StrEnum):
-    BACKWARD = "BACKWARD"
-    BACKWARD_TRANSITIVE = "BACKWARD_TRANSITIVE"
-    FORWARD = "FORWARD"
-    FORWARD_TRANSITIVE = "FORWARD_TRANSITIVE"
-    FULL = "FULL"
-    FULL_TRANSITIVE = "FULL_TRANSITIVE"
-    NONE = "NONE"
 
 
 class Partner(Strict):

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from hub.control.connector import ConnectorConfig, LocatedError
+from hub.connector.model import ConnectorConfig, LocatedError
 from hub.errors import ConfigError
 
 Path_ = tuple[str | int, ...]

@@ -6,7 +6,7 @@ from typing import Any
 
 import asyncpg
 
-from hub.control import catalog
+from hub.catalog import store as catalog
 
 
 async def feed_summaries(conn: asyncpg.Connection) -> list[dict[str, Any]]:

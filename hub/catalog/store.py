@@ -19,6 +19,8 @@ from typing import Any
 
 import asyncpg
 
+from hub.catalog.locks import APPLY_LOCK
+
 CATALOG_DDL = """
 CREATE SCHEMA IF NOT EXISTS hub;
 CREATE TABLE IF NOT EXISTS hub.partners (
@@ -160,14 +162,6 @@ COMMENT ON VIEW hub.catalog_feeds IS 'Every feed with its owner, licence, tables
 # landing's transactions on hub.land_offsets, and stop every worker behind them.
 CATALOG_VERSION = "hub catalog 2"
 CATALOG_DDL += f"COMMENT ON SCHEMA hub IS '{CATALOG_VERSION}';\n"
-
-# Advisory lock keys, all in one place so that none collide (the two-key forms take the
-# key as their first argument).
-APPLY_LOCK = 0x6875_6201  # only one `hub apply` (or catalog upgrade) changes the catalog at a time
-EPOCH_LOCK = 0x6875_6211  # starting a new broker epoch (hub/landing/epoch.py)
-# One lock per feed topic, second key hashtext(topic): producers hold it shared while they
-# send to the topic, landing takes it exclusively to recreate the topic (hub/landing/broker_memory.py).
-TOPIC_LOCK_SPACE = 0x6875_6212
 
 
 def fingerprint(canonical: str) -> str:

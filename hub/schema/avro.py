@@ -1,12 +1,9 @@
-"""Feed schemas: parse an Avro schema file, derive its SQL columns, check a new version against the previous ones.
+"""Feed schemas: parse an Avro schema file and derive its SQL columns (compatibility.py checks new versions).
 
 A feed schema is an Avro record with a non-nullable string `device_id` and a non-nullable
 `time` (long, timestamp-millis or timestamp-micros). Every top-level field becomes an SQL
 column, so its name must be a safe lower-case identifier. Errors are `SchemaError`s whose
 message starts with the schema's source file and names the field and the rule.
-
-Compatibility is decided by Apache Avro's own `ReaderWriterCompatibilityChecker`; this module
-only runs it in the directions a mode asks for and turns its findings into sentences.
 """
 
 from __future__ import annotations
@@ -15,22 +12,15 @@ import copy
 import json
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, TypeGuard
+from typing import Any, TypeGuard
 
 import avro.errors
 import avro.schema
 import fastavro
-from avro.compatibility import (
-    ReaderWriterCompatibilityChecker,
-    SchemaCompatibilityResult,
-    SchemaCompatibilityType,
-    lookup_writer_field,
-    schema_name_equals,
-)
 from fastavro.schema import SchemaParseException, UnknownType
 
 from hub.errors import SchemaError
@@ -42,17 +32,6 @@ DEVICE_ID = "device_id"
 TIME = "time"
 TIME_LOGICAL_TYPES = ("timestamp-millis", "timestamp-micros")
 NUMERIC_MAX_PRECISION = 1000  # PostgreSQL's limit for numeric(p, s)
-MODES = (
-    "BACKWARD",
-    "BACKWARD_TRANSITIVE",
-    "FORWARD",
-    "FORWARD_TRANSITIVE",
-    "FULL",
-    "FULL_TRANSITIVE",
-    "NONE",
-)
-
-Direction = Literal["backward", "forward"]
 
 
 @dataclass(frozen=True)
@@ -180,7 +159,7 @@ def parse_feed_schema(text: str, source: str) -> FeedSchema:
         raise SchemaError(
             f'{source}: the top-level type must be "record" (one field per column), not {_short_json(found)}'
         )
-    record = _avro_parse(data, source)
+    record = avro_parse(data, source)
     _check_key_fields(record, source)
     columns = _columns(record, source)
     return FeedSchema(
@@ -208,7 +187,7 @@ def avro_to_columns(schema_json: dict[str, Any], *, source: str = "schema") -> t
     _fastavro_parse(schema_json, source)
     if schema_json.get("type") != "record":
         raise SchemaError(f'{source}: the top-level type must be "record", not {_short_json(schema_json.get("type"))}')
-    return _columns(_avro_parse(schema_json, source), source)
+    return _columns(avro_parse(schema_json, source), source)
 
 
 def _fastavro_parse(data: Any, source: str) -> dict[str, Any]:
@@ -268,7 +247,7 @@ def _parses(parse: Callable[[Any], object], data: Any) -> bool:
     return True
 
 
-def _avro_parse(data: dict[str, Any], source: str) -> avro.schema.RecordSchema:
+def avro_parse(data: dict[str, Any], source: str) -> avro.schema.RecordSchema:
     try:
         schema = _parse_avro_json(data)
     except Exception as exc:  # avro raises SchemaParseException, but also TypeError etc. on odd shapes
@@ -294,7 +273,7 @@ def _check_key_fields(record: avro.schema.RecordSchema, source: str) -> None:
             f"{source}: field '{DEVICE_ID}' is missing: every feed schema needs a non-nullable string field "
             f"'{DEVICE_ID}'"
         )
-    if device.type.type != "string" or _logical_type(device.type) is not None:
+    if device.type.type != "string" or logical_type(device.type) is not None:
         raise SchemaError(
             f"{source}: field '{DEVICE_ID}' must be a plain string (not nullable, no logicalType); "
             f"found {describe_type(device.type)}"
@@ -303,7 +282,7 @@ def _check_key_fields(record: avro.schema.RecordSchema, source: str) -> None:
     rule = f"field '{TIME}' must be a long with logicalType timestamp-millis or timestamp-micros"
     if time is None:
         raise SchemaError(f"{source}: {rule}, and it is missing")
-    if time.type.type != "long" or _logical_type(time.type) not in TIME_LOGICAL_TYPES:
+    if time.type.type != "long" or logical_type(time.type) not in TIME_LOGICAL_TYPES:
         raise SchemaError(f"{source}: {rule} (not nullable); found {describe_type(time.type)}")
 
 
@@ -362,7 +341,7 @@ _PLAIN_TYPES: dict[str, tuple[str, bool]] = {
 def _sql_type(name: str, schema: avro.schema.Schema, source: str) -> tuple[str, bool]:
     """(SQL type, numeric) of a non-union Avro type."""
     kind = schema.type
-    logical = _logical_type(schema)
+    logical = logical_type(schema)
     if kind == "null":
         raise SchemaError(f"{source}: field '{name}' has type null, so it carries no data; remove it")
     if kind == "long" and logical in TIME_LOGICAL_TYPES:
@@ -391,7 +370,7 @@ def _whole(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _logical_type(schema: avro.schema.Schema) -> str | None:
+def logical_type(schema: avro.schema.Schema) -> str | None:
     logical = schema.props.get("logicalType")
     return logical if isinstance(logical, str) else None
 
@@ -404,7 +383,7 @@ def describe_type(schema: avro.schema.Schema) -> str:
         return f"array<{describe_type(schema.items)}>"
     if isinstance(schema, avro.schema.MapSchema):
         return f"map<{describe_type(schema.values)}>"
-    logical = _logical_type(schema)
+    logical = logical_type(schema)
     if logical == "decimal":
         base = f"{schema.type} " if schema.type == "fixed" else ""
         return f"{base}decimal({schema.props.get('precision')},{schema.props.get('scale', 0)})"
@@ -421,207 +400,3 @@ def describe_type(schema: avro.schema.Schema) -> str:
 def _short_json(value: Any) -> str:
     text = json.dumps(value, sort_keys=True)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-# --------------------------------------------------------------------------- compatibility
-
-
-def check_compatibility(new: FeedSchema, previous: Sequence[FeedSchema], mode: str) -> list[str]:
-    """Problems that stop `new` from being registered after `previous` (oldest first) in `mode`; [] if none.
-
-    Versions are numbered 1..n in the order given. Whatever the mode, `device_id` and `time` may
-    not change type (Avro itself would let e.g. timestamp-millis become timestamp-micros).
-    """
-    mode = str(mode).upper()
-    if mode not in MODES:
-        raise SchemaError(f"unknown compatibility mode {mode!r}: use one of {', '.join(MODES)}")
-    if not previous:
-        return []
-    new_avro = _avro_parse(json.loads(new.canonical), new.name)
-    old_avro = [_avro_parse(json.loads(p.canonical), p.name) for p in previous]
-    versions = list(enumerate(old_avro, start=1))
-    problems = _key_field_changes(new_avro, versions)
-    if mode == "NONE":
-        return problems
-    checked = versions if mode.endswith("_TRANSITIVE") else versions[-1:]
-    directions: tuple[Direction, ...] = (
-        ("backward",) if mode.startswith("BACKWARD") else ("forward",) if mode.startswith("FORWARD") else
-        ("backward", "forward")
-    )  # fmt: skip
-    for number, old in checked:
-        for direction in directions:
-            reader, writer = (new_avro, old) if direction == "backward" else (old, new_avro)
-            for problem in _direction_problems(reader, writer, direction, number):
-                problems.append(f"{mode}: {problem}")
-    return problems
-
-
-def _key_field_changes(
-    new: avro.schema.RecordSchema, versions: list[tuple[int, avro.schema.RecordSchema]]
-) -> list[str]:
-    problems: list[str] = []
-    new_fields = {f.name: f for f in new.fields}
-    for number, old in versions:
-        old_fields = {f.name: f for f in old.fields}
-        for key in (DEVICE_ID, TIME):
-            before, after = old_fields.get(key), new_fields.get(key)
-            if before is None or after is None:
-                continue  # cannot happen for schemas made by parse_feed_schema
-            if _key_signature(before.type) != _key_signature(after.type):
-                problems.append(
-                    f"field '{key}' changed type from {describe_type(before.type)} (version {number}) to "
-                    f"{describe_type(after.type)}: the types of '{DEVICE_ID}' and '{TIME}' may never change, "
-                    "whatever the compatibility mode; create a new feed instead"
-                )
-    return problems
-
-
-def _key_signature(schema: avro.schema.Schema) -> tuple[str, str | None]:
-    return (describe_type(schema), _logical_type(schema))
-
-
-def _direction_problems(
-    reader: avro.schema.RecordSchema, writer: avro.schema.RecordSchema, direction: Direction, number: int
-) -> list[str]:
-    """The checker's verdict on reader/writer, broken down by top-level field.
-
-    The checker's result keeps messages and locations in two unordered sets (they cannot be
-    paired), loses the location under unions, and memoises by schema object, so a type used by
-    two fields is reported once. So: one run on the whole record decides, then one fresh run per
-    shared field says which fields are at fault and why.
-    """
-    overall = _checker().get_compatibility(reader, writer)
-    if overall.compatibility is not SchemaCompatibilityType.incompatible:
-        return []
-    if direction == "backward":
-        consequence = f"data written with version {number} cannot be read with the new schema"
-    else:
-        consequence = f"readers still using version {number} cannot read data written with the new schema"
-    problems: list[str] = []
-    if not schema_name_equals(reader, writer):
-        problems.append(
-            f"the record was renamed from {_old(reader, writer, direction).fullname!r} to "
-            f"{_new(reader, writer, direction).fullname!r}, so {consequence} (keep the name, or list the old one in "
-            "the record's aliases)"
-        )
-    for index, reader_field in enumerate(reader.fields):
-        writer_field = lookup_writer_field(writer_schema=writer, reader_field=reader_field)
-        if writer_field is None:
-            here = f"/fields/{index}"
-            if not any(loc == here or loc.startswith(here + "/") for loc in overall.locations):
-                continue  # the reader has a default for it
-            name = reader_field.name
-            if direction == "backward":
-                problems.append(
-                    f"field '{name}' was added without a default, so {consequence} (give it a default, e.g. "
-                    f'type ["null", ...] with "default": null)'
-                )
-            else:
-                problems.append(
-                    f"field '{name}' was removed, but version {number} declares it without a default, so "
-                    f"{consequence} (keep the field, or first publish a version that gives it a default)"
-                )
-            continue
-        location = ["/", "fields", str(index)]
-        result = _checker().get_compatibility(reader_field.type, writer_field.type, "type", location)
-        if result.compatibility is not SchemaCompatibilityType.incompatible:
-            continue
-        old_type, new_type = (
-            (writer_field.type, reader_field.type)
-            if direction == "backward"
-            else (reader_field.type, writer_field.type)
-        )
-        old_desc, new_desc = describe_type(old_type), describe_type(new_type)
-        change = (
-            f"changed type from {old_desc} (version {number}) to {new_desc}"
-            if old_desc != new_desc
-            else f"({new_desc}) changed incompatibly since version {number}"
-        )
-        problems.append(
-            f"field '{reader_field.name}' {change}, so {consequence} "
-            f"({_checker_details(result, reader, reader_field.name)})"
-        )
-    if not problems:  # the checker objects to something not tied to a field: report it as it is
-        details = _checker_details(overall, reader, None)
-        problems.append(f"the schemas are incompatible, so {consequence} ({details})")
-    return problems
-
-
-def _checker() -> ReaderWriterCompatibilityChecker:
-    """A fresh checker: it memoises results by schema object, with the location of the first encounter."""
-    return ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]
-
-
-def _old(
-    reader: avro.schema.RecordSchema, writer: avro.schema.RecordSchema, direction: Direction
-) -> avro.schema.RecordSchema:
-    return writer if direction == "backward" else reader
-
-
-def _new(
-    reader: avro.schema.RecordSchema, writer: avro.schema.RecordSchema, direction: Direction
-) -> avro.schema.RecordSchema:
-    return reader if direction == "backward" else writer
-
-
-def _checker_details(result: SchemaCompatibilityResult, reader: avro.schema.RecordSchema, field: str | None) -> str:
-    """The checker's messages in words, with the nested places they concern (when it kept them)."""
-    messages = sorted(_explain(m) for m in result.messages)
-    places = sorted(
-        {p for p in (_location_path(loc, reader) for loc in result.locations) if p and p != field},
-    )
-    text = "avro: " + "; ".join(messages) if messages else "avro: incompatible"
-    if places:
-        text += " at " + ", ".join(repr(p) for p in places)
-    return text
-
-
-_BARE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_FIXED_SIZE = re.compile(r"^expected: (\d+), found: (\d+)$")
-
-
-def _explain(message: str) -> str:
-    """Reword the checker's terse messages (a bare field name, a set of symbols, 'expected: X')."""
-    if _BARE_NAME.fullmatch(message):
-        return f"nested field '{message}' has no default"
-    if message.startswith("{") and message.endswith("}"):
-        return f"enum symbols {message} are missing from the reader's enum"
-    size = _FIXED_SIZE.fullmatch(message)
-    if size:
-        return f"fixed size changed (reader has {size.group(2)} bytes, writer {size.group(1)})"
-    if message.startswith("expected: "):
-        return f"named type must be called '{message.removeprefix('expected: ')}' (or list that name in aliases)"
-    return message
-
-
-def _location_path(location: str, reader: avro.schema.RecordSchema) -> str | None:
-    """'/fields/3/type/fields/1/type' -> 'position.lat', walking the reader schema; None for the root.
-
-    The checker forgets the location below a union (it reports '/'), and its union indexes are
-    the writer's branches, so the walk stops at a union.
-    """
-    parts = [t for t in location.split("/") if t]
-    path = ""
-    schema: avro.schema.Schema = reader
-    i = 0
-    while i < len(parts):
-        part = parts[i]
-        if part == "fields" and i + 1 < len(parts) and isinstance(schema, avro.schema.RecordSchema):
-            index = int(parts[i + 1]) if parts[i + 1].isdigit() else -1
-            if not 0 <= index < len(schema.fields):
-                break
-            field = schema.fields[index]
-            path = f"{path}.{field.name}" if path else field.name
-            schema = field.type
-            i += 2
-            if i < len(parts) and parts[i] == "type":
-                i += 1
-            continue
-        if part == "items" and isinstance(schema, avro.schema.ArraySchema):
-            path, schema = path + "[]", schema.items
-        elif part == "values" and isinstance(schema, avro.schema.MapSchema):
-            path, schema = path + "{}", schema.values
-        else:
-            break  # a union branch, or 'name' / 'size' / 'symbols' of a named type
-        i += 1
-    return path or None

@@ -17,9 +17,9 @@ import asyncpg
 import fastavro
 from fastavro.schema import to_parsing_canonical_form
 
-from hub.control.avro_schema import canonical_json, check_compatibility, parse_feed_schema
-from hub.control.connector import Compatibility
 from hub.errors import SchemaError
+from hub.schema.avro import canonical_json, parse_feed_schema
+from hub.schema.compatibility import Compatibility, check_compatibility
 
 # The mode of a subject no feed names (and of GET /config): the connector config's default.
 DEFAULT_COMPATIBILITY = str(Compatibility.BACKWARD)

@@ -16,9 +16,9 @@ from typing import Any
 
 import asyncpg
 
-from hub.control import catalog
-from hub.control.identifiers import qualified
+from hub.catalog import store as catalog
 from hub.errors import NotFound
+from hub.identifiers import qualified
 
 CATALOG_SQL = "SELECT * FROM hub.catalog_feeds ORDER BY partner_id, feed"
 

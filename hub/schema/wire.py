@@ -13,8 +13,8 @@ from typing import Any, Final
 import fastavro
 from fastavro.validation import ValidationError, validate
 
-from hub.control.avro_schema import without_timestamp_types
 from hub.errors import PayloadError
+from hub.schema.avro import without_timestamp_types
 
 MAGIC: Final = 0
 HEADER_SIZE: Final = 5

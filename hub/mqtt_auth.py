@@ -1,7 +1,9 @@
-"""Mosquitto password and ACL files, rendered from who may publish and read where.
+"""The MQTT broker's accounts: Mosquitto password and ACL files, rendered from who may publish and read where.
 
 Passwords are hashed in Mosquitto 2's own format (PBKDF2-SHA512, `$7$`), so the
-plaintext never touches the disk; the catalog stores only the hash.
+plaintext never touches the disk; the catalog stores only the hash. Where the files go and
+how the broker is told to read them again is a `BrokerAuth`: the local stack's Mosquitto
+(hub/stack/broker_auth.py), or a directory another process watches (docker compose).
 """
 
 from __future__ import annotations
@@ -9,10 +11,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
+from hub.settings import HubSettings
+
+HUB_MQTT_USER = "hub-service"  # the hub's own MQTT identity
 ITERATIONS = 101  # mosquitto_passwd's default
 SALT_BYTES = 12
 
@@ -58,3 +66,34 @@ def render_acl_file(users: Iterable[MqttUser]) -> str:
         out.extend(f"topic write {t}\n" for t in user.write)
         out.extend(f"topic read {t}\n" for t in user.read)
     return "".join(out)
+
+
+def hub_service_user(settings: HubSettings, password_hash: str) -> MqttUser:
+    """The hub's own MQTT identity: reads every partner namespace, writes error reports."""
+    return MqttUser(
+        username=HUB_MQTT_USER,
+        password_hash=password_hash,
+        write=(f"{settings.mqtt_error_root}/#",),
+        read=(f"{settings.mqtt_namespace_root}/#", "$SYS/#"),
+    )
+
+
+def write_mqtt_auth(d: Path, users: list[MqttUser]) -> None:
+    """Replace Mosquitto's password and ACL files in directory `d` atomically (owner-only)."""
+    d.mkdir(parents=True, exist_ok=True)
+    for name, text in (("passwd", render_password_file(users)), ("acl", render_acl_file(users))):
+        tmp = d / f".{name}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, d / name)
+
+
+class BrokerAuth(Protocol):
+    """Where `hub apply` puts the broker's accounts, and how the broker is told to read them again."""
+
+    def write(self, users: list[MqttUser]) -> None: ...
+
+    def reload(self) -> bool:
+        """True if the broker was told to read the accounts again (False: someone else must)."""
+        ...
