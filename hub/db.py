@@ -10,6 +10,29 @@ import asyncpg
 
 from hub.errors import ServerUnavailable
 
+# Whatever the database, or the way to it, can answer instead of a result.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+# Those of them that pass: the server restarts, a connection was cut, a lock timed out.
+TRANSIENT_DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # ConnectionDoesNotExistError, ConnectionFailureError, ...
+    asyncpg.InterfaceError,  # "connection is closed", "pool is closing"
+    asyncpg.OperatorInterventionError,  # AdminShutdownError, CrashShutdownError, CannotConnectNowError
+    asyncpg.InsufficientResourcesError,  # TooManyConnectionsError, DiskFullError
+    asyncpg.TransactionRollbackError,  # deadlock or serialization failure: run it again
+    asyncpg.UndefinedTableError,  # a feed table dropped by hand: `hub apply` creates it again
+    asyncpg.UndefinedColumnError,  # a column the catalog has and the table lacks (re-read the catalog)
+    # An idle pooled connection that got the server's "shutting down" before its socket closed is handed
+    # out mid-error ("another operation is in progress"); a retry replaces every pooled connection.
+    asyncpg.InternalClientError,
+)
+
 
 def redact(url: str) -> str:
     """A database URL without its password, for messages and logs."""
@@ -21,7 +44,7 @@ def redact(url: str) -> str:
 async def connect(url: str, timeout_s: float = 10.0) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(url, timeout=timeout_s)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DATABASE_ERRORS as exc:
         raise ServerUnavailable(
             "PostgreSQL", redact(url), f"{exc}; start it with `hub stack up` or check HUB_DATABASE_URL"
         ) from exc

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 
 class HubError(Exception):
-    """Something the hub could not do; the message says what to try."""
+    """Something the hub could not do; the message says what to try.
+
+    `retriable`: whether the same call may succeed later without anyone changing anything (a
+    server that restarts); hub/retriable.py decides it for driver errors too.
+    """
+
+    retriable = False
 
 
 class ConfigError(HubError):
@@ -53,6 +59,8 @@ class NotFound(HubError):
 
 class ServerUnavailable(HubError):
     """A server the hub depends on cannot be reached."""
+
+    retriable = True
 
     def __init__(self, server: str, address: str, hint: str) -> None:
         self.server = server

@@ -16,6 +16,9 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from hub.errors import ServerUnavailable
 from hub.settings import HubSettings
 
+# What a Kafka client can raise while the broker is away, restarting or slow: all of it passes.
+TRANSIENT_KAFKA_ERRORS: tuple[type[Exception], ...] = (KafkaError, OSError, TimeoutError)
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -59,7 +62,7 @@ class KafkaAdmin:
     async def __aenter__(self) -> KafkaAdmin:
         try:
             await asyncio.wait_for(self._client.start(), 15)
-        except (KafkaError, OSError, TimeoutError) as exc:
+        except TRANSIENT_KAFKA_ERRORS as exc:
             await self._client.close()
             raise ServerUnavailable(
                 "Kafka", self.bootstrap, f"{exc!r}; start it with `hub stack up` or check HUB_KAFKA_BOOTSTRAP"

@@ -21,15 +21,13 @@ from hub.api.errors import STORE_ERROR, ApiError
 from hub.api.registry import ROUTES, RegistryJSON, pool
 from hub.catalog import store as catalog
 from hub.catalog.feeds_view import feed_summaries
-from hub.db import redact
+from hub.db import DATABASE_ERRORS, redact
 from hub.errors import ServerUnavailable
 
 log = logging.getLogger("hub.api")
 
 # Paths served as plain JSON; every other route is the registry's and uses its media type.
 HUB_PATHS = ("/feeds", "/health")
-
-DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 async def feeds(request: Request) -> Response:

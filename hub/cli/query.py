@@ -1,6 +1,6 @@
 """`hub query latest|rollup|catalog`: the questions city data teams ask most, answered from the database.
 
-The SQL is in hub/landing/queries.py and shown in docs/queries.md, to run with psql as well.
+The SQL is in hub/access/queries.py and shown in docs/queries.md, to run with psql as well.
 """
 
 from __future__ import annotations

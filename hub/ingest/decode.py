@@ -71,6 +71,7 @@ from hub.errors import ConfigError, PayloadError, SchemaError
 from hub.ingest.describe import avro_kind, clip, found
 from hub.ingest.event_time import out_of_range, plain_time, time_parser
 from hub.ingest.field_converters import MISSING, Builder, Converter
+from hub.schema.avro import without_timestamp_types
 
 DeviceReader = Callable[[Mapping[str, Any], str | None], str]
 TimeReader = Callable[[Mapping[str, Any], int], int]
@@ -81,9 +82,6 @@ MAX_DEVICE_ID: Final = 128
 
 _DEVICE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _TIME_UNITS: Final = {"timestamp-millis": 1_000, "timestamp-micros": 1_000_000}
-_PLAIN_TIMESTAMPS: Final = frozenset(
-    {"timestamp-millis", "timestamp-micros", "local-timestamp-millis", "local-timestamp-micros"}
-)
 # Keeps now +/- max_age/max_future inside a signed 64-bit long for the next ~146,000 years.
 _MAX_WINDOW: Final = 2**62
 
@@ -163,7 +161,7 @@ class FeedDecoder:
         if feed.format == PayloadFormat.avro:
             _refuse_zero_size_arrays(parsed_schema, named, record_name)
             # Timestamps read as plain longs: faster, and what the rest of the decoder works with.
-            self._reader_schema = parsed(_without_timestamp_types(parsed_schema))
+            self._reader_schema = without_timestamp_types(parsed(parsed_schema), local_too=True)
         self._record_name = record_name
 
     # The hot path.
@@ -397,18 +395,6 @@ def _refuse_zero_size_arrays(schema: Mapping[str, Any], named: Mapping[str, Any]
                 walk(f["type"], seen | {t["name"]})
 
     walk(schema, frozenset())
-
-
-def _without_timestamp_types(schema: Any) -> Any:
-    """A plain copy of a parsed schema whose timestamp logical types are dropped (read as longs)."""
-    if isinstance(schema, dict):
-        out = {k: _without_timestamp_types(v) for k, v in schema.items() if not k.startswith("__")}
-        if out.get("logicalType") in _PLAIN_TIMESTAMPS:
-            del out["logicalType"]
-        return out
-    if isinstance(schema, list):
-        return [_without_timestamp_types(v) for v in schema]
-    return schema
 
 
 # Messages.

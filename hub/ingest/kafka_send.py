@@ -24,13 +24,12 @@ from collections import defaultdict
 from collections.abc import Awaitable
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from hub.errors import ServerUnavailable
 from hub.ingest.outgoing import Outgoing, partition_for
 from hub.ingest.topic_locks import TopicLocks
-from hub.kafka import KafkaAdmin, TopicSpec, client_options
+from hub.kafka import TRANSIENT_KAFKA_ERRORS, KafkaAdmin, TopicSpec, client_options
 from hub.settings import HubSettings
 
 log = logging.getLogger("hub.ingest")
@@ -180,7 +179,7 @@ class KafkaSender:
         async def submit(batch: BatchBuilder, topic: str, partition: int, members: list[Outgoing]) -> None:
             try:
                 sent.append((await producer.send_batch(batch, topic, partition=partition), members))
-            except (KafkaError, OSError, TimeoutError) as exc:
+            except TRANSIENT_KAFKA_ERRORS as exc:
                 log.warning("cannot queue a batch for %s[%d]: %r", topic, partition, exc)
                 failed.extend(members)
 
@@ -204,7 +203,7 @@ class KafkaSender:
         results = await asyncio.gather(*(f for f, _ in sent), return_exceptions=True)
         for result, (_f, members) in zip(results, sent, strict=True):
             if isinstance(result, BaseException):
-                if not isinstance(result, KafkaError | OSError | TimeoutError):
+                if not isinstance(result, TRANSIENT_KAFKA_ERRORS):
                     raise result
                 failed += members
         self.sent_batches += len(sent)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import orjson
 from aiokafka.partitioner import murmur2
 
+from hub import dead_letters
+from hub.dead_letters import DEVICE, MQTT_TOPIC, RECEIVED_MS
 from hub.errors import PayloadError
 from hub.ingest.mqtt_source import Message
 from hub.ingest.routes import Router
@@ -133,7 +135,7 @@ class Preparer:
                     partition_for(key, partitions[topic]),
                     key,
                     value,
-                    [*route.headers, ("device", key), ("received_ms", received), ("mqtt_topic", m.topic.encode())],
+                    [*route.headers, (DEVICE, key), (RECEIVED_MS, received), (MQTT_TOPIC, m.topic.encode())],
                 )
             )
         if accepted:
@@ -161,11 +163,10 @@ class Preparer:
             key,
             m.payload,
             [
-                ("reason", reason.encode()),
-                ("message", message.encode()),
-                ("partner", partner.encode()),
-                ("feed", feed.encode()),
-                ("mqtt_topic", m.topic.encode()),
-                ("received_ms", str(m.received_ms).encode()),
+                *dead_letters.refused(reason, message),
+                (dead_letters.PARTNER, partner.encode()),
+                (dead_letters.FEED, feed.encode()),
+                (dead_letters.MQTT_TOPIC, m.topic.encode()),
+                (dead_letters.RECEIVED_MS, str(m.received_ms).encode()),
             ],
         )

@@ -6,6 +6,7 @@ import functools
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from hub.dead_letters import FEED, PARTNER
 from hub.ingest.decode import FeedDecoder
 from hub.schema.wire import WireEncoder
 
@@ -23,7 +24,7 @@ class FeedRoute:
     @functools.cached_property
     def headers(self) -> tuple[tuple[str, bytes], ...]:
         """The Kafka headers every record of this feed starts with."""
-        return (("partner", self.partner_id.encode()), ("feed", self.feed.encode()))
+        return ((PARTNER, self.partner_id.encode()), (FEED, self.feed.encode()))
 
     @functools.cached_property
     def accepted_key(self) -> tuple[str, str, str]:

@@ -19,18 +19,10 @@ import logging
 import asyncpg
 
 from hub.catalog.locks import producer_lock_sql
-from hub.db import redact
+from hub.db import DATABASE_ERRORS, redact
 from hub.errors import ServerUnavailable
 
 log = logging.getLogger("hub.ingest")
-
-# What the database (or the way to it) can answer instead of a lock.
-DATABASE_FAILED: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-)
 
 
 class TopicLocks:
@@ -56,7 +48,7 @@ class TopicLocks:
             await self._conn.execute(self._lock_sql, topics, timeout=self.timeout_s)
         except BaseException as exc:
             self.drop()  # whichever of the locks were taken go with the connection
-            if isinstance(exc, DATABASE_FAILED):
+            if isinstance(exc, DATABASE_ERRORS):
                 self.failures += 1
                 where = redact(self.database_url)
                 raise ServerUnavailable("PostgreSQL", where, f"cannot lock feed topics: {exc!r}") from exc
@@ -75,7 +67,7 @@ class TopicLocks:
             return False
         try:
             rows = await conn.fetch(self._unlock_sql, topics, timeout=self.timeout_s)
-        except DATABASE_FAILED as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("cannot release topic locks: %r", exc)
             self.drop()
             return False

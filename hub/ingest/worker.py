@@ -28,13 +28,13 @@ import asyncpg
 from hub.catalog import store as catalog
 from hub.catalog.runtime import FeedRuntime, load_feeds
 from hub.catalog.topics import feed_topic_specs
-from hub.db import connect
+from hub.db import DATABASE_ERRORS, connect
 from hub.ingest.decode import FeedDecoder
 from hub.ingest.kafka_send import KafkaSender, marker_spec
 from hub.ingest.mqtt_source import Message, MqttSource
 from hub.ingest.outgoing import UNKNOWN, ErrorReports, Outgoing, Preparer, Stats, partition_for
 from hub.ingest.routes import FeedRoute, Router
-from hub.ingest.topic_locks import DATABASE_FAILED, TopicLocks
+from hub.ingest.topic_locks import TopicLocks
 from hub.kafka import TopicSpec
 from hub.schema.wire import WireEncoder
 from hub.settings import Endpoints, HubSettings
@@ -309,7 +309,7 @@ class IngestWorker:
             try:
                 await catalog.set_resource(await self._database(), "mqtt-session", client_id(self.index), state, detail)
                 return
-            except DATABASE_FAILED as exc:
+            except DATABASE_ERRORS as exc:
                 if attempt == 2:
                     raise
                 log.warning("cannot record session state %r yet (%r): trying once more", state, exc)

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +53,7 @@ from hub.catalog.locks import TRY_RECREATE_SQL
 from hub.catalog.store import FeedRow
 from hub.kafka import client_options
 from hub.landing.events import record_event
+from hub.retriable import TRANSIENT
 from hub.settings import Endpoints, HubSettings
 
 log = logging.getLogger("hub.land.memory")
@@ -230,3 +233,61 @@ def _error_code(response: Any, field: str, topic: str) -> int:
         if entry[0] == topic:
             return int(entry[1])
     return -1
+
+
+class MemoryFreeing:
+    """Every `land_free_broker_memory_every_s`, one check for fully landed topics, as a task beside the landing loop.
+
+    The check holds off ingest's sends to a topic (its lock) and waits for the landing workers,
+    this one included, to land what the topic still holds; `on_recreated` gets the topics it
+    recreated (their stored offsets are 0 now).
+    """
+
+    def __init__(self, settings: HubSettings, endpoints: Endpoints, pool: asyncpg.Pool) -> None:
+        self.settings = settings
+        self.endpoints = endpoints
+        self.pool = pool
+        self.enabled = settings.land_free_broker_memory and is_local_broker(settings, endpoints)
+        self.recreated = 0  # topics recreated by this worker
+        self._task: asyncio.Task[int] | None = None
+        self._last = time.monotonic()
+
+    def due(self) -> bool:
+        if not self.enabled or (self._task is not None and not self._task.done()):
+            return False
+        return time.monotonic() - self._last >= self.settings.land_free_broker_memory_every_s
+
+    def start(self, feeds: list[FeedRow], on_recreated: Callable[[set[str]], Awaitable[None]]) -> None:
+        self._last = time.monotonic()
+        self._task = asyncio.create_task(self.free(feeds, on_recreated), name="land-free-broker-memory")
+        self._task.add_done_callback(_log_failure)
+
+    async def finish(self) -> None:
+        """Let a check under way finish (it may have deleted a topic and not yet created it again)."""
+        if self._task is None or self._task.done():
+            return
+        try:
+            await asyncio.wait_for(self._task, 30)
+        except Exception as exc:
+            log.warning("the check for fully landed topics did not finish: %r", exc)
+
+    async def free(self, feeds: list[FeedRow], on_recreated: Callable[[set[str]], Awaitable[None]]) -> int:
+        """Recreate the fully landed topics of `feeds`; returns how many were recreated."""
+        try:
+            async with self.pool.acquire() as conn:
+                outcomes = await free_landed_topics(conn, self.settings, self.endpoints, feeds)
+        except TRANSIENT as exc:
+            log.warning("cannot free broker memory now: %r", exc)
+            return 0
+        for o in outcomes:
+            log.debug("%s: %s (%d records)", o.topic, "recreated" if o.recreated else o.reason, o.records)
+        recreated = {o.topic for o in outcomes if o.recreated}
+        if recreated:
+            await on_recreated(recreated)
+        self.recreated += len(recreated)
+        return len(recreated)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed", task.get_name(), exc_info=task.exception())

@@ -20,6 +20,7 @@ or the cluster is rebuilt, which is exactly when stored offsets must not be trus
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 
@@ -103,3 +104,37 @@ async def establish(conn: asyncpg.Connection, admin: KafkaAdmin, settings: HubSe
             f"offsets); {moved} stored offsets set back to 0 for the new log (epoch {new.epoch})",
         )
         return new, Reset(moved, lost)
+
+
+class EpochWatch:
+    """The broker epoch a landing worker lands under, and whether the broker still holds that log."""
+
+    def __init__(self, settings: HubSettings, admin: KafkaAdmin, pool: asyncpg.Pool) -> None:
+        self.settings = settings
+        self.admin = admin
+        self.pool = pool
+        self.epoch: Epoch | None = None
+
+    async def start(self) -> Reset | None:
+        """Adopt the recorded epoch, or start one if the broker lost its log while no worker ran."""
+        async with self.pool.acquire() as conn:
+            self.epoch, reset = await establish(conn, self.admin, self.settings)
+        return reset
+
+    async def intact(self) -> bool:
+        """True while the broker still has this epoch's marker topic (the log the stored offsets refer to)."""
+        if self.epoch is None:
+            return False
+        topics = await asyncio.wait_for(self.admin.topics(), self.settings.land_kafka_timeout_s)
+        return self.epoch.marker_topic in topics
+
+    async def renew(self, topics: list[TopicSpec]) -> tuple[Epoch | None, Reset | None]:
+        """The broker lost its log: recreate `topics`, then start a new epoch or adopt one another worker started.
+
+        Returns (the epoch before, the reset this call made or None when it adopted one).
+        """
+        old = self.epoch
+        await self.admin.ensure_topics(topics)
+        async with self.pool.acquire() as conn:
+            self.epoch, reset = await establish(conn, self.admin, self.settings)
+        return old, reset

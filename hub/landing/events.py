@@ -3,7 +3,7 @@
 Kinds: `broker-reset` (the broker lost its log; epoch.py), `log-truncated` (a topic was
 recreated behind landing's back), `records-missing` (a gap in a log), `topic-recreated`
 (a fully landed topic recreated to free the local broker's memory; broker_memory.py).
-The table is part of the catalog (hub/control/catalog.py).
+The table is part of the catalog (hub/catalog/store.py).
 """
 
 from __future__ import annotations

@@ -13,34 +13,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import asyncpg
-from aiokafka.errors import KafkaError
-
-from hub.errors import HubError, ServerUnavailable
+from hub.errors import HubError
+from hub.retriable import TRANSIENT, database_failure, retriable
 
 log = logging.getLogger("hub.land")
 
 T = TypeVar("T")
 
-# Failures that pass: the server restarts, a connection was cut, a lock timed out.
-DATABASE_TRANSIENT: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,  # ConnectionDoesNotExistError, ConnectionFailureError, ...
-    asyncpg.InterfaceError,  # "connection is closed", "pool is closing"
-    asyncpg.OperatorInterventionError,  # AdminShutdownError, CrashShutdownError, CannotConnectNowError
-    asyncpg.InsufficientResourcesError,  # TooManyConnectionsError, DiskFullError
-    asyncpg.TransactionRollbackError,  # deadlock or serialization failure: run it again
-    asyncpg.UndefinedTableError,  # a feed table dropped by hand: `hub apply` creates it again
-    asyncpg.UndefinedColumnError,  # a column the catalog has and the table lacks (re-read the catalog)
-    # An idle pooled connection that got the server's "shutting down" before its socket closed is handed
-    # out mid-error ("another operation is in progress"); a retry replaces every pooled connection.
-    asyncpg.InternalClientError,
-)
-KAFKA_TRANSIENT: tuple[type[BaseException], ...] = (KafkaError, ServerUnavailable)
-TRANSIENT = DATABASE_TRANSIENT + KAFKA_TRANSIENT
-KAFKA_CHECK_FAILED: tuple[type[BaseException], ...] = (*KAFKA_TRANSIENT, TimeoutError)
-NOT_NOW: tuple[type[BaseException], ...] = (*TRANSIENT, HubError)
+NOT_NOW: tuple[type[BaseException], ...] = (*TRANSIENT, HubError)  # while a rebalance positions partitions
 
 
 class Stopping(Exception):
@@ -70,12 +50,14 @@ class Retry:
         while True:
             try:
                 return await fn()
-            except TRANSIENT as exc:
+            except Exception as exc:
+                if not retriable(exc):
+                    raise
                 if self.stopping.is_set():
                     raise Stopping(what) from exc
                 self.count += 1
                 log.warning("cannot %s (%r): retrying in %.1f s", what, exc, backoff)
-                if isinstance(exc, DATABASE_TRANSIENT):
+                if database_failure(exc):
                     await self.after_database_failure()
             try:
                 await asyncio.wait_for(self.stopping.wait(), backoff)

@@ -18,8 +18,9 @@ from typing import Any, NamedTuple
 
 from fastavro import parse_schema, schemaless_reader
 
+from hub.dead_letters import RECEIVED_MS
 from hub.errors import PayloadError
-from hub.schema.avro import FeedSchema
+from hub.schema.avro import MAX_EPOCH_US, MIN_EPOCH_US, FeedSchema
 from hub.schema.wire import HEADER_SIZE, decode_wire
 
 
@@ -53,9 +54,6 @@ def _received_at(header: bytes | None) -> datetime | None:
         return None
 
 
-# fastavro makes datetimes of these; anything outside refuses a row as out_of_range, as before.
-_MIN_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z, microseconds since the Unix epoch
-_MAX_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 # A timestamp column's value: (field name, microseconds per unit of the writer's long).
 _TimeColumn = tuple[str, int]
 
@@ -225,7 +223,7 @@ class RowBuilder:
         buffer = io.BytesIO
         to_json = _to_json
         header_size = HEADER_SIZE
-        min_us, max_us = _MIN_US, _MAX_US
+        min_us, max_us = MIN_EPOCH_US, MAX_EPOCH_US  # what fastavro would make datetimes of
         last_header: bytes | None = None
         last_received: datetime | None = None
         for r in records:
@@ -253,7 +251,7 @@ class RowBuilder:
                         rec[name] = t
                 header = None
                 for k, v in r.headers:  # the first received_ms header, if any
-                    if k == "received_ms":
+                    if k == RECEIVED_MS:
                         header = v
                         break
                 if header != last_header or last_header is None:

@@ -33,6 +33,7 @@ import asyncpg
 
 from hub.identifiers import qualified, quote_ident
 from hub.landing.rows import FeedRows, Rejected, rejected
+from hub.schema.avro import MAX_EPOCH_US, MIN_EPOCH_US
 
 TopicPartitionKey = tuple[str, int]
 
@@ -46,8 +47,6 @@ _INFINITY = datetime(9999, 12, 31, 23, 59, 59, 999999)
 _NEGATIVE_INFINITY = datetime(1, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
 _ZERO = timedelta(0)
-_UNIX_MAX_US = 253_402_300_799_999_999  # _INFINITY (as UTC) in microseconds since the Unix epoch
-_UNIX_MIN_US = -62_135_596_800_000_000
 
 
 def _encode_timestamptz(value: Any) -> tuple[int]:
@@ -58,14 +57,14 @@ def _encode_timestamptz(value: Any) -> tuple[int]:
     are infinity).
     """
     if type(value) is int:
-        if _UNIX_MIN_US < value < _UNIX_MAX_US:
+        if MIN_EPOCH_US < value < MAX_EPOCH_US:
             return (value - _PG_EPOCH_UNIX_US,)
         # asyncpg's codec sends datetime.max/min (even UTC-aware, as fastavro made them) as infinity.
         return (
             (_PG_INFINITY,)
-            if value == _UNIX_MAX_US
+            if value == MAX_EPOCH_US
             else (_PG_NEGATIVE_INFINITY,)
-            if value == _UNIX_MIN_US
+            if value == MIN_EPOCH_US
             else (value - _PG_EPOCH_UNIX_US,)
         )
     if not isinstance(value, datetime):

@@ -62,6 +62,13 @@ class WireEncoder:
         return buffer.getvalue()
 
 
+def schema_id_of(data: bytes | None) -> int | None:
+    """The schema id in a wire-format message's header; None when it does not start with one."""
+    if not data or len(data) < HEADER_SIZE or data[0] != MAGIC:
+        return None
+    return int.from_bytes(data[1:HEADER_SIZE], "big")
+
+
 def decode_wire(data: bytes) -> tuple[int, bytes]:
     """(schema id, Avro body) of one wire-format message; PayloadError('not_decodable') if it is not one."""
     if len(data) < HEADER_SIZE:
@@ -74,7 +81,7 @@ def decode_wire(data: bytes) -> tuple[int, bytes]:
         raise PayloadError(
             "not_decodable", f"message starts with byte {data[0]:#04x}; the Confluent wire format starts with 0x00"
         )
-    return int.from_bytes(data[1:HEADER_SIZE], "big"), bytes(data[HEADER_SIZE:])
+    return int.from_bytes(data[1:HEADER_SIZE], "big"), bytes(data[HEADER_SIZE:])  # schema_id_of, checked above
 
 
 def _encoding_error(schema: Any, schema_id: int, record: Any, exc: Exception) -> PayloadError:

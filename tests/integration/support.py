@@ -315,7 +315,9 @@ running_landing = running_land
 
 async def assigned_topic(worker: LandingWorker, topic: str, timeout_s: float = 30.0) -> bool:
     """Wait until the worker owns partitions of `topic` and is positioned at their stored offsets."""
-    return await eventually(lambda: any(tp.topic == topic for tp in worker.assigned) and not worker._pending, timeout_s)
+    return await eventually(
+        lambda: any(tp.topic == topic for tp in worker.assigned) and not worker.positions.pending, timeout_s
+    )
 
 
 async def feed_runtime(settings: HubSettings, partner: str, feed: str) -> FeedRuntime:

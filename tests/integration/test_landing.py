@@ -37,6 +37,7 @@ from hub.settings import HubSettings
 from hub.stack import servers
 from hub.stack.broker_auth import LocalBrokerAuth
 from hub.stack.process import wait_for_port
+from tests.feeds import KEY_FIELDS
 from tests.integration.support import (
     REPO,
     Device,
@@ -228,11 +229,7 @@ feeds:
 
 
 def reading_schema(name: str, version: int) -> dict[str, Any]:
-    fields: list[dict[str, Any]] = [
-        {"name": "device_id", "type": "string"},
-        {"name": "time", "type": {"type": "long", "logicalType": "timestamp-millis"}},
-        {"name": "ppm", "type": "double"},
-    ]
+    fields: list[dict[str, Any]] = [*KEY_FIELDS, {"name": "ppm", "type": "double"}]
     if version >= 2:
         fields += [
             {"name": "temperature_c", "type": ["null", "double"], "default": None},

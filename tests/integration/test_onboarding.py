@@ -25,18 +25,15 @@ from hub.control.apply import apply
 from hub.kafka import KafkaAdmin
 from hub.settings import HubSettings
 from hub.stack.broker_auth import LocalBrokerAuth
+from tests.feeds import FLOW_M3S, LEVEL_M, RIVERTON_PARTNER, river_level
 from tests.integration.support import REPO, Device, Subscriber, unique
 
 HUB = [sys.executable, "-m", "hub"]
 
-CONFIG = """\
-# A water utility's river gauges: level every 5 minutes, flow where the gauge measures it.
-partner:
-  id: PARTNER
-  name: Riverton Water Utility
-  kind: city
-  contact: telemetry@riverton-water.example
-
+CONFIG = (
+    "# A water utility's river gauges: level every 5 minutes, flow where the gauge measures it.\n"
+    + RIVERTON_PARTNER.format(partner="PARTNER")
+    + """
 feeds:
   - name: river_levels
     description: Water level and flow at river gauges, every 5 minutes.
@@ -55,20 +52,15 @@ feeds:
     retention: 400d
     partitions: 3
 """
+)
 
-SCHEMA: dict[str, Any] = {
-    "type": "record",
-    "name": "RiverLevel",
-    "namespace": "hub.water",
-    "doc": "One reading of a river gauge.",
-    "fields": [
-        {"name": "device_id", "type": "string"},
-        {"name": "time", "type": {"type": "long", "logicalType": "timestamp-millis"}},
-        {"name": "level_m", "type": "double", "doc": "metres above the gauge datum"},
-        {"name": "flow_m3s", "type": ["null", "double"], "default": None},
-        {"name": "battery_v", "type": ["null", "float"], "default": None},
-    ],
-}
+SCHEMA = river_level(
+    {**LEVEL_M, "doc": "metres above the gauge datum"},
+    FLOW_M3S,
+    {"name": "battery_v", "type": ["null", "float"], "default": None},
+    namespace="hub.water",
+    doc="One reading of a river gauge.",
+)
 
 # information_schema's view of the table that SCHEMA becomes: (column, type, nullable).
 COLUMNS = [

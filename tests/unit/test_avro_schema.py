@@ -21,10 +21,10 @@ from hub.schema.avro import (
     parse_feed_schema,
 )
 from hub.schema.compatibility import Compatibility, check_compatibility
+from tests.feeds import DEVICE_ID, TIME_MS
 
 SOURCE = "schemas/air.avsc"
-DEVICE_ID: dict[str, Any] = {"name": "device_id", "type": "string"}
-TIME: dict[str, Any] = {"name": "time", "type": {"type": "long", "logicalType": "timestamp-millis"}}
+TIME = TIME_MS
 
 
 def record(*fields: dict[str, Any], name: str = "air", keys: bool = True) -> dict[str, Any]:

@@ -13,18 +13,15 @@ from hub.connector.model import ConnectorConfig, FieldMapping
 from hub.control.desired import load_desired
 from hub.errors import ConfigError, SchemaError
 from hub.settings import HubSettings
+from tests.feeds import FLOW_M3S, LEVEL_M, RIVERTON_PARTNER, river_level
 
 REPO = Path(__file__).resolve().parents[2]
 FILE = "connectors/riverton_water.yaml"
 
-CONFIG = """\
-# Riverton Water: river gauges.
-partner:
-  id: riverton_water
-  name: Riverton Water Utility
-  kind: city
-  contact: telemetry@riverton-water.example
-
+CONFIG = (
+    "# Riverton Water: river gauges.\n"
+    + RIVERTON_PARTNER.format(partner="riverton_water")
+    + """
 feeds:
   - name: river_levels
     description: Water level at river gauges, every 5 minutes.
@@ -49,18 +46,9 @@ feeds:
     schema: river_level
     topic: rain/{device_id}
 """
+)
 
-RIVER_LEVEL: dict[str, Any] = {
-    "type": "record",
-    "name": "RiverLevel",
-    "namespace": "hub.riverton_water",
-    "fields": [
-        {"name": "device_id", "type": "string"},
-        {"name": "time", "type": {"type": "long", "logicalType": "timestamp-millis"}},
-        {"name": "level_m", "type": "double"},
-        {"name": "flow_m3s", "type": ["null", "double"], "default": None},
-    ],
-}
+RIVER_LEVEL = river_level(LEVEL_M, FLOW_M3S, namespace="hub.riverton_water")
 
 
 def line_of(text: str, fragment: str, occurrence: int = 1) -> int:

@@ -15,18 +15,16 @@ from hub.control.tables import HUB_COLUMNS, pg_type
 from hub.errors import ConfigError, SchemaError
 from hub.schema.avro import parse_feed_schema
 from hub.settings import HubSettings
+from tests.feeds import LEVEL_M, RIVERTON_PARTNER, river_level
 
 SETTINGS = HubSettings(state_dir=Path("/nonexistent"))
 FILE = "connectors/riverton_water.yaml"
 SUBJECT = "hub.riverton_water.river_levels-value"
 TABLE = "riverton_water.river_levels"
 
-CONFIG = """\
-partner:
-  id: riverton_water
-  name: Riverton Water Utility
-  kind: city
-  contact: telemetry@riverton-water.example
+CONFIG = (
+    RIVERTON_PARTNER.format(partner="riverton_water")
+    + """\
 feeds:
   - name: river_levels
     description: Water level at river gauges.
@@ -35,17 +33,14 @@ feeds:
     topic: rivers/{device_id}/level
     time: {field: ts, format: epoch_s}
 """
+)
 
-KEYS: list[dict[str, Any]] = [
-    {"name": "device_id", "type": "string"},
-    {"name": "time", "type": {"type": "long", "logicalType": "timestamp-millis"}},
-]
-LEVEL: dict[str, Any] = {"name": "level_m", "type": "double"}
+LEVEL = LEVEL_M
 GAUGE: dict[str, Any] = {"name": "gauge_name", "type": "string"}
 
 
 def schema(*fields: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "record", "name": "RiverLevel", "fields": [*KEYS, *fields]}
+    return river_level(*fields)
 
 
 def desired(config: str = CONFIG, avro: dict[str, Any] | None = None) -> list[DesiredPartner]:

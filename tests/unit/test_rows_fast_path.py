@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from hub.errors import PayloadError
 from hub.landing import rows as rows_module
 from hub.landing.rows import FeedRows, RowBuilder
-from hub.schema.avro import FeedSchema, parse_feed_schema
+from hub.schema.avro import MAX_EPOCH_US, MIN_EPOCH_US, FeedSchema, parse_feed_schema
 from hub.schema.wire import WireEncoder, decode_wire
 from tests.unit.kafka_records import RECEIVED_MS, consumer_record
 
@@ -139,7 +139,7 @@ def reference_build(builder: RowBuilder, records: list[Any]) -> FeedRows:
                 value = rec.get(name)
                 if value is not None:
                     value *= scale
-                    if not rows_module._MIN_US <= value <= rows_module._MAX_US:
+                    if not MIN_EPOCH_US <= value <= MAX_EPOCH_US:
                         raise ValueError(f"field {name!r}: {value} us since 1970 is outside years 1 to 9999")
                     rec[name] = value
             header = next((v for k, v in r.headers if k == "received_ms"), None)
@@ -241,10 +241,10 @@ def test_out_of_range_timestamps_are_refused_as_out_of_range(reader_kind: str) -
         ENCODERS[2].encode(base | {"seen": -62_135_596_800_001}),  # just before year 1
         ENCODERS[2].encode(base | {"seen": 253_402_300_799_999}),  # the last millisecond of 9999: fine
         ENCODERS[1].encode(random_record(random.Random(1), 1) | {"time": 2**62}),  # older version
-        ENCODERS[2].encode(base | {"calibrated": rows_module._MAX_US}),  # the last microsecond: fine
-        ENCODERS[2].encode(base | {"calibrated": rows_module._MAX_US + 1}),
-        ENCODERS[2].encode(base | {"calibrated": rows_module._MIN_US}),  # the first microsecond: fine
-        ENCODERS[2].encode(base | {"calibrated": rows_module._MIN_US - 1}),
+        ENCODERS[2].encode(base | {"calibrated": MAX_EPOCH_US}),  # the last microsecond: fine
+        ENCODERS[2].encode(base | {"calibrated": MAX_EPOCH_US + 1}),
+        ENCODERS[2].encode(base | {"calibrated": MIN_EPOCH_US}),  # the first microsecond: fine
+        ENCODERS[2].encode(base | {"calibrated": MIN_EPOCH_US - 1}),
     ]
     rows = both([kafka_record(v, i) for i, v in enumerate(values)])
     assert [r.offset for r in rows.rejected] == [0, 1, 3, 5, 7]
