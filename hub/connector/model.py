@@ -22,8 +22,10 @@ from pydantic import (
     model_validator,
 )
 
+from hub.connector.paths import is_flat, parse_path
 from hub.errors import IdentifierError
 from hub.identifiers import check_identifier
+from hub.schema.avro import COLUMN_NAME, DEVICE_ID, TIME
 from hub.schema.compatibility import Compatibility
 
 _DURATION = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
@@ -89,11 +91,38 @@ class Partner(Strict):
         return _identifier(v, "partner id")
 
 
+def _schema_field(value: str, key: str) -> str:
+    if not COLUMN_NAME.fullmatch(value):
+        raise ValueError(
+            f"{key} {value!r} is not a field name of an Avro feed schema: use 1-63 lower-case letters, digits "
+            "and underscores, starting with a letter"
+        )
+    return value
+
+
 class DeviceIdSource(Strict):
-    """Where the device id comes from: the `{device_id}` level of the topic, or a payload field."""
+    """Where the device id comes from: the `{device_id}` level of the topic, or a payload field (a path).
+
+    `schema_field` is what the partner's schema calls its device id field; the hub's records and
+    tables call it `device_id` whatever the partner's name for it.
+    """
 
     source: Literal["topic", "field"] = "topic"
     field: str | None = None
+    schema_field: str = Field(default=DEVICE_ID, description="The schema's name for the device id field.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _field_means_source_field(cls, data: object) -> object:
+        # `device_id: {field: station.id}` says where the id is: `source: field` goes without saying.
+        if isinstance(data, dict) and data.get("field") and "source" not in data:
+            return {**data, "source": "field"}
+        return data
+
+    @field_validator("schema_field")
+    @classmethod
+    def _schema_name(cls, v: str) -> str:
+        return _schema_field(v, "device_id.schema_field")
 
     @model_validator(mode="after")
     def _field_when_needed(self) -> DeviceIdSource:
@@ -116,6 +145,7 @@ class EventTime(Strict):
 
     source: Literal["field", "received"] = "field"
     field: str | None = "time"
+    schema_field: str = Field(default=TIME, description="The schema's name for the event time field.")
     format: TimeFormat | str = Field(
         default=TimeFormat.iso8601,
         description="iso8601, epoch_s, epoch_ms, epoch_us, or a strftime pattern such as '%d/%m/%Y %H:%M:%S'",
@@ -123,6 +153,19 @@ class EventTime(Strict):
     timezone: str = Field(default="UTC", description="Zone of times that carry none (IANA name).")
     max_future: Duration = timedelta(minutes=5)
     max_age: Duration = timedelta(days=7)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _field_defaults_to_schema_field(cls, data: object) -> object:
+        # A partner that names its time field `observed_at` in the schema usually sends it so named too.
+        if isinstance(data, dict) and data.get("schema_field") and "field" not in data:
+            return {**data, "field": data["schema_field"]}
+        return data
+
+    @field_validator("schema_field")
+    @classmethod
+    def _schema_name(cls, v: str) -> str:
+        return _schema_field(v, "time.schema_field")
 
     @field_validator("max_future", "max_age", mode="before")
     @classmethod
@@ -170,7 +213,7 @@ class EventTime(Strict):
 class FieldMapping(Strict):
     """How one schema field is filled from the payload: its source name and a linear unit conversion."""
 
-    source: str = Field(min_length=1, description="Name of the payload field (or CSV column).")
+    source: str = Field(min_length=1, description="Path of the payload field (or the CSV column's name).")
     scale: float = 1.0
     offset: float = 0.0
 
@@ -191,7 +234,7 @@ FieldMappingIn = Annotated[FieldMapping, BeforeValidator(_mapping_from_text)]
 class CsvOptions(Strict):
     columns: list[str] = Field(min_length=1)
     delimiter: str = Field(default=",", min_length=1, max_length=1)
-    header: bool = Field(default=False, description="Skip a first line equal to the column names.")
+    header: bool = Field(default=True, description="Skip a line equal to the column names (a header line).")
 
 
 class Feed(Strict):
@@ -262,7 +305,41 @@ class Feed(Strict):
             )
         if self.compress_after >= self.retention:
             raise ValueError("compress_after must be shorter than retention")
+        if self.device_id.schema_field == self.time.schema_field:
+            raise LocatedError(
+                f"device_id.schema_field and time.schema_field both name {self.time.schema_field!r}: the device id "
+                "and the event time are two fields of the schema",
+                ("time", "schema_field"),
+            )
+        for loc, reference in self.references():
+            self._check_reference(loc, reference)
         return self
+
+    def references(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Every payload reference of the feed with its key path: device id, time, each mapped field."""
+        found: list[tuple[tuple[str | int, ...], str]] = []
+        if self.device_id.source == "field" and self.device_id.field:
+            found.append((("device_id", "field"), self.device_id.field))
+        if self.time.source == "field" and self.time.field:
+            found.append((("time", "field"), self.time.field))
+        for name, mapping in self.fields.items():
+            found.append((("fields", name, "source"), mapping.source))
+        return found
+
+    def _check_reference(self, loc: tuple[str | int, ...], reference: str) -> None:
+        if self.format == PayloadFormat.csv:
+            columns = self.csv.columns if self.csv is not None else []
+            if reference not in columns and not is_flat(reference):
+                raise LocatedError(
+                    f"{reference!r} is a path into a nested payload, but CSV payloads are flat: name one of the "
+                    f"columns of csv.columns ({', '.join(columns[:12])})",
+                    loc,
+                )
+            return
+        try:
+            parse_path(reference)
+        except ValueError as exc:
+            raise LocatedError(str(exc), loc) from None
 
     def mapping(self, schema_field: str) -> FieldMapping:
         found = self.fields.get(schema_field)

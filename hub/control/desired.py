@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from hub.connector.loader import connector_files, key_line, load_connector
-from hub.connector.model import PayloadFormat
+from hub.connector.model import Feed, PayloadFormat
 from hub.control.plan import DesiredFeed, DesiredPartner, desired_feed
+from hub.control.schema_paths import path_problem
 from hub.errors import ConfigError
-from hub.schema.avro import FeedSchema, load_feed_schema
+from hub.schema.avro import FeedSchema, KeyFieldError, KeyNames, load_feed_schema
 from hub.settings import HubSettings
 
 KEY_FIELDS = ("device_id", "time")
@@ -20,10 +21,22 @@ def default_schemas_dir(config_file: Path) -> Path:
     return beside if beside.is_dir() else Path("schemas")
 
 
+class _Fail:
+    """Errors about one feed of one file, with the line of the key they concern."""
+
+    def __init__(self, file: Path, index: int) -> None:
+        self.file, self.index = file, index
+
+    def __call__(self, msg: str, *loc: str | int) -> ConfigError:
+        full = ("feeds", self.index, *loc)
+        name = "feeds" + f"[{self.index}]" + "".join(f".{p}" for p in loc)
+        return ConfigError(msg, file=str(self.file), line=key_line(self.file, full), field=name)
+
+
 def load_desired(path: Path, settings: HubSettings, schemas_dir: Path | None = None) -> list[DesiredPartner]:
     partners: list[DesiredPartner] = []
     owners: dict[str, str] = {}
-    cache: dict[Path, FeedSchema] = {}
+    cache: dict[tuple[Path, KeyNames], FeedSchema] = {}
     for file in connector_files(path):
         cfg = load_connector(file)
         pid = cfg.partner.id
@@ -38,42 +51,74 @@ def load_desired(path: Path, settings: HubSettings, schemas_dir: Path | None = N
         sdir = schemas_dir or default_schemas_dir(file)
         feeds: list[DesiredFeed] = []
         for i, feed in enumerate(cfg.feeds):
-
-            def fail(msg: str, *loc: str | int, i: int = i, file: Path = file) -> ConfigError:
-                full = ("feeds", i, *loc)
-                name = "feeds" + f"[{i}]" + "".join(f".{p}" for p in loc)
-                return ConfigError(msg, file=str(file), line=key_line(file, full), field=name)
-
+            fail = _Fail(file, i)
             spath = sdir / f"{feed.schema_}.avsc"
             if not spath.is_file():
                 raise fail(f"unknown schema {feed.schema_!r}: there is no {spath}", "schema")
-            schema = cache.get(spath) or load_feed_schema(spath)
-            cache[spath] = schema
-            for key in feed.fields:
-                if key in KEY_FIELDS:
-                    raise fail(f"{key!r} is set by the `{key}:` section, not under fields", "fields", key)
-                if key not in schema.fields:
-                    raise fail(
-                        f"schema {schema.name} has no field {key!r}; its fields are {', '.join(schema.fields)}",
-                        "fields",
-                        key,
-                    )
-            if feed.device_id.source == "field" and feed.format == PayloadFormat.avro:
-                if feed.device_id.field != "device_id":
-                    raise fail("Avro payloads carry the schema's own device_id field", "device_id")
-            if feed.format == PayloadFormat.csv and feed.csv is not None:
-                columns = set(feed.csv.columns)
-                for col in schema.columns:
-                    if col.name in KEY_FIELDS or col.nullable:
-                        continue
-                    source = feed.mapping(col.name).source
-                    if source not in columns:
-                        raise fail(
-                            f"required schema field {col.name!r} reads CSV column {source!r}, "
-                            f"which is not in csv.columns",
-                            "csv",
-                            "columns",
-                        )
+            keys = KeyNames(feed.device_id.schema_field, feed.time.schema_field)
+            schema = cache.get((spath, keys))
+            if schema is None:
+                try:
+                    schema = load_feed_schema(spath, keys)
+                except KeyFieldError as exc:
+                    raise fail(str(exc), *exc.key.split(".")) from None
+                cache[(spath, keys)] = schema
+            check_feed(feed, schema, fail)
             feeds.append(desired_feed(settings, pid, feed, schema, str(file), i))
         partners.append(DesiredPartner(cfg, str(file), tuple(feeds)))
     return partners
+
+
+def check_feed(feed: Feed, schema: FeedSchema, fail: _Fail) -> None:
+    """What the config says against what its schema and payload format allow."""
+    own = {hub: partner for partner, hub in schema.renamed}
+    for key in feed.fields:
+        if key in KEY_FIELDS or key in own.values():
+            section = next((k for k in KEY_FIELDS if key in (k, own.get(k))), key)
+            raise fail(f"{key!r} is set by the `{section}:` section, not under fields", "fields", key)
+        if key not in schema.fields:
+            fields = ", ".join(schema.fields)
+            raise fail(f"schema {schema.name} has no field {key!r}; its fields are {fields}", "fields", key)
+    if feed.format == PayloadFormat.avro:
+        _check_avro(feed, schema, fail)
+    if feed.format == PayloadFormat.csv and feed.csv is not None:
+        _check_csv(feed, schema, fail)
+
+
+def _check_avro(feed: Feed, schema: FeedSchema, fail: _Fail) -> None:
+    device = feed.device_id
+    if device.source == "field" and device.field != device.schema_field:
+        raise fail(
+            f"Avro payloads carry the schema's own device id field {device.schema_field!r}: set device_id.field to "
+            f"{device.schema_field!r}, or take the id from the topic (device_id.source: topic)",
+            "device_id",
+            "field",
+        )
+    t = feed.time
+    if t.source == "field" and t.field and t.field != t.schema_field:
+        problem = path_problem(schema.parsed, t.field, {own: hub for own, hub in schema.renamed})
+        if problem:
+            raise fail(f"time.field {t.field!r} cannot exist in this feed's Avro payloads: {problem}", "time", "field")
+
+
+def _check_csv(feed: Feed, schema: FeedSchema, fail: _Fail) -> None:
+    assert feed.csv is not None
+    columns = set(feed.csv.columns)
+    for section, ref in (("device_id", feed.device_id), ("time", feed.time)):
+        if ref.source == "field" and ref.field and ref.field not in columns:
+            raise fail(
+                f"{section}.field reads column {ref.field!r}, which is not in csv.columns "
+                f"({', '.join(feed.csv.columns)})",
+                section,
+                "field",
+            )
+    for col in schema.columns:
+        if col.name in KEY_FIELDS or col.nullable:
+            continue
+        source = feed.mapping(col.name).source
+        if source not in columns:
+            raise fail(
+                f"required schema field {col.name!r} reads CSV column {source!r}, which is not in csv.columns",
+                "csv",
+                "columns",
+            )

@@ -164,7 +164,8 @@ def _plan_feed(plan: Plan, f: DesiredFeed, current: CurrentState) -> list[str]:
         plan.changes.append(Change("feed", "create", target, f"mqtt {f.mqtt_filter}, format {f.feed.format}"))
     else:
         _check_partitions(f, row)
-        changed = sorted(k for k in new_config.keys() | row.config.keys() if new_config.get(k) != row.config.get(k))
+        old_config = _as_current_model(row.config)
+        changed = sorted(k for k in new_config.keys() | old_config.keys() if new_config.get(k) != old_config.get(k))
         if row.mqtt_filter != f.mqtt_filter and "topic" not in changed:
             changed.append("topic")
         if changed:
@@ -201,6 +202,15 @@ def _plan_feed(plan: Plan, f: DesiredFeed, current: CurrentState) -> list[str]:
         if not problems:  # a refused schema change is reported once, by its compatibility rule
             problems += [f"{f.file}: feed {f.feed.name}, schema {f.schema.name}: {p}" for p in table_problems]
     return problems
+
+
+def _as_current_model(config: dict[str, Any]) -> dict[str, Any]:
+    """An applied config as this version of the model writes it: keys added since get their defaults,
+    so an upgrade of the hub alone is no change to a feed."""
+    try:
+        return Feed.model_validate(config).model_dump(mode="json", by_alias=True)
+    except ValueError:
+        return config
 
 
 def _check_partitions(f: DesiredFeed, row: FeedRow) -> None:

@@ -67,10 +67,12 @@ import fastavro
 import orjson
 
 from hub.connector.model import Feed, PayloadFormat
+from hub.connector.paths import is_flat, parse_path
 from hub.errors import ConfigError, PayloadError, SchemaError
 from hub.ingest.describe import avro_kind, clip, found
 from hub.ingest.event_time import out_of_range, plain_time, time_parser
 from hub.ingest.field_converters import MISSING, Builder, Converter
+from hub.ingest.payload_paths import Getter, getter
 from hub.schema.avro import without_timestamp_types
 
 DeviceReader = Callable[[Mapping[str, Any], str | None], str]
@@ -119,7 +121,8 @@ class FeedDecoder:
         text = feed.format == PayloadFormat.csv
         builder = Builder(named, text=text)
         columns = feed.csv.columns if feed.csv is not None else []
-        plan: list[tuple[str, str, Converter]] = []
+        flat: list[tuple[str, str, Converter]] = []
+        nested: list[tuple[str, Getter, Converter]] = []
         for f in fields:
             name = f["name"]
             if name in (DEVICE_FIELD, TIME_FIELD):
@@ -149,8 +152,14 @@ class FeedDecoder:
                 scale=scale,
                 offset=offset,
             )
-            plan.append((name, source, conv))
-        self._plan: tuple[tuple[str, str, Converter], ...] = tuple(plan)
+            path = self._path(source, label)
+            if path is None:
+                flat.append((name, source, conv))
+            else:
+                nested.append((name, path, conv))
+        # Fields read with one dict lookup, and fields read at a path into nested objects and arrays.
+        self._plan: tuple[tuple[str, str, Converter], ...] = tuple(flat)
+        self._nested: tuple[tuple[str, Getter, Converter], ...] = tuple(nested)
         self._device: DeviceReader = self._device_reader()
         self._time: TimeReader = self._time_reader()
 
@@ -192,7 +201,18 @@ class FeedDecoder:
         }
         for name, source, conv in self._plan:
             record[name] = conv(obj.get(source, MISSING))
+        for name, path, conv in self._nested:
+            record[name] = conv(path(obj))
         return record
+
+    def _path(self, reference: str, label: str) -> Getter | None:
+        """The compiled reader of a payload reference; None for a top-level key (read with `dict.get`)."""
+        if self._format is PayloadFormat.csv or is_flat(reference):
+            return None
+        try:
+            return getter(parse_path(reference), label)
+        except ValueError as exc:  # `hub plan` refuses such a config first
+            raise ConfigError(str(exc)) from None
 
     def _csv_object(self, payload: bytes) -> dict[str, str]:
         try:
@@ -261,11 +281,16 @@ class FeedDecoder:
 
             return from_topic
 
-        field = source.field or DEVICE_FIELD
-        where = f"payload field {field!r}" if self._format is not PayloadFormat.csv else f"column {field!r}"
+        # Avro payloads carry the schema's own device id field (its name in the hub's records: device_id).
+        field = DEVICE_FIELD if self._format is PayloadFormat.avro else (source.field or DEVICE_FIELD)
+        shown = source.field or source.schema_field
+        where = f"payload field {shown!r}" if self._format is not PayloadFormat.csv else f"column {shown!r}"
+        label = f"device id ({where})"
+        path = self._path(field, label)
+        name = source.schema_field
 
         def from_field(obj: Mapping[str, Any], topic: str | None) -> str:
-            value = obj.get(field, MISSING)
+            value = obj.get(field, MISSING) if path is None else path(obj)
             if type(value) is str:
                 if fullmatch(value):
                     return value
@@ -276,10 +301,8 @@ class FeedDecoder:
                     return text
                 raise _bad_device_id(text, where)
             if value is MISSING:
-                raise PayloadError("missing_field", f"field {DEVICE_FIELD!r} is missing: expected it in {where}")
-            raise PayloadError(
-                "bad_device_id", f"device id ({where}): expected a string or an integer, got {found(value)}"
-            )
+                raise PayloadError("missing_field", f"field {name!r} is missing: expected it in {where}")
+            raise PayloadError("bad_device_id", f"{label}: expected a string or an integer, got {found(value)}")
 
         return from_field
 
@@ -296,24 +319,28 @@ class FeedDecoder:
 
             return received
 
-        field = cfg.field or TIME_FIELD
-        if self._format is PayloadFormat.avro:
+        field = cfg.field or cfg.schema_field
+        name = cfg.schema_field
+        avro = self._format is PayloadFormat.avro
+        if avro:
             label = f"field {field!r}"
         else:
-            label = f"field {TIME_FIELD!r}" + ("" if field == TIME_FIELD else f" (from {field!r})")
-        if self._format is PayloadFormat.avro and field == TIME_FIELD:
+            label = f"field {name!r}" + ("" if field == name else f" (from {field!r})")
+        if avro and field == name:  # the schema's own time field: an int already
+            field = TIME_FIELD
             parse = plain_time(label, unit)
         else:
             parse = time_parser(cfg.format, ZoneInfo(cfg.timezone) if cfg.timezone != "UTC" else UTC, unit, label)
-        where = f"column {field!r}" if self._format is PayloadFormat.csv else f"payload field {field!r}"
+        where = f"column {field!r}" if self._format is PayloadFormat.csv else f"payload field {cfg.field or name!r}"
+        path = self._path(field, label)
         max_age = min(cfg.max_age // timedelta(microseconds=1_000_000 // unit), _MAX_WINDOW)
         max_future = min(cfg.max_future // timedelta(microseconds=1_000_000 // unit), _MAX_WINDOW)
         now = self._now
 
         def from_field(obj: Mapping[str, Any], received_at_ms: int) -> int:
-            value = obj.get(field, MISSING)
+            value = obj.get(field, MISSING) if path is None else path(obj)
             if value is MISSING:
-                raise PayloadError("missing_field", f"field {TIME_FIELD!r} is missing: expected it in {where}")
+                raise PayloadError("missing_field", f"field {name!r} is missing: expected it in {where}")
             t: int = parse(value)
             current = int(now() * unit)
             if current - max_age <= t <= current + max_future:

@@ -1,9 +1,13 @@
 """Feed schemas: parse an Avro schema file and derive its SQL columns (compatibility.py checks new versions).
 
-A feed schema is an Avro record with a non-nullable string `device_id` and a non-nullable
-`time` (long, timestamp-millis or timestamp-micros). Every top-level field becomes an SQL
-column, so its name must be a safe lower-case identifier. Errors are `SchemaError`s whose
-message starts with the schema's source file and names the field and the rule.
+A feed schema is an Avro record with a non-nullable string device id field and a non-nullable
+event time field (long, timestamp-millis or timestamp-micros). The partner may call them what it
+calls them (`station_id`, `observed_at`: the connector config's `device_id.schema_field` and
+`time.schema_field`, `KeyNames` here); the hub's own version of the schema, the one registered,
+written to Kafka and landed, names them `device_id` and `time`, with the partner's names kept as
+Avro `aliases` (`hub_schema`). Every top-level field becomes an SQL column, so its name must be a
+safe lower-case identifier. Errors are `SchemaError`s whose message starts with the schema's
+source file and names the field and the rule.
 """
 
 from __future__ import annotations
@@ -45,13 +49,35 @@ class Column:
     numeric: bool  # int/long/float/double/decimal: may be averaged in rollups
 
 
+class KeyFieldError(SchemaError):
+    """The schema lacks (or clashes with) a key field named by the connector config; `key` is that config key."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass(frozen=True)
+class KeyNames:
+    """What a partner's schema calls the device id and event time fields (the config's `*.schema_field`)."""
+
+    device_id: str = DEVICE_ID
+    time: str = TIME
+
+    @property
+    def own(self) -> bool:
+        """Whether the partner names either key field otherwise than the hub."""
+        return (self.device_id, self.time) != (DEVICE_ID, TIME)
+
+
 @dataclass(frozen=True)
 class FeedSchema:
     name: str  # the file's base name, e.g. 'traffic_count'
-    canonical: str  # the full schema JSON, keys sorted, no whitespace: what is registered and compared
+    canonical: str  # the hub's schema JSON, keys sorted, no whitespace: what is registered and compared
     parsed: dict[str, Any]  # fastavro.parse_schema result, for schemaless_writer/reader
-    fields: tuple[str, ...]  # top-level field names, in schema order
+    fields: tuple[str, ...]  # top-level field names of the hub's schema, in schema order
     columns: tuple[Column, ...]  # device_id and time first, then the other fields in schema order
+    renamed: tuple[tuple[str, str], ...] = ()  # (the partner's name, the hub's name) of renamed key fields
 
     @cached_property
     def parsed_raw(self) -> dict[str, Any]:
@@ -146,7 +172,7 @@ def _non_null_branches(schema: Any) -> list[Any]:
 # --------------------------------------------------------------------------- parsing
 
 
-def load_feed_schema(path: Path) -> FeedSchema:
+def load_feed_schema(path: Path, keys: KeyNames | None = None) -> FeedSchema:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -155,11 +181,15 @@ def load_feed_schema(path: Path) -> FeedSchema:
         raise SchemaError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise SchemaError(f"{path}: cannot be read: {exc.strerror or exc}") from None
-    return parse_feed_schema(text, str(path))
+    return parse_feed_schema(text, str(path), keys)
 
 
-def parse_feed_schema(text: str, source: str) -> FeedSchema:
-    """Parse and check one feed schema; `source` (the file name) starts every error message."""
+def parse_feed_schema(text: str, source: str, keys: KeyNames | None = None) -> FeedSchema:
+    """Parse and check one feed schema; `source` (the file name) starts every error message.
+
+    With `keys` naming the partner's own key fields, the result is the hub's version of the schema
+    (see `hub_schema`).
+    """
     try:
         data: Any = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -172,8 +202,13 @@ def parse_feed_schema(text: str, source: str) -> FeedSchema:
         raise SchemaError(
             f'{source}: the top-level type must be "record" (one field per column), not {_short_json(found)}'
         )
+    renamed: tuple[tuple[str, str], ...] = ()
+    if keys is not None and keys.own:
+        avro_parse(data, source)  # the partner's own schema must be valid Avro as it is
+        data, renamed = hub_schema(data, keys, source)
+        parsed = _fastavro_parse(data, source)
     record = avro_parse(data, source)
-    _check_key_fields(record, source)
+    _check_key_fields(record, source, dict((hub, own) for own, hub in renamed))
     columns = _columns(record, source)
     return FeedSchema(
         name=_base_name(source),
@@ -181,7 +216,48 @@ def parse_feed_schema(text: str, source: str) -> FeedSchema:
         parsed=parsed,
         fields=tuple(f.name for f in record.fields),
         columns=columns,
+        renamed=renamed,
     )
+
+
+def hub_schema(data: dict[str, Any], keys: KeyNames, source: str) -> tuple[dict[str, Any], tuple[tuple[str, str], ...]]:
+    """The partner's record schema with its key fields named `device_id` and `time` (their own names as aliases).
+
+    Only names change, so both schemas write and read the same bytes: a device sending Avro written
+    with the partner's schema is read with the hub's, and every Kafka consumer, landing and the
+    tables see one vocabulary whatever each partner calls its fields.
+    """
+    fields = data.get("fields")
+    if not isinstance(fields, list):
+        return data, ()
+    names = [f.get("name") for f in fields if isinstance(f, dict)]
+    renames = [(own, hub, key) for own, hub, key in (
+        (keys.device_id, DEVICE_ID, "device_id.schema_field"), (keys.time, TIME, "time.schema_field")
+    ) if own != hub]  # fmt: skip
+    for own, hub, key in renames:
+        what = "device id" if hub == DEVICE_ID else "event time"
+        if own not in names:
+            raise KeyFieldError(
+                f"{source}: has no field {own!r}, which the connector config's {key} names as the {what}: "
+                f"change {key} to the schema's {what} field (its fields: {', '.join(map(str, names))})",
+                key,
+            )
+        if hub in names:
+            raise KeyFieldError(
+                f"{source}: field {hub!r} is not the {what} ({key} names {own!r}), but the hub's records and tables "
+                f"call the {what} {hub!r}: rename the schema's field {hub!r}, or remove {key} from the connector "
+                f"config if {hub!r} is the {what}",
+                key,
+            )
+    out = {**data, "fields": []}
+    for f in fields:
+        rename = next((r for r in renames if isinstance(f, dict) and f.get("name") == r[0]), None)
+        if rename is None:
+            out["fields"].append(f)
+            continue
+        aliases = [a for a in f.get("aliases", []) if a != rename[1]]
+        out["fields"].append({**f, "name": rename[1], "aliases": [rename[0], *(a for a in aliases if a != rename[0])]})
+    return out, tuple((own, hub) for own, hub, _ in renames)
 
 
 def _base_name(source: str) -> str:
@@ -278,23 +354,31 @@ def _parse_avro_json(data: Any) -> avro.schema.Schema:
         return avro.schema.parse(json.dumps(data))
 
 
-def _check_key_fields(record: avro.schema.RecordSchema, source: str) -> None:
+def _check_key_fields(record: avro.schema.RecordSchema, source: str, own: dict[str, str] | None = None) -> None:
+    """The key fields' rules; `own` maps the hub's names to the partner's, which the messages use."""
+    own = own or {}
     by_name = {f.name: f for f in record.fields}
+    device_name = f"{own[DEVICE_ID]!r} (device_id.schema_field)" if DEVICE_ID in own else f"'{DEVICE_ID}'"
+    time_name = f"{own[TIME]!r} (time.schema_field)" if TIME in own else f"'{TIME}'"
     device = by_name.get(DEVICE_ID)
     if device is None:
         raise SchemaError(
-            f"{source}: field '{DEVICE_ID}' is missing: every feed schema needs a non-nullable string field "
-            f"'{DEVICE_ID}'"
+            f"{source}: field '{DEVICE_ID}' is missing: every feed schema needs a non-nullable string device id "
+            f"field; if the schema calls it otherwise, name that field in the connector config's "
+            f"device_id.schema_field"
         )
     if device.type.type != "string" or logical_type(device.type) is not None:
         raise SchemaError(
-            f"{source}: field '{DEVICE_ID}' must be a plain string (not nullable, no logicalType); "
+            f"{source}: field {device_name} must be a plain string (not nullable, no logicalType); "
             f"found {describe_type(device.type)}"
         )
     time = by_name.get(TIME)
-    rule = f"field '{TIME}' must be a long with logicalType timestamp-millis or timestamp-micros"
+    rule = f"field {time_name} must be a long with logicalType timestamp-millis or timestamp-micros"
     if time is None:
-        raise SchemaError(f"{source}: {rule}, and it is missing")
+        raise SchemaError(
+            f"{source}: {rule}, and it is missing; if the schema calls its event time otherwise, name that field "
+            "in the connector config's time.schema_field"
+        )
     if time.type.type != "long" or logical_type(time.type) not in TIME_LOGICAL_TYPES:
         raise SchemaError(f"{source}: {rule} (not nullable); found {describe_type(time.type)}")
 

@@ -353,5 +353,5 @@ def test_one_bad_feed_among_good_ones_rejects_the_whole_file(tmp_path: Path) -> 
 """
     )
     error = desired_error(tmp_path, text)
-    assert (error.field, error.line) == ("feeds[2].device_id", line_of(text, "device_id: {source: field"))
-    assert "Avro payloads carry the schema's own device_id field" in error.reason
+    assert (error.field, error.line) == ("feeds[2].device_id.field", line_of(text, "device_id: {source: field"))
+    assert "Avro payloads carry the schema's own device id field" in error.reason

@@ -500,13 +500,13 @@ def test_quoted_csv_values_may_contain_the_delimiter() -> None:
     assert record["site"] == "Town Hall, roof"
 
 
-def test_csv_header_line_is_reported_as_skippable() -> None:
-    decoder = csv_decoder(csv={"columns": CSV_COLUMNS, "header": True})
-    error = rejected(decoder, (",".join(CSV_COLUMNS) + "\n").encode())
+def test_csv_header_line_is_recognised_by_default_as_skippable() -> None:
+    error = rejected(csv_decoder(), (",".join(CSV_COLUMNS) + "\n").encode())
     assert error.code == "header_line"
     assert "skipped" in str(error)
-    without_header_option = rejected(csv_decoder(), ",".join(CSV_COLUMNS).encode())
-    assert without_header_option.code != "header_line"
+    header_off = csv_decoder(csv={"columns": CSV_COLUMNS, "header": False})
+    with_header_off = rejected(header_off, ",".join(CSV_COLUMNS).encode())
+    assert with_header_off.code != "header_line"
 
 
 @pytest.mark.parametrize(
