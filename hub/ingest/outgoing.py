@@ -4,7 +4,8 @@
 map and validate the payload, encode it in the Confluent wire format, and key it by device
 id on the partition the Java client would pick. A message no feed takes, or one that fails
 decoding or validation, becomes a record for the dead-letter topic instead, and its partner
-gets an error report over MQTT (rate-limited per partner).
+gets an error report over MQTT (rate-limited per partner). A CSV header line is neither: it is
+acknowledged and counted (`header_line`), and nothing is sent for it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from hub.ingest.routes import Router
 from hub.settings import HubSettings
 
 UNKNOWN = "_unknown"
+HEADER_LINE = "header_line"  # PayloadError code of a CSV header line: skipped, acknowledged, counted
 
 
 @functools.lru_cache(maxsize=200_000)
@@ -122,6 +124,9 @@ class Preparer:
                 record = route.decoder.decode(m.payload, device, last_ms)
                 value = route.encoder.encode(record)
             except PayloadError as exc:
+                if exc.code == HEADER_LINE:  # a CSV header line: nothing the device did wrong, nothing to land
+                    self.stats.counters[(route.partner_id, route.feed, HEADER_LINE)] += 1
+                    continue
                 append(self.dead_letter(m, route.partner_id, route.feed, exc.code, str(exc)))
                 continue
             device_id = record["device_id"]

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 ACCEPTED = "accepted"
+SKIPPED = frozenset({"header_line"})  # acknowledged and counted, but neither accepted nor refused
 
 
 @dataclass
@@ -23,6 +24,7 @@ class FeedStats:
     feed: str
     accepted: int = 0
     rejected: int = 0
+    skipped: int = 0  # CSV header lines
     reasons: list[tuple[str, int]] = field(default_factory=list)  # most common first
     last_at: datetime | None = None
 
@@ -32,6 +34,7 @@ class FeedStats:
             "feed": self.feed,
             "accepted": self.accepted,
             "rejected": self.rejected,
+            "skipped": self.skipped,
             "reasons": [{"reason": r, "messages": n} for r, n in self.reasons],
             "last_at": self.last_at.isoformat() if self.last_at else None,
         }
@@ -58,6 +61,8 @@ async def ingest_stats(conn: asyncpg.Connection, partner: str | None = None) -> 
             continue
         if reason == ACCEPTED:
             stats.accepted += n
+        elif reason in SKIPPED:
+            stats.skipped += n
         else:
             stats.rejected += n
             stats.reasons.append((reason, n))

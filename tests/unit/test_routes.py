@@ -8,9 +8,12 @@ import pytest
 
 from hub.connector.loader import load_connector
 from hub.ingest.decode import FeedDecoder
+from hub.ingest.mqtt_source import Message
+from hub.ingest.outgoing import Preparer, Stats
 from hub.ingest.routes import FeedRoute, Router
 from hub.schema.avro import load_feed_schema
 from hub.schema.wire import WireEncoder
+from hub.settings import HubSettings
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = "partners"
@@ -119,3 +122,21 @@ def test_a_repeated_topic_gets_the_same_route_from_the_cache(router: Router) -> 
     assert first is not None and again is first
     assert router.route("partners/city_transport/traffic/j-1/x") is None
     assert router.route("partners/city_transport/traffic/j-1/x") is None
+
+
+def test_a_csv_header_line_is_skipped_and_counted_not_dead_lettered(router: Router) -> None:
+    settings = HubSettings()
+    stats, reports = Stats(), list[str]()
+    partitions = {r.kafka_topic: 1 for r in router.routes} | {settings.kafka_dead_letter_topic: 1}
+    preparer = Preparer(settings, router, partitions, stats, lambda topic, body: reports.append(topic))
+    topic = f"{ROOT}/city_transport/parking/p1"
+    out = preparer.prepare_all(
+        [
+            Message(topic, b"time,occupied,capacity,status\n", 1, 1_795_424_100_000, 0),
+            Message(topic, b"oops", 2, 1_795_424_100_000, 0),
+        ]
+    )
+    assert [o.topic for o in out] == [settings.kafka_dead_letter_topic]  # only the bad line
+    assert stats.counters[("city_transport", "parking_occupancy", "header_line")] == 1
+    assert stats.rejected == 1
+    assert len(reports) == 1
