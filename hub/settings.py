@@ -109,6 +109,14 @@ class HubSettings(BaseSettings):
         "worker has an active session.",
     )
 
+    # Dead letters kept in the database (+15): landing stores the dead-letter topic in hub.dead_letters.
+    dead_letter_store: bool = Field(
+        default=True, description="Landing consumes the dead-letter topic and keeps every dead letter in the database."
+    )
+    dead_letter_retention_days: float = Field(default=14.0, gt=0, description="How long dead letters are kept.")
+    dead_letter_max_rows: int = Field(default=1_000_000, ge=1, description="At most this many are kept (oldest go).")
+    dead_letter_prune_every_s: float = Field(default=300.0, gt=0, description="How often landing prunes them.")
+
     def stack_state(self) -> dict[str, Any]:
         return _read_json(self.state_dir / STACK_FILE)
 

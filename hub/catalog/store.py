@@ -154,13 +154,33 @@ LEFT JOIN (
     SELECT partner_id, feed, sum(rows) AS rows FROM hub.land_counters GROUP BY partner_id, feed
 ) lc ON lc.partner_id = f.partner_id AND lc.feed = f.name;
 COMMENT ON VIEW hub.catalog_feeds IS 'Every feed with its owner, licence, tables and current schema version';
+-- (+15) Dead letters kept durably (hub/landing/dead_letter_rows.py writes them from the dead-letter
+-- topic, with its offsets, so each exactly once): the refused message's own bytes, why, whose, when.
+-- A replay that sends one to its feed sets replayed_at; one that fails again updates reason and message.
+-- Kept HUB_DEAD_LETTER_RETENTION_DAYS and at most HUB_DEAD_LETTER_MAX_ROWS rows (landing prunes them).
+CREATE TABLE IF NOT EXISTS hub.dead_letters (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL,
+    stored_at timestamptz NOT NULL DEFAULT now(),
+    partner_id text NOT NULL,
+    feed text NOT NULL,
+    reason text NOT NULL,
+    message text NOT NULL,
+    stage text NOT NULL,
+    mqtt_topic text,
+    payload bytea NOT NULL,
+    replays int NOT NULL DEFAULT 0,
+    replayed_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS dead_letters_by_feed ON hub.dead_letters (partner_id, feed, at);
+CREATE INDEX IF NOT EXISTS dead_letters_by_time ON hub.dead_letters (at);
 """
 
 # Bumped whenever CATALOG_DDL changes. The DDL runs only when the database records another
 # version: ALTER TABLE and CREATE OR REPLACE VIEW take exclusive locks even when they change
 # nothing, so running them at every worker start (and catalog reload) would queue behind
 # landing's transactions on hub.land_offsets, and stop every worker behind them.
-CATALOG_VERSION = "hub catalog 2"
+CATALOG_VERSION = "hub catalog 2 (+15)"
 CATALOG_DDL += f"COMMENT ON SCHEMA hub IS '{CATALOG_VERSION}';\n"
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hub.cli import onboard, run, stack
+from hub.cli import dead_letters, onboard, run, stack
 from hub.cli.bench import bench
 from hub.cli.demo import demo
 from hub.cli.maintain import maintain
@@ -25,6 +25,7 @@ app = typer.Typer(
 app.add_typer(stack.app, name="stack")
 app.add_typer(run.app, name="run")
 app.add_typer(query_app, name="query")
+app.add_typer(dead_letters.app, name="dead-letters")
 app.command()(demo)
 app.command()(maintain)
 app.command()(bench)

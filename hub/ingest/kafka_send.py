@@ -44,12 +44,18 @@ class KafkaSender:
     """The producer, the admin client and the topics of one ingest worker; `start` and `stop` bracket its use."""
 
     def __init__(
-        self, settings: HubSettings, bootstrap: str, index: int, topic_specs: list[TopicSpec], locks: TopicLocks
+        self,
+        settings: HubSettings,
+        bootstrap: str,
+        index: int,
+        topic_specs: list[TopicSpec],
+        locks: TopicLocks,
+        marker: TopicSpec | None = None,  # default: the ingest worker `index`'s (see marker_spec)
     ) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
         self.topic_specs = topic_specs
-        self.marker = marker_spec(settings, index)
+        self.marker = marker or marker_spec(settings, index)
         self.locks = locks
         self.partitions: dict[str, int] = {}  # topic -> partition count (shared with the Preparer)
         self.topics_epoch = 0  # moves on each time this sender creates a topic

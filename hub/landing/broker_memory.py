@@ -31,8 +31,8 @@ landing workers to land what is left before deciding; the worker runs it beside 
 loop, so it keeps landing its own partitions meanwhile. Producers wait for that long at
 most, once every `land_free_broker_memory_every_s`.
 
-Feed topics only: the dead-letter topic has no stored offsets (nothing consumes it for
-the hub), so it is never recreated here; it grows only with rejected messages.
+Feed topics only: the dead-letter topic (which landing also consumes, into hub.dead_letters) is
+never recreated here; it grows only with rejected messages.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The feeds a landing worker lands, as it last read them: per topic the feed, its row builder and table, and
-every schema version seen by id (records of older versions are read through the current one).
+every schema version seen by id (records of older versions are read through the current one); and the
+dead-letter topic, whose records become rows of `hub.dead_letters` (dead_letter_rows.py).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -17,6 +19,7 @@ from hub.catalog import store as catalog
 from hub.catalog.runtime import FeedRuntime
 from hub.catalog.topics import feed_topic_specs
 from hub.kafka import TopicSpec
+from hub.landing.dead_letter_rows import Row, dead_letter_row
 from hub.landing.rows import Rejected, RowBuilder
 from hub.landing.writer import TableBatch
 from hub.schema.avro import FeedSchema
@@ -33,10 +36,12 @@ class Built:
     partitions: set[TopicPartition]
     batches: list[TableBatch] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    dead_letters: list[tuple[tuple[str, int], Row]] = field(default_factory=list)  # ((topic, partition), row)
 
 
 class LandingFeeds:
-    def __init__(self) -> None:
+    def __init__(self, dead_letter_topic: str | None = None) -> None:
+        self.dead_letter_topic = dead_letter_topic  # also landed (into hub.dead_letters) when set
         self.by_topic: dict[str, FeedRuntime] = {}
         self.builders: dict[str, RowBuilder] = {}
         self.signatures: dict[str, str] = {}  # topic -> the table's column types, for its staging table
@@ -44,7 +49,9 @@ class LandingFeeds:
 
     @property
     def topics(self) -> list[str]:
-        return sorted(self.by_topic)
+        """Every topic landed: the feeds' and the dead-letter topic (once there is a feed)."""
+        extra = [self.dead_letter_topic] if self.dead_letter_topic and self.by_topic else []
+        return sorted([*self.by_topic, *extra])
 
     def topic_specs(self, settings: HubSettings) -> list[TopicSpec]:
         return feed_topic_specs(settings, (f.row for f in self.by_topic.values()))
@@ -74,7 +81,9 @@ class LandingFeeds:
     def unknown_schema_ids(self, data: Mapping[TopicPartition, Sequence[Any]]) -> set[int]:
         """Schema ids in these records that were never looked up."""
         unknown = set()
-        for records in data.values():
+        for tp, records in data.items():
+            if tp.topic == self.dead_letter_topic:  # raw payloads: a leading 0 byte is no schema id
+                continue
             for r in records:
                 sid = schema_id_of(r.value)
                 if sid is not None and sid not in self.schemas:
@@ -87,6 +96,12 @@ class LandingFeeds:
         for tp, records in data.items():
             by_topic[tp.topic].extend(records)
         built = Built(set(data))
+        if self.dead_letter_topic is not None:
+            now = datetime.now(UTC)
+            for tp, records in data.items():
+                if tp.topic == self.dead_letter_topic:
+                    key = (tp.topic, tp.partition)
+                    built.dead_letters += [(key, dead_letter_row(r, now)) for r in records]
         for topic, records in by_topic.items():
             feed = self.by_topic.get(topic)
             if feed is None:  # no longer a feed of the catalog: nothing to land

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -44,6 +45,7 @@ from aiokafka.errors import KafkaError
 from hub.catalog import store as catalog
 from hub.catalog.runtime import load_feeds, schema_by_id
 from hub.kafka import KafkaAdmin
+from hub.landing import dead_letter_rows
 from hub.landing import epoch as epochs
 from hub.landing.broker_memory import MemoryFreeing
 from hub.landing.consumer import GroupConsumer
@@ -69,9 +71,10 @@ class LandingWorker:
         self.landed = 0  # rows inserted
         self.duplicates = 0  # rows already in the table (a record delivered again)
         self.dead_lettered = 0
+        self.dead_letters_stored = 0  # dead letters (from ingest or landing) written to hub.dead_letters
         self.fenced = 0  # batches whose offsets another worker (or a reset) had moved meanwhile
         self.positions = Positions()
-        self.feeds = LandingFeeds()
+        self.feeds = LandingFeeds(settings.kafka_dead_letter_topic if settings.dead_letter_store else None)
         # Held from the moment a batch's offsets are worked out until its write is applied (by the
         # write task, which releases it): rebalances, resets and repositioning wait for it.
         self._land_lock = asyncio.Lock()
@@ -79,7 +82,7 @@ class LandingWorker:
         self._met_landed: set[tuple[str, str]] = set()  # tables whose last batch met rows already landed
         self._stopping = asyncio.Event()
         self._retrying = Retry(self._stopping, settings.land_retry_max_s, self._expire_pool)
-        self._last_reload = self._last_topic_check = time.monotonic()
+        self._last_reload = self._last_topic_check = self._last_prune = time.monotonic()
 
     @property
     def assigned(self) -> set[TopicPartition]:
@@ -220,6 +223,7 @@ class LandingWorker:
         n = sum(len(v) for v in data.values())
         await self.land(data, built, generation)
         await self._maybe_free_broker_memory()  # under a steady stream too, not only when idle
+        await self._maybe_prune_dead_letters()
         return n
 
     async def _check_positions(self, data: Data) -> None:
@@ -277,6 +281,7 @@ class LandingWorker:
                     built.rejected,
                     self.dead_letters.send,
                     epoch.epoch if epoch is not None else None,
+                    built.dead_letters,
                 )
 
         result = await self._retrying("write a batch", write)
@@ -284,6 +289,7 @@ class LandingWorker:
         self.landed += result.inserted
         self.duplicates += result.duplicates
         self.dead_lettered += result.dead_lettered
+        self.dead_letters_stored += result.dead_letters_stored
         self.positions.landed(data, result.stored, moves)
         if not epoch_ok or result.epoch_changed:
             await self.recovery.broker_reset()
@@ -329,6 +335,26 @@ class LandingWorker:
                     raise
                 log.warning("cannot check Kafka topics: %r", exc)
         await self._maybe_free_broker_memory()
+        await self._maybe_prune_dead_letters()
+
+    async def _maybe_prune_dead_letters(self) -> None:
+        """Bound hub.dead_letters by age and count, every `dead_letter_prune_every_s` (best effort)."""
+        s = self.settings
+        if not s.dead_letter_store or time.monotonic() - self._last_prune < s.dead_letter_prune_every_s:
+            return
+        self._last_prune = time.monotonic()
+        try:
+            async with self.pool.acquire() as conn:
+                removed = await dead_letter_rows.prune(
+                    conn, timedelta(days=s.dead_letter_retention_days), s.dead_letter_max_rows
+                )
+            if removed:
+                log.info("pruned %d dead letters (older than %g days, or beyond %d)", removed,
+                         s.dead_letter_retention_days, s.dead_letter_max_rows)  # fmt: skip
+        except Exception as exc:
+            if not retriable(exc):
+                raise
+            log.warning("cannot prune dead letters yet: %r", exc)
 
     async def _maybe_free_broker_memory(self) -> None:
         """Start a check for fully landed topics (local broker only), on the topics this worker is not behind on.

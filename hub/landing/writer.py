@@ -24,7 +24,7 @@ goes to the dead-letter topic, sent before the commit, instead of blocking its p
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -32,6 +32,7 @@ from typing import Any
 import asyncpg
 
 from hub.identifiers import qualified, quote_ident
+from hub.landing import dead_letter_rows
 from hub.landing.rows import FeedRows, Rejected, rejected
 from hub.schema.avro import MAX_EPOCH_US, MIN_EPOCH_US
 
@@ -138,6 +139,7 @@ class WriteResult:
     duplicates: int = 0
     refused: list[Rejected] = field(default_factory=list)
     dead_lettered: int = 0
+    dead_letters_stored: int = 0  # records of the dead-letter topic written to hub.dead_letters
     met_landed: set[tuple[str, str]] = field(default_factory=set)  # (schema, table)s with rows already there
     stored: set[TopicPartitionKey] = field(default_factory=set)  # partitions whose offsets moved
     fenced: dict[TopicPartitionKey, int | None] = field(default_factory=dict)  # partition -> offset found instead
@@ -154,13 +156,15 @@ async def write_batch(
     rejected_early: list[Rejected],
     dead_letter: DeadLetter,
     epoch: str | None = None,
+    dead_letters: Sequence[tuple[TopicPartitionKey, dead_letter_rows.Row]] = (),
 ) -> WriteResult:
     """Write every table batch, the offsets that may move, and their dead letters, in one transaction.
 
     `rejected_early` are records that never became rows (not decodable, unknown schema);
     they and the rows the database refuses are dead-lettered before the commit, for the
     partitions whose offsets this transaction moves, so they are in the dead-letter
-    topic before their offsets are stored.
+    topic before their offsets are stored. `dead_letters` are records of the dead-letter topic
+    itself: stored in `hub.dead_letters` for the partitions whose offsets move, so exactly once.
     """
     result = WriteResult()
     async with conn.transaction():
@@ -199,6 +203,9 @@ async def write_batch(
                 [(t, p, m.next, m.log_end) for (t, p), m in moving.items()],
             )
         result.stored = set(moving)
+        result.dead_letters_stored = await dead_letter_rows.store(
+            conn, (row for key, row in dead_letters if key in moving)
+        )
         letters = [r for r in [*rejected_early, *result.refused] if (r.topic, r.partition) in moving]
         if letters:
             await dead_letter(letters)
