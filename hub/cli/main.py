@@ -16,6 +16,7 @@ from hub.cli.query import app as query_app
 from hub.cli.serve import serve
 from hub.cli.simulate import simulate_cmd
 from hub.cli.stats import stats as stats_cmd
+from hub.cli.try_payload import try_payload
 
 app = typer.Typer(
     help="Civic data-sharing hub: onboard partners, ingest their devices' data, land it, share it.",
@@ -32,6 +33,7 @@ app.command()(bench)
 app.command("simulate")(simulate_cmd)
 app.command("stats")(stats_cmd)
 app.command()(serve)
+app.command("try")(try_payload)
 for _cmd in (onboard.plan, onboard.apply, onboard.feeds, onboard.partners):
     app.command()(_cmd)
 

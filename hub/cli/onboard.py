@@ -15,6 +15,7 @@ from hub.catalog.feeds_view import feed_summaries
 from hub.cli.common import console, one_line_errors, settings
 from hub.control import apply as applier
 from hub.control import credentials
+from hub.control.mapping import mapping_lines
 from hub.db import connection
 from hub.stack.broker_auth import LocalBrokerAuth
 
@@ -32,6 +33,8 @@ def plan(
     result = asyncio.run(applier.plan(settings(), path, schemas))
     for line in result.render():
         console.print(line, highlight=False)
+    for line in mapping_lines((p.id, f.feed, f.schema) for p in result.partners for f in p.feeds):
+        console.print(line, highlight=False, markup=False)
 
 
 @one_line_errors
