@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hub.cli import dead_letters, onboard, run, stack
+from hub.cli import connector, dead_letters, onboard, run, stack
 from hub.cli.bench import bench
 from hub.cli.demo import demo
 from hub.cli.maintain import maintain
@@ -27,6 +27,7 @@ app.add_typer(stack.app, name="stack")
 app.add_typer(run.app, name="run")
 app.add_typer(query_app, name="query")
 app.add_typer(dead_letters.app, name="dead-letters")
+app.add_typer(connector.app, name="connector")
 app.command()(demo)
 app.command()(maintain)
 app.command()(bench)
