@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from hub.connector.draft import Draft, DraftError, Guess
 from hub.connector.samples import Samples
 from hub.schema.avro import TIME_LOGICAL_TYPES
 
-_ID_WORDS = ("device", "id", "serial", "imei", "mac", "sensor", "station", "node")
-_TIME_WORDS = ("time", "ts", "timestamp", "_at")
+_ID_WORDS = {"device", "id", "serial", "imei", "mac", "sensor", "station", "node"}
+_TIME_WORDS = {"time", "ts", "timestamp", "at", "date", "datetime"}
 
 
 def draft_avro(samples: Samples, *, device_field: str | None = None, time_field: str | None = None) -> Draft:
@@ -20,7 +21,7 @@ def draft_avro(samples: Samples, *, device_field: str | None = None, time_field:
     n = len(samples.records)
     out = Draft("avro", avro_schema=schema)
     strings = [f for f in fields if f["type"] == "string"]
-    device = _pick(strings, device_field, lambda f: any(w in f["name"].lower() for w in _ID_WORDS), "device id",
+    device = _pick(strings, device_field, lambda f: bool(_words(f["name"]) & _ID_WORDS), "device id",
                    "--device-id-field")  # fmt: skip
     if device is not None:
         out.device = (device["name"], device["name"])
@@ -30,7 +31,7 @@ def draft_avro(samples: Samples, *, device_field: str | None = None, time_field:
     else:
         out.guesses.append(Guess("device id", "from the topic level {device_id}", "no string field named like an id"))
     longs = [f for f in fields if _long(f["type"])]
-    time = _pick(longs, time_field, lambda f: _timestamp(f["type"]) or any(w in f["name"].lower() for w in _TIME_WORDS),
+    time = _pick(longs, time_field, lambda f: _timestamp(f["type"]) or bool(_words(f["name"]) & _TIME_WORDS),
                  "event time", "--time-field")  # fmt: skip
     if time is None:
         raise DraftError("no field of the samples' Avro schema is a long timestamp (timestamp-millis): the hub needs "
@@ -64,6 +65,10 @@ def _pick(
         listed = ", ".join(f["name"] for f in candidates)
         raise DraftError(f"the {what} could be any of {listed}; choose one with {option} NAME")
     return candidates[0] if candidates else None
+
+
+def _words(name: str) -> set[str]:
+    return set(re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower().split("_"))
 
 
 def _long(t: Any) -> bool:
