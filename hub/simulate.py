@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from hub.catalog.runtime import FeedRuntime
 from hub.connector.model import PayloadFormat, TimeFormat
+from hub.connector.paths import parse_path
 from hub.control import credentials
 from hub.errors import HubError
 from hub.schema.avro import Column
@@ -106,17 +107,18 @@ class FeedSimulator:
         """The record as the device writes it: its own field names, units and time format."""
         f = self.feed.feed
         out: dict[str, Any] = {}
+        put = _put_flat if f.format == PayloadFormat.csv else _put_at_path
         if f.device_id.source == "field" and f.device_id.field:
-            out[f.device_id.field] = rec["device_id"]
+            put(out, f.device_id.field, rec["device_id"])
         if f.time.source == "field" and f.time.field:
-            out[f.time.field] = self._time_out(rec["time"])
+            put(out, f.time.field, self._time_out(rec["time"]))
         for name, value in rec.items():
             if name in ("device_id", "time"):
                 continue
             m = f.mapping(name)
             if isinstance(value, int | float) and not isinstance(value, bool) and (m.scale != 1 or m.offset != 0):
                 value = round((value - m.offset) / m.scale, 4)
-            out[m.source] = value
+            put(out, m.source, value)
         return out
 
     def topic(self, device: str) -> str:
@@ -203,6 +205,28 @@ class Publisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def _put_flat(out: dict[str, Any], reference: str, value: Any) -> None:
+    out[reference] = value
+
+
+def _put_at_path(out: dict[str, Any], reference: str, value: Any) -> None:
+    """Set `value` at a payload path (hub.connector.paths), making the objects and arrays on the way."""
+    steps = parse_path(reference)
+    node: Any = out
+    for step, after in zip(steps, (*steps[1:], None), strict=True):
+        fresh: Any = value if after is None else ([] if isinstance(after, int) else {})
+        if isinstance(step, int):
+            while len(node) <= step:
+                node.append({} if not isinstance(after, int) else [])
+            if after is None:
+                node[step] = value
+            node = node[step]
+        else:
+            if after is None:
+                node[step] = value
+            node = node.setdefault(step, fresh)
 
 
 def simulate(

@@ -233,7 +233,9 @@ def test_plan_changes_nothing(water: Onboarded) -> None:
 def test_plan_of_the_applied_examples_finds_no_changes(applied: HubSettings) -> None:
     result = run_hub(["plan", str(REPO / "connectors")], cli_env(applied))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "no changes: the catalog already matches these connector configs"
+    lines = result.stdout.splitlines()
+    assert lines[0] == "no changes: the catalog already matches these connector configs"
+    assert all(line.startswith(("mapping ", "  ")) for line in lines[1:])  # each feed's payload -> column mapping
 
 
 # --------------------------------------------------------------------------- apply

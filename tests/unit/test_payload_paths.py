@@ -172,3 +172,18 @@ def test_a_nested_path_in_a_csv_feed_is_refused_because_csv_is_flat() -> None:
 
 def test_device_id_field_alone_means_the_id_is_in_the_payload() -> None:
     assert feed().device_id.source == "field"
+
+
+def test_simulated_devices_write_each_reference_at_its_path() -> None:
+    from hub.simulate import _put_at_path
+
+    payload: dict[str, Any] = {}
+    for path, value in (
+        ("station.id", "st-7"),
+        ("obs.time", NOW_MS),
+        ("obs.temp.f", 212.0),
+        ("readings[0].value", 1.5),
+    ):
+        _put_at_path(payload, path, value)
+    rec = decode(payload)
+    assert (rec["device_id"], rec["temperature_c"], rec["pm25"]) == ("st-7", pytest.approx(100.0), 1.5)
