@@ -81,14 +81,14 @@ def config_text(d: Draft, names: Names, samples: Samples) -> str:
         "partner:",
         f"  id: {names.partner}",
         f"  name: {_q(names.name)}",
-        f"  kind: {names.kind}                           # city | university | private",
+        f"  kind: {names.kind}  # city | university | private",
         f"  contact: {_q(names.contact)}",
         "",
         "feeds:",
         f"  - name: {names.feed}",
         f"    description: {_q(f'Drafted from samples of {files}: say what the feed is.')}",
         f"    licence: {_q(names.licence)}",
-        f"    schema: {names.schema}                       # schemas/{names.schema}.avsc",
+        f"    schema: {names.schema}  # schemas/{names.schema}.avsc",
         f"    topic: {_q(topic_of(d, names))}",
         f"    format: {d.format}",
     ]
@@ -100,19 +100,19 @@ def config_text(d: Draft, names: Names, samples: Samples) -> str:
         path, name = d.device
         out += ["    device_id:", f"      field: {_q(path)}"]
         if name != "device_id":
-            out.append(f"      schema_field: {name}             # the schema's name for the device id")
+            out.append(f"      schema_field: {name}  # the schema's name for the device id")
     if d.time is not None:
         path, name, fmt, _zone = d.time
         out += ["    time:", f"      field: {_q(path)}"]
         if d.format != "avro" or path != name:
             out.append(f"      format: {fmt}")
         if name != "time":
-            out.append(f"      schema_field: {name}             # the schema's name for the event time")
+            out.append(f"      schema_field: {name}  # the schema's name for the event time")
     else:
-        out += ["    time:", "      source: received                 # no event time in the payloads"]
+        out += ["    time:", "      source: received  # no event time in the payloads"]
     mapped = [f for f in d.fields if d.format != "avro" and (f.source != f.name or f.scale != 1.0 or f.offset)]
     if mapped:
-        out.append("    fields:                             # schema field: where it is in the payload")
+        out.append("    fields:  # schema field: where it is in the payload")
         for f in mapped:
             if f.scale != 1.0 or f.offset:
                 out.append(f"      {f.name}: {{source: {_q(f.source)}, scale: {f.scale!r}, offset: {f.offset!r}}}")
