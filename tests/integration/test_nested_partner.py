@@ -11,24 +11,31 @@ The stack is this module's own, so that restarting its Kafka-protocol broker dis
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
 
 from hub.ingest.worker import IngestWorker
+from hub.landing import dead_letter_rows
 from hub.landing.worker import LandingWorker
 from hub.settings import HubSettings
 from hub.stack.local import cli_env
 from hub.stack.process import wait_for_port
 from hub.stack.servers import kafka_process, start_kafka
 from tests.integration.support import Device, eventually, private_stack, running
+from tests.integration.test_registry_api import first_record
 
 PARTNER, FEED = "nested_wx", "weather"
 TABLE = f"{PARTNER}.{FEED}"
@@ -166,6 +173,11 @@ async def test_a_nested_json_partner_onboards_from_its_sample_and_a_replay_lands
         again = hub(settings, tmp_path, "dead-letters", "replay", "--feed", f"{PARTNER}.{FEED}")
         assert "0 sent" in again.stdout
         await ingest.step()  # a moment for anything a second replay might have sent
+    # A Kafka consumer decodes the hub's records through the registry, with the hub's names for the key fields.
+    record = await asyncio.to_thread(first_record, settings.endpoints().kafka_bootstrap, f"hub.{TABLE}", b"ok-0")
+    registry = SchemaRegistryClient({"url": settings.endpoints().registry_url})
+    decoded = AvroDeserializer(registry)(record.value(), SerializationContext(f"hub.{TABLE}", MessageField.VALUE))
+    assert decoded["device_id"] == "ok-0" and decoded["obs_temp_c"] == pytest.approx(100.0)
     landed = await rows(settings)
     assert sorted(r["device_id"] for r in landed) == sorted(m["station"]["id"] for m in early + valid)
     assert all(r["obs_temp_c"] == pytest.approx(100.0) for r in landed if r["device_id"].startswith("ok-"))
@@ -179,3 +191,28 @@ async def test_a_nested_json_partner_onboards_from_its_sample_and_a_replay_lands
 
 async def _count(query: Any, want: int) -> bool:
     return len(await query) >= want
+
+
+async def test_dead_letters_are_kept_for_the_retention_and_at_most_the_configured_number(
+    own_stack: HubSettings,
+) -> None:
+    conn = await asyncpg.connect(own_stack.endpoints().database_url)
+    try:
+        await conn.execute("DELETE FROM hub.dead_letters WHERE partner_id = 'prune_test'")
+        now = datetime.now(UTC)
+        rows = [
+            (now - timedelta(days=30 + i), "prune_test", "f", "missing_field", "m", "ingest", "t", b"x")
+            for i in range(5)
+        ]
+        rows += [
+            (now - timedelta(minutes=i), "prune_test", "f", "wrong_type", "m", "ingest", "t", b"y") for i in range(5)
+        ]
+        async with conn.transaction():
+            await dead_letter_rows.store(conn, rows)
+        others = await conn.fetchval("SELECT count(*) FROM hub.dead_letters WHERE partner_id <> 'prune_test'")
+        removed = await dead_letter_rows.prune(conn, timedelta(days=14), others + 3)
+        left = await conn.fetch("SELECT reason, at FROM hub.dead_letters WHERE partner_id = 'prune_test' ORDER BY at")
+    finally:
+        await conn.close()
+    assert removed == 7
+    assert [r["reason"] for r in left] == ["wrong_type"] * 3  # the newest three

@@ -187,3 +187,26 @@ def test_simulated_devices_write_each_reference_at_its_path() -> None:
         _put_at_path(payload, path, value)
     rec = decode(payload)
     assert (rec["device_id"], rec["temperature_c"], rec["pm25"]) == ("st-7", pytest.approx(100.0), 1.5)
+
+
+def test_a_path_is_checked_against_an_avro_schema_for_avro_payloads() -> None:
+    from hub.control.schema_paths import path_problem
+
+    schema = parse_feed_schema(
+        orjson.dumps(record("Noise", {"name": "meta", "type": ["null", {"type": "record", "name": "Meta", "fields": [
+            {"name": "sent", "type": "long"}, {"name": "tags", "type": {"type": "array", "items": "string"}}]}],
+            "default": None})).decode(), "noise.avsc")  # fmt: skip
+    assert path_problem(schema.parsed, "meta.sent") is None
+    assert path_problem(schema.parsed, "meta.tags[0]") is None
+    assert "has no field 'sant'" in (path_problem(schema.parsed, "meta.sant") or "")
+    assert "not an array" in (path_problem(schema.parsed, "meta.sent[0]") or "")
+
+
+def test_plan_shows_where_each_column_comes_from() -> None:
+    from hub.control.mapping import feed_mapping
+
+    pairs = dict((column, source) for source, column in feed_mapping(feed(), WEATHER))
+    assert pairs["device_id"] == "station.id"
+    assert pairs["time"] == "obs.time (epoch_ms)"
+    assert pairs["temperature_c"] == "obs.temp.f * 0.555556 - 17.7778"
+    assert pairs["wind_ms"] == "obs.wind.speed (optional)"
