@@ -21,7 +21,9 @@ decimal string); `time` as an int in the schema's unit (epoch milliseconds for t
 microseconds for timestamp-micros; fastavro accepts ints for these logical types), either the
 receive time or a payload field in `time.format` (iso8601 with 'Z' or an offset; epoch_s,
 epoch_ms, epoch_us as a number or numeric string; or a strftime pattern), naive times being in
-`time.timezone`; every other schema field from `payload[feed.mapping(field).source]`, with
+`time.timezone`; every other schema field from the payload at the path `feed.mapping(field).source`
+(`station.id`, `readings[0].value`: hub.connector.paths, compiled once here by
+hub.ingest.payload_paths; a top-level key is one `dict.get`), with
 `value * scale + offset` applied to numbers when the mapping gives a conversion (an int target
 is then rounded to the nearest integer). A field missing from the payload takes its schema
 default when it declares one (null for `["null", X]` with default null), else is `missing_field`.
@@ -31,8 +33,8 @@ dead-letter headers and error reports, so existing codes never change meaning.
 - `too_large`: the payload is longer than `max_payload_bytes`.
 - `not_decodable`: not UTF-8, not a JSON object, a CSV line with the wrong number of columns,
   or not an Avro body of the feed's schema; the message says what was expected.
-- `header_line`: (csv with `csv.header: true`) the line equals the header; the caller should
-  skip it, it is not an error of the device.
+- `header_line`: (csv, unless `csv.header: false`) the line equals the header; the caller
+  skips it (acknowledged and counted, not dead-lettered): it is not an error of the device.
 - `missing_field`: a required field is absent (or an empty CSV value); names the schema field
   and the payload field or column it is read from.
 - `wrong_type`: a value does not fit the field's Avro type (or range); names the field, the
