@@ -27,6 +27,9 @@ hub.ingest.payload_paths; a top-level key is one `dict.get`), with
 `value * scale + offset` applied to numbers when the mapping gives a conversion (an int target
 is then rounded to the nearest integer). A field missing from the payload takes its schema
 default when it declares one (null for `["null", X]` with default null), else is `missing_field`.
+The record's key fields are the hub's `device_id` and `time` whatever the partner's schema calls
+them (the decoder gets the hub's version of the schema); messages use the partner's names
+(`device_id.schema_field`, `time.schema_field`).
 
 Error codes (`PayloadError.code`). They are part of the hub's public contract: they go into
 dead-letter headers and error reports, so existing codes never change meaning.
