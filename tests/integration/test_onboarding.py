@@ -233,7 +233,7 @@ def test_plan_changes_nothing(water: Onboarded) -> None:
 def test_plan_of_the_applied_examples_finds_no_changes(applied: HubSettings) -> None:
     result = run_hub(["plan", str(REPO / "connectors")], cli_env(applied))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "no changes: the catalog already matches these connector configs"
+    assert result.stdout.strip() == "no changes: the catalog and the database already match these files"
 
 
 # --------------------------------------------------------------------------- apply
@@ -347,7 +347,7 @@ async def test_apply_again_is_a_no_op(water: Onboarded, stack_settings: HubSetti
     before = await snapshot(stack_settings)
     again = water.ws.hub("apply", water.env)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.strip() == "no changes: the catalog already matches these connector configs"
+    assert again.stdout.strip() == "no changes: the catalog and the database already match these files"
     assert "password" not in again.stdout
     assert await snapshot(stack_settings) == before
 
