@@ -84,9 +84,11 @@ def parse_document(text: str, file: str, model: type[M], shape: str) -> tuple[M,
             msg = f"unknown key {loc[-1]!r}{hint} (the keys are listed in docs/agreements.md)"
         elif err["type"] == "missing":
             msg = f"required key {loc[-1]!r} is missing"
-        elif err["type"] == "literal_error" and loc and loc[-1] == "consumers":
+        elif err["type"] in ("literal_error", "list_type") and loc and loc[-1] == "consumers":
             msg = "consumers is a list of organisation ids, or the word everyone (open data)"
-        others = len(errors) - 1
+        others = (
+            len([e for e in errors if _location(e, data) != loc]) if loc and loc[-1] == "consumers" else len(errors) - 1
+        )
         more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
         raise located.error(msg + more, *loc) from None
 

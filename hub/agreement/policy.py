@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hub.agreement.grants import AgreementState, Clause, FeedInfo, Org, human, own_clause
@@ -125,7 +125,7 @@ def find_feed(world: World, name: str) -> FeedInfo | None:
 def describe(c: Clause) -> str:
     """A clause's limits in words: 'raw rows of pm25, pm10 from devices air-001*, 15m late, pseudonymised'."""
     what = (
-        f"aggregates in {human(c.bucket or c.delay)} buckets of at least {c.min_devices} device"
+        f"aggregates in {human(c.bucket or timedelta(0))} buckets of at least {c.min_devices} device"
         f"{'s' if c.min_devices != 1 else ''} ({', '.join(c.fields) or 'sample counts only'})"
         if c.aggregate
         else f"raw rows of {', '.join(c.fields) or 'device and time only'}"
@@ -210,7 +210,8 @@ def _clause_rule(q: Question, a: AgreementState, c: Clause) -> tuple[bool, str]:
 def _fits(q: Question, c: Clause) -> tuple[bool, str]:
     """Whether a clause in force gives what the question needs (a form, fields)."""
     if q.form == Form.raw and c.aggregate:
-        return False, f"aggregates only (buckets of {human(c.bucket or c.delay)}, at least {c.min_devices} devices)"
+        bucket = human(c.bucket or timedelta(0))
+        return False, f"aggregates only (buckets of {bucket}, at least {c.min_devices} devices)"
     if q.form == Form.aggregate and not c.aggregate:
         return False, "raw rows, not aggregates"
     missing = [f for f in q.fields if f not in c.fields]

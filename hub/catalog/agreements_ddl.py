@@ -92,7 +92,7 @@ BEGIN
     CROSS JOIN LATERAL regexp_split_to_table(left(b.body, length(b.body) - strpos(reverse(b.body), E'\\n')), E'\\n')
         AS line
     CROSS JOIN LATERAL (SELECT line::jsonb AS j) x
-    WHERE f.name LIKE '%.json' AND f.modification >= since AND line LIKE '{%'
+    WHERE f.name LIKE '%.json' AND f.modification >= date_trunc('second', since) AND line LIKE '{%'
       AND j->>'user' LIKE 'org\\_%'
       AND (j->>'message' LIKE 'AUDIT: %' OR j->>'state_code' = '42501')
       AND (j->>'timestamp')::timestamptz >= since

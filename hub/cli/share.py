@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from hub.access import audit as audit_report
 from hub.access import explain as explaining
+from hub.agreement import names
 from hub.agreement.model import Form
 from hub.agreement.policy import Question
 from hub.cli.common import console, err_console, one_line_errors, settings
@@ -38,6 +40,13 @@ def _when(text: str | None, what: str) -> datetime | None:
     except ValueError:
         raise ConfigError(f"{what} {text!r} is neither a date-time (2027-01-31T12:00Z) nor an age (1d, 6h)") from None
     return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _relative(path: str) -> str:
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
 
 
 def _json(value: Any) -> Any:
@@ -83,21 +92,22 @@ def access(org: OrgArg, as_json: JsonOpt = False) -> None:
     if not entries:
         console.print(f"{org} can read nothing now (`hub explain {org} FEED` says why)", highlight=False)
         return
-    table = Table("object", "feed", "form", "limits", "agreement", "until")
+    console.print(f"{org} can read, as role {names.org_role(org)}:", highlight=False)
     for e in entries:
-        limits = [f"fields {', '.join(e['fields'])}"] if e["fields"] else []
+        limits = [f"fields {', '.join(e['fields'])}" if e["fields"] else "no field beyond device and time"]
         if e["devices"] or e["device_patterns"]:
             limits.append(f"devices {', '.join(e['devices'] + e['device_patterns'])}")
         if e["pseudonymised"]:
-            limits.append("pseudonymised ids")
+            limits.append(f"device ids pseudonymised ({names.PSEUDONYM_COLUMN})")
         if e["delay"] != "0s":
             limits.append(f"{e['delay']} late")
         if e["bucket"]:
-            limits.append(f"{e['bucket']} buckets, >= {e['min_devices']} devices")
-        table.add_row(
-            e["object"], e["feed"], e["form"], "\n".join(limits), e["agreement"] or "(its own)", e["valid_until"] or "-"
-        )
-    console.print(table)
+            limits.append(f"{e['bucket']} buckets of at least {e['min_devices']} devices")
+        if e["valid_until"]:
+            limits.append(f"until {e['valid_until']}")
+        why = f"agreement {e['agreement']} ({e['licence']})" if e["agreement"] else "it publishes this feed"
+        console.print(f"  [bold]{e['object']}[/bold]  {e['form']} {e['feed']}, {why}", highlight=False)
+        console.print(f"      {'; '.join(limits)}", highlight=False)
 
 
 @one_line_errors
@@ -124,7 +134,7 @@ def explain(
     console.print(f"{org} reading {feed} at {d['at']}: {verdict}", highlight=False)
     for r in d["rules"]:
         mark = "[green]yes[/green]" if r["ok"] else "[red]no [/red]"
-        where = f"  ({r['file']}:{r['line']})" if r.get("file") else ""
+        where = f"  ({_relative(r['file'])}:{r['line']})" if r.get("file") else ""
         console.print(f"  {mark} {r['rule']}: {r['detail']}{where}", highlight=False)
 
 
@@ -158,18 +168,24 @@ def audit(
         return
     console.print(r.why_not or f"reads since {_json(start)} (pgaudit, organisation roles):", highlight=False)
     if r.reading:
-        table = Table("role", "object", "reads", "rows", "first", "last")
         for x in r.reads:
-            table.add_row(x.role, x.object, str(x.reads), str(x.rows), _json(x.first), _json(x.last))
-        console.print(table)
+            console.print(
+                f"  {x.role} read {x.object}: {x.reads} statements, {x.rows} rows, {_json(x.first)} .. {_json(x.last)}",
+                highlight=False,
+            )
+        if not r.reads:
+            console.print("  no reads", highlight=False)
         for f in r.refused[-10:]:
             console.print(f"  refused {_json(f['at'])} {f['role']}: {f['message']} -- {(f['statement'] or '')[:80]}")
         if len(r.refused) > 10:
             console.print(f"  ... and {len(r.refused) - 10} earlier refusals (--json for all)")
-    table = Table("at", "agreement", "action", "by", "database role", "reason", title="agreement events")
+    console.print("agreement events:", highlight=False)
     for e in r.events:
-        table.add_row(_json(e["at"]), e["agreement"], e["action"], e["actor"], e["db_role"], e["reason"] or "")
-    console.print(table)
+        why = f": {e['reason']}" if e["reason"] else ""
+        console.print(
+            f"  {_json(e['at'])} {e['agreement']} {e['action']} by {e['actor']} (as {e['db_role']}){why}",
+            highlight=False,
+        )
 
 
 @one_line_errors

@@ -125,7 +125,8 @@ def desired_sharing(
         state = resolve(
             a, feeds, file=loaded.file, line=loaded.line(), clause_lines=lines, revoked=row.revoked if row else None
         )
-        out.agreements[a.id] = DesiredAgreement(state, written, loaded.file, loaded.line(), lines, True)
+        source = str(Path(loaded.file).resolve())  # the catalog keeps where from, whatever the directory
+        out.agreements[a.id] = DesiredAgreement(state, written, source, loaded.line(), lines, True)
 
     for aid, row in catalog_agreements.items():
         if aid in out.agreements:
