@@ -128,7 +128,13 @@ async def apply(
                     dropped += await _apply_partner(conn, partner, result)
                 await admin.ensure_topics(feed_topic_specs(settings, (f for p in files.desired for f in p.feeds)))
                 result.db_passwords = await share_apply.execute(
-                    conn, run.sharing, run.plan.timescale, actor or actor_name(), now, dropped
+                    conn,
+                    run.sharing,
+                    run.plan.timescale,
+                    actor or actor_name(),
+                    now,
+                    dropped,
+                    database_grants=settings.share_database_grants,
                 )
             failures = await share_apply.verify(conn, run.sharing, now)
             if failures:
@@ -177,7 +183,8 @@ async def _apply_partner(
         target = f"{f.table.schema}.{f.table.table}"
         for change in result.plan.changes:
             if change.sql and (change.target == target or change.target.startswith(target + ".")):
-                if change.action != "create" or change.kind == "column":
+                if any(stmt.startswith("DROP ") or " TYPE " in stmt for stmt in change.sql):
+                    # a rollup rebuilt or a column retyped: views reading them must go first (re-created after)
                     dropped += await share_apply.drop_dependent_views(conn, f.table.schema, f.table.table)
                 for stmt in change.sql:
                     await conn.execute(stmt)

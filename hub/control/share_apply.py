@@ -100,7 +100,7 @@ async def read_current(conn: asyncpg.Connection, feeds: Mapping[str, FeedInfo]) 
     for key, feed in feeds.items():
         columns = await catalog.table_columns(conn, feed.provider, f"{feed.name}_rollup")
         if columns:
-            current.rollup_counts[key] = all(f"n_{f}" in columns for f in feed.numeric)
+            current.rollup_columns[key] = set(columns)
     return current
 
 

@@ -27,7 +27,7 @@ class SharingCurrent:
     agreements: dict[str, AgreementRow] = field(default_factory=dict)
     objects: dict[tuple[str, str], str | None] = field(default_factory=dict)  # shared relation -> fingerprint
     keys: set[str] = field(default_factory=set)  # agreements with a pseudonym key
-    rollup_counts: dict[str, bool] = field(default_factory=dict)  # feed -> its rollup has n_<field> columns
+    rollup_columns: dict[str, set[str]] = field(default_factory=dict)  # feed -> its rollup's columns (if it has one)
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,9 @@ def desired_views(desired: SharingDesired, current: SharingCurrent, now: datetim
             continue
         for c in s.clauses:
             feed = desired.feeds[c.feed_key]
-            counts = current.rollup_counts.get(c.feed_key, True)
+            # weights by each field's own count where the rollup has it (a rollup made by this version does)
+            columns = current.rollup_columns.get(c.feed_key)
+            counts = columns is None or all(f"n_{f}" in columns for f in c.fields)
             for org in s.grantees():
                 v = view_spec(c, org, feed, Validity(s.valid_from, s.valid_until), rollup_counts=counts)
                 out[(v.schema, v.name)] = v

@@ -229,3 +229,18 @@ def test_hub_orgs_lists_partners_and_consumer_organisations(
     assert by_id["uni_air_lab"]["publishes"] == ["uni_air_lab.air_quality", "uni_air_lab.noise_levels"]
     assert by_id["mobility_startup"]["publishes"] == [] and by_id["mobility_startup"]["role"] == "org_mobility_startup"
     assert "open_data.uni_air_lab__noise_levels__agg" in by_id["mobility_startup"]["reads"]
+
+
+def test_the_query_guide_for_organisations_runs_as_an_organisation(
+    examples: tuple[HubSettings, subprocess.CompletedProcess[str]],
+) -> None:
+    import re
+
+    (block,) = re.findall(r"```psql\n(.*?)```", (REPO / "docs" / "queries.md").read_text(), re.S)
+    url = hub(cli_env(examples[0]), "db-url", "city_data_team").stdout.strip()
+    result = subprocess.run(
+        ["psql", url, "-X", "-v", "ON_ERROR_STOP=1", "-f", "-"],
+        input=block, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "uni_air_lab__air_quality" in result.stdout and "device_id" in result.stdout

@@ -503,6 +503,7 @@ async def test_in_timescaledb_mode_a_feed_is_a_hypertable_that_follows_a_compati
         database_url=timescale_url,
         mqtt_url=ep.mqtt_url,
         kafka_bootstrap=ep.kafka_bootstrap,
+        share_database_grants=False,  # the WASM engine cannot GRANT/REVOKE on a database
     )
     ws = workspace(tmp_path)
     table = f'"{ws.partner}".river_levels'

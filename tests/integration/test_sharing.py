@@ -480,6 +480,34 @@ class Rollback(Exception):
     """Leaves the property test's transaction without a trace."""
 
 
+async def test_a_schema_change_that_rebuilds_the_rollup_keeps_every_share(ws: Workspace) -> None:
+    """A new numeric field: the rollup is dropped and made again, and the views reading it with it, in one
+    transaction; the provider's own view gains the field, the others stay as their agreements say."""
+    import json
+
+    schema = json.loads((ws.root / "schemas" / "air_quality.avsc").read_text())
+    schema["fields"].append({"name": "o3", "type": ["null", "double"], "default": None})
+    (ws.root / "schemas" / "air_quality.avsc").write_text(json.dumps(schema))
+    before = await read(ws, "agg", "SELECT * FROM {partner}__air__agg ORDER BY bucket")
+    result = await ws.apply()
+    assert any(c.kind == "table" and any(x.startswith("DROP VIEW") for x in c.sql) for c in result.plan.changes), (
+        result.plan.render()
+    )
+    assert await read(ws, "agg", "SELECT * FROM {partner}__air__agg ORDER BY bucket") == before
+    own = ws.passwords.get(ws.partner)
+    assert own is not None
+    conn = await asyncpg.connect(
+        ws.url("fields").replace(f"org_fields_{ws.tag}:{ws.passwords[ws.org('fields')]}", f"org_{ws.partner}:{own}")
+    )
+    try:
+        columns = [a.name for a in (await conn.prepare(f"SELECT * FROM {ws.partner}__air")).get_attributes()]
+    finally:
+        await conn.close()
+    assert columns[-1] == "o3" and "o3" not in [
+        r for r in (await read(ws, "fields", "SELECT * FROM {partner}__air LIMIT 1"))[0].keys()
+    ]
+
+
 # --------------------------------------------------------------------------- audit
 
 
