@@ -244,3 +244,31 @@ def test_the_query_guide_for_organisations_runs_as_an_organisation(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "uni_air_lab__air_quality" in result.stdout and "device_id" in result.stdout
+
+
+def test_revoking_from_the_command_line_ends_the_agreement_and_the_audit_trail_says_who_and_why(
+    examples: tuple[HubSettings, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    settings, first = examples
+    env = cli_env(settings)
+    saved = default_dir(settings) / "city_data_team.db.json"
+    if "Database login for city_data_team" in first.stdout:
+        assert saved.stat().st_mode & 0o777 == 0o600  # the one place a password rests, owner-only
+    trial = tmp_path / "trial.yaml"
+    trial.write_text(
+        "agreements:\n  - {id: chargers_startup_trial, provider: voltcharge, consumers: [mobility_startup],"
+        " purpose: Trial, licence: CC-BY-NC-4.0, grants: [{feed: charger_status, fields: [status]}]}\n"
+    )
+    applied = hub(env, "apply", *SOURCES, str(trial), "--by", "carol")
+    assert applied.returncode == 0 and "+ view        org_mobility_startup.voltcharge__charger_status" in applied.stdout
+    revoked = hub(env, "agreements", "revoke", "chargers_startup_trial", "--reason", "trial over", "--by", "dave")
+    assert revoked.returncode == 0, revoked.stderr
+    assert revoked.stdout.startswith(
+        "revoked chargers_startup_trial: dropped org_mobility_startup.voltcharge__charger_status;"
+    )
+    report = json.loads(hub(env, "audit", "--org", "mobility_startup", "--since", "1h", "--json").stdout)
+    trail = [(e["agreement"], e["action"], e["actor"], e["reason"]) for e in report["events"]]
+    assert ("chargers_startup_trial", "created", "carol", None) in trail
+    assert ("chargers_startup_trial", "revoked", "dave", "trial over") in trail
+    again = hub(env, "agreements", "revoke", "chargers_startup_trial", "--reason", "twice")
+    assert again.returncode == 1 and "already revoked" in again.stderr

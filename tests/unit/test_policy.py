@@ -159,3 +159,16 @@ def test_an_expectation_fails_when_either_witness_disagrees() -> None:
     ]
     hidden = Expectation(org="city", feed="air", sees=Form.raw, without=["battery_v"])
     assert problems(hidden, decision, [raw_fact]) == []
+
+
+def test_hub_audit_says_plainly_why_read_auditing_is_off() -> None:
+    from hub.access.audit import parse_pgaudit, why_not_auditing
+
+    on = {"pgaudit_installed": True, "pgaudit_preloaded": True, "logging_collector": True, "log_destination": "jsonlog"}
+    assert why_not_auditing(on) is None  # type: ignore[arg-type]
+    assert "not installed" in why_not_auditing({**on, "pgaudit_installed": False})  # type: ignore[arg-type, operator]
+    assert "not in shared_preload_libraries" in why_not_auditing({**on, "pgaudit_preloaded": False})  # type: ignore[arg-type, operator]
+    assert "jsonlog" in why_not_auditing({**on, "log_destination": "stderr"})  # type: ignore[arg-type, operator]
+    line = "AUDIT: SESSION,3,1,READ,SELECT,VIEW,org_x.v,\"SELECT a, b FROM v WHERE c = '1,2'\",<none>,7"
+    parsed = parse_pgaudit(line)
+    assert parsed["object_name"] == "org_x.v" and parsed["statement"].endswith("'1,2'") and parsed["rows"] == "7"
