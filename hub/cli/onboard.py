@@ -55,7 +55,7 @@ def apply(
     result = asyncio.run(applier.apply(s, paths, schemas, broker=LocalBrokerAuth(s), actor=by))
     for line in result.plan.render():
         console.print(line, highlight=False)
-    if result.expectations:
+    if result.expectations and result.agreement_files:
         console.print(f"agreement expectations: {result.expectations} checked against the database, all hold")
     if result.plan.empty:
         return

@@ -40,7 +40,8 @@ class ApplyResult:
     plan: Plan
     credentials: dict[str, str] = field(default_factory=dict)  # partner id -> new MQTT password (shown once)
     db_passwords: dict[str, str] = field(default_factory=dict)  # organisation -> new database password (shown once)
-    expectations: int = 0  # agreement expectations that held
+    expectations: int = 0  # agreement expectations that held (every applied agreement's, checked by every run)
+    agreement_files: int = 0  # agreement files this run read
     mqtt_reloaded: bool = False
 
 
@@ -121,7 +122,7 @@ async def apply(
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLY_LOCK)
             run = await _make(conn, admin, files, now)
-            result = ApplyResult(run.plan)
+            result = ApplyResult(run.plan, agreement_files=len(files.sources.agreements))
             if not run.plan.empty:
                 dropped: list[tuple[str, str]] = []
                 for partner in files.desired:

@@ -4,6 +4,7 @@ organisation's own database login can read, for every (organisation, feed) pair.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -20,8 +21,10 @@ from hub.agreement.policy import Question, decide
 from hub.agreement.policy import readable as readable_now
 from hub.agreement.world import load_world
 from hub.control import db_credentials
+from hub.control.apply import apply
 from hub.control.credentials import default_dir
 from hub.settings import HubSettings
+from hub.stack.broker_auth import LocalBrokerAuth
 from hub.stack.local import cli_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,8 +71,6 @@ async def _seed(settings: HubSettings) -> None:
 
 @pytest.fixture(scope="module")
 def examples(applied: HubSettings) -> Iterator[tuple[HubSettings, subprocess.CompletedProcess[str]]]:
-    import asyncio
-
     asyncio.run(_seed(applied))
     env = cli_env(applied)
     result = hub(env, "apply", *SOURCES, "--save-credentials", str(default_dir(applied)))
@@ -259,8 +260,12 @@ def test_revoking_from_the_command_line_ends_the_agreement_and_the_audit_trail_s
         "agreements:\n  - {id: chargers_startup_trial, provider: voltcharge, consumers: [mobility_startup],"
         " purpose: Trial, licence: CC-BY-NC-4.0, grants: [{feed: charger_status, fields: [status]}]}\n"
     )
-    applied = hub(env, "apply", *SOURCES, str(trial), "--by", "carol")
-    assert applied.returncode == 0 and "+ view        org_mobility_startup.voltcharge__charger_status" in applied.stdout
+    applied = asyncio.run(
+        apply(settings, [*map(Path, SOURCES), trial], broker=LocalBrokerAuth(settings), actor="carol")
+    )
+    assert "+ view        org_mobility_startup.voltcharge__charger_status  (agreement chargers_startup_trial)" in (
+        applied.plan.render()
+    )
     revoked = hub(env, "agreements", "revoke", "chargers_startup_trial", "--reason", "trial over", "--by", "dave")
     assert revoked.returncode == 0, revoked.stderr
     assert revoked.stdout.startswith(
