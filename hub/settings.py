@@ -73,6 +73,14 @@ class HubSettings(BaseSettings):
     # How often running workers look for partners, feeds and schema versions applied since they started.
     catalog_reload_s: float = 5.0
 
+    # Sharing (docs/agreements.md)
+    share_database_grants: bool = Field(
+        default=True,
+        description="Whether `hub apply` manages database-level privileges: CONNECT only for organisations' roles, "
+        "TEMP for none. Off only for an engine that cannot grant on databases (the TimescaleDB WASM test engine) "
+        "or where the operator manages them.",
+    )
+
     # Landing
     land_batch_size: int = 5_000
     land_flush_ms: int = 200

@@ -10,6 +10,14 @@ command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || packages+=(postgresql)
 command -v docker-compose >/dev/null 2>&1 || packages+=(docker-compose)
 command -v runuser >/dev/null 2>&1 || packages+=(util-linux)
+# Read auditing of organisation roles (hub audit): pgaudit for the installed PostgreSQL major version.
+# Without it the hub runs the same and `hub audit` says read auditing is off.
+for pg in /usr/lib/postgresql/*/bin/initdb; do
+  [ -e "$pg" ] || continue
+  major=$(basename "$(dirname "$(dirname "$pg")")")
+  [ -e "/usr/lib/postgresql/$major/lib/pgaudit.so" ] || packages+=("postgresql-$major-pgaudit")
+done
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || packages+=(postgresql-15-pgaudit)
 
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=""

@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from hub.catalog.agreements_ddl import AGREEMENTS_DDL
 from hub.catalog.locks import APPLY_LOCK
 
 CATALOG_DDL = """
@@ -175,12 +176,16 @@ CREATE TABLE IF NOT EXISTS hub.dead_letters (
 CREATE INDEX IF NOT EXISTS dead_letters_by_feed ON hub.dead_letters (partner_id, feed, at);
 CREATE INDEX IF NOT EXISTS dead_letters_by_time ON hub.dead_letters (at);
 """
+# (+20) Organisations, agreements, their append-only audit trail and pgaudit's read log (kept in a module
+# of its own for its length: hub/catalog/agreements_ddl.py).
+CATALOG_DDL += AGREEMENTS_DDL
+
 
 # Bumped whenever CATALOG_DDL changes. The DDL runs only when the database records another
 # version: ALTER TABLE and CREATE OR REPLACE VIEW take exclusive locks even when they change
 # nothing, so running them at every worker start (and catalog reload) would queue behind
 # landing's transactions on hub.land_offsets, and stop every worker behind them.
-CATALOG_VERSION = "hub catalog 2 (+15)"
+CATALOG_VERSION = "hub catalog 3"
 CATALOG_DDL += f"COMMENT ON SCHEMA hub IS '{CATALOG_VERSION}';\n"
 
 

@@ -1,7 +1,9 @@
 """`hub demo`: the main job on the local stack, end to end, for a first look.
 
-Starts the stack, onboards the example partners of connectors/, runs the workers in
-the background, publishes simulated device data over MQTT and shows the rows landed.
+Starts the stack, onboards the example partners of connectors/ with the organisations and
+agreements of organisations/ and agreements/, runs the workers in the background, publishes
+simulated device data over MQTT, shows the rows landed, and ends with one consumer
+organisation's view of them, as its own database role, beside what it is refused.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import asyncpg
 import typer
 from rich.table import Table
 
+from hub.cli import demo_share
 from hub.cli.common import console, one_line_errors, settings
 from hub.cli.simulate import applied_feeds, print_report
-from hub.control import credentials
+from hub.control import credentials, db_credentials
 from hub.control.apply import apply
 from hub.errors import HubError
 from hub.simulate import simulate
@@ -64,6 +67,8 @@ async def _sample(url: str) -> list[asyncpg.Record]:
 @one_line_errors
 def demo(
     connectors: Annotated[Path, typer.Option(help="Connector configs to onboard.")] = Path("connectors"),
+    organisations: Annotated[Path, typer.Option(help="Organisations to create.")] = Path("organisations"),
+    agreements: Annotated[Path, typer.Option(help="Agreements to apply.")] = Path("agreements"),
     messages: Annotated[int, typer.Option("--messages", "-n", min=1)] = 2000,
     rate: Annotated[float, typer.Option(help="Messages per second from the simulated devices.")] = 500.0,
     invalid: Annotated[float, typer.Option(help="Fraction of deliberately invalid messages.")] = 0.05,
@@ -77,14 +82,17 @@ def demo(
     say("[bold]1. local stack[/bold] (real Mosquitto, PostgreSQL and Kafka-protocol broker on loopback)")
     LocalStack(s, log=say).up()
 
-    say(f"\n[bold]2. onboarding[/bold] the partners in {connectors}/")
+    say(f"\n[bold]2. onboarding[/bold] the partners in {connectors}/, the organisations and agreements in "
+        f"{organisations}/ and {agreements}/")  # fmt: skip
     creds_dir = credentials.default_dir(s)
-    result = asyncio.run(apply(s, connectors, broker=LocalBrokerAuth(s)))
+    result = asyncio.run(apply(s, [connectors, organisations, agreements], broker=LocalBrokerAuth(s)))
     credentials.save_all(s, creds_dir, result.credentials)
+    for org, password in result.db_passwords.items():
+        db_credentials.save(creds_dir, db_credentials.describe(s, org, password))
     mqtt = s.endpoints().mqtt()
     say("   " + ("\n   ".join(result.plan.render())))
-    if result.credentials:
-        say(f"   new partners' MQTT credentials saved (owner-only) in {creds_dir}/")
+    if result.credentials or result.db_passwords:
+        say(f"   new partners' MQTT credentials and organisations' database logins saved (owner-only) in {creds_dir}/")
 
     say("\n[bold]3. workers[/bold]: ingest (MQTT -> Kafka) and landing (Kafka -> database)")
     proc = workers_process(s.state_dir.resolve())
@@ -126,7 +134,14 @@ def demo(
             r["device_id"], str(r["time"]), f"{r['pm25']:.1f}", f"{r['pm10']:.1f}", f"{r['temperature_c']:.1f}"
         )
     console.print(table)
+    login = db_credentials.load(creds_dir, demo_share.DEMO_ORG)
+    if login is not None:
+        org = demo_share.DEMO_ORG
+        say(f"\n[bold]6. sharing[/bold]: {org} reads what its agreements grant, in SQL, as its own role "
+            f"(`hub access {org}`, `hub explain {org} FEED`)")  # fmt: skip
+        demo_share.show(login["url"], say)
     say(
         '\nNext: `eval "$(.venv/bin/hub stack env)"; psql "$HUB_DATABASE_URL"`, `.venv/bin/hub feeds`, '
-        "`.venv/bin/hub simulate --help`; stop everything with `.venv/bin/hub stack down`."
+        f'`psql "$(.venv/bin/hub db-url {demo_share.DEMO_ORG})"`, `.venv/bin/hub orgs`, `.venv/bin/hub audit`; '
+        "stop everything with `.venv/bin/hub stack down`."
     )

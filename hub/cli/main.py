@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from hub.cli import connector, dead_letters, onboard, run, stack
+from hub.cli import connector, dead_letters, onboard, run, share, stack
+from hub.cli.agreements import app as agreements_app
 from hub.cli.bench import bench
 from hub.cli.demo import demo
 from hub.cli.maintain import maintain
@@ -28,6 +29,7 @@ app.add_typer(run.app, name="run")
 app.add_typer(query_app, name="query")
 app.add_typer(dead_letters.app, name="dead-letters")
 app.add_typer(connector.app, name="connector")
+app.add_typer(agreements_app, name="agreements")
 app.command()(demo)
 app.command()(maintain)
 app.command()(bench)
@@ -37,6 +39,9 @@ app.command()(serve)
 app.command("try")(try_payload)
 for _cmd in (onboard.plan, onboard.apply, onboard.feeds, onboard.partners):
     app.command()(_cmd)
+for _share in (share.orgs, share.access, share.explain, share.audit):
+    app.command()(_share)
+app.command("db-url")(share.db_url)
 
 
 @app.callback()

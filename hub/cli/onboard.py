@@ -1,4 +1,4 @@
-"""`hub plan`, `hub apply`, `hub feeds`, `hub partners`: onboarding and the catalog."""
+"""`hub plan`, `hub apply`, `hub feeds`, `hub partners`: onboarding, sharing and the catalog."""
 
 from __future__ import annotations
 
@@ -14,23 +14,24 @@ from hub.catalog import store as catalog
 from hub.catalog.feeds_view import feed_summaries
 from hub.cli.common import console, one_line_errors, settings
 from hub.control import apply as applier
-from hub.control import credentials
+from hub.control import credentials, db_credentials
 from hub.control.mapping import mapping_lines
 from hub.db import connection
 from hub.stack.broker_auth import LocalBrokerAuth
 
+PathsArg = Annotated[
+    list[Path],
+    typer.Argument(help="Connector configs, organisations and agreements: files or directories, in any order."),
+]
 SchemasOpt = Annotated[
     Path | None, typer.Option("--schemas", help="Directory of .avsc files (default: schemas/ beside connectors/).")
 ]
 
 
 @one_line_errors
-def plan(
-    path: Annotated[Path, typer.Argument(help="A connector config, or a directory of them.")],
-    schemas: SchemasOpt = None,
-) -> None:
+def plan(paths: PathsArg, schemas: SchemasOpt = None) -> None:
     """Show what `hub apply` would change, without changing anything."""
-    result = asyncio.run(applier.plan(settings(), path, schemas))
+    result = asyncio.run(applier.plan(settings(), paths, schemas))
     for line in result.render():
         console.print(line, highlight=False)
     for line in mapping_lines((p.id, f.feed, f.schema) for p in result.partners for f in p.feeds):
@@ -39,18 +40,26 @@ def plan(
 
 @one_line_errors
 def apply(
-    path: Annotated[Path, typer.Argument(help="A connector config, or a directory of them.")],
+    paths: PathsArg,
     schemas: SchemasOpt = None,
     save_credentials: Annotated[
         Path | None,
-        typer.Option(help="Also write new partners' MQTT credentials to DIR/<partner>.json (owner-only files)."),
+        typer.Option(
+            help="Also write new partners' MQTT credentials to DIR/<partner>.json and new organisations' database "
+            "logins to DIR/<org>.db.json (owner-only files)."
+        ),
+    ] = None,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who applies, for the audit trail (default: login name).")
     ] = None,
 ) -> None:
-    """Apply connector configs: all of a run's changes or none of them. Re-running is a no-op."""
+    """Apply connector configs, organisations and agreements: all of a run's changes or none. Re-running is a no-op."""
     s = settings()
-    result = asyncio.run(applier.apply(s, path, schemas, broker=LocalBrokerAuth(s)))
+    result = asyncio.run(applier.apply(s, paths, schemas, broker=LocalBrokerAuth(s), actor=by))
     for line in result.plan.render():
         console.print(line, highlight=False)
+    if result.expectations and result.agreement_files:
+        console.print(f"agreement expectations: {result.expectations} checked against the database, all hold")
     if result.plan.empty:
         return
     for partner_id, password in result.credentials.items():
@@ -63,6 +72,15 @@ def apply(
         )
         if save_credentials is not None:
             credentials.save(save_credentials, creds)
+    for org, password in result.db_passwords.items():
+        login = db_credentials.describe(s, org, password)
+        console.print(
+            f"\nDatabase login for [bold]{org}[/bold] (shown once; PostgreSQL keeps only its SCRAM verifier):\n"
+            f"  role {login['role']}\n  password {password}",
+            highlight=False,
+        )
+        if save_credentials is not None:
+            db_credentials.save(save_credentials, login)
     if not result.mqtt_reloaded:
         console.print("note: no local Mosquitto to reload; reload your broker to pick up the new ACL")
     console.print(f"applied {len(result.plan.changes)} changes", highlight=False)

@@ -1,24 +1,34 @@
 """`hub plan` and `hub apply`: read the catalog and servers, diff, and apply all or nothing.
 
-Order of effects: every catalog row, schema version and table change happens in one
-database transaction; Kafka topics are created before it commits (a failure rolls the
-transaction back; an extra empty topic is harmless and reused next time); the MQTT
-password and ACL files are rewritten from the committed catalog last.
+Connector configs, organisations and agreements are applied together (hub/control/sources.py sorts the
+files given). Order of effects: every catalog row, schema version, table change, role and shared view
+happens in one database transaction, whose last step checks the invariants of shared objects and the
+agreements' expectations (a failure rolls everything back); Kafka topics are created before it commits
+(an extra empty topic is harmless and reused next time); sessions of organisations whose shared objects
+were dropped or narrowed are ended before the change and again after the commit; the MQTT password and
+ACL files are rewritten from the committed catalog last.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 
+from hub.catalog import agreements as shared
 from hub.catalog import store as catalog
 from hub.catalog.locks import APPLY_LOCK
 from hub.catalog.topics import feed_topic_specs
+from hub.control import share_apply
 from hub.control.desired import load_desired
 from hub.control.plan import CurrentState, DesiredPartner, Plan, make_plan
+from hub.control.share_plan import SharingPlan, make_sharing_plan
+from hub.control.sources import Sources, classify
 from hub.db import connection, timescaledb_available
 from hub.kafka import KafkaAdmin
 from hub.mqtt_auth import BrokerAuth, MqttUser, generate_secret, hash_password, hub_service_user
@@ -29,7 +39,18 @@ from hub.settings import Endpoints, HubSettings
 class ApplyResult:
     plan: Plan
     credentials: dict[str, str] = field(default_factory=dict)  # partner id -> new MQTT password (shown once)
+    db_passwords: dict[str, str] = field(default_factory=dict)  # organisation -> new database password (shown once)
+    expectations: int = 0  # agreement expectations that held (every applied agreement's, checked by every run)
+    agreement_files: int = 0  # agreement files this run read
     mqtt_reloaded: bool = False
+
+
+def actor_name() -> str:
+    """Who applies, as the audit trail records it (the database also records its own login role)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 async def read_current(conn: asyncpg.Connection, admin: KafkaAdmin) -> CurrentState:
@@ -46,39 +67,93 @@ async def read_current(conn: asyncpg.Connection, admin: KafkaAdmin) -> CurrentSt
     return state
 
 
-async def plan(settings: HubSettings, path: Path, schemas_dir: Path | None = None) -> Plan:
-    desired = load_desired(path, settings, schemas_dir)  # config errors before any server is touched
+@dataclass
+class _Files:
+    sources: Sources
+    desired: list[DesiredPartner]
+    sharing: share_apply.SharingFiles
+
+
+def _read_files(settings: HubSettings, paths: Path | Sequence[Path], schemas_dir: Path | None) -> _Files:
+    """Every file read and validated on its own, before any server is touched."""
+    sources = classify(paths)
+    return _Files(sources, load_desired(sources.connectors, settings, schemas_dir), share_apply.read_files(sources))
+
+
+@dataclass
+class _Run:
+    plan: Plan
+    sharing: SharingPlan
+
+
+async def _make(conn: asyncpg.Connection, admin: KafkaAdmin, files: _Files, now: datetime) -> _Run:
+    ts = await timescaledb_available(conn)
+    the_plan = make_plan(files.desired, await read_current(conn, admin), ts)
+    feeds = await share_apply.all_feeds(conn, files.desired)
+    wanted = await share_apply.read_desired(conn, files.sharing, files.sources, files.desired, feeds, now)
+    sharing = make_sharing_plan(wanted, await share_apply.read_current(conn, feeds), now)
+    the_plan.changes += sharing.changes
+    the_plan.notes += sharing.notes
+    return _Run(the_plan, sharing)
+
+
+async def plan(settings: HubSettings, paths: Path | Sequence[Path], schemas_dir: Path | None = None) -> Plan:
+    files = _read_files(settings, paths, schemas_dir)
     ep = settings.endpoints()
     async with connection(ep.database_url) as conn, KafkaAdmin(settings, ep.kafka_bootstrap) as admin:
         await catalog.ensure_catalog(conn)
-        ts = await timescaledb_available(conn)
-        return make_plan(desired, await read_current(conn, admin), ts)
+        return (await _make(conn, admin, files, datetime.now(UTC))).plan
 
 
 async def apply(
-    settings: HubSettings, path: Path, schemas_dir: Path | None = None, *, broker: BrokerAuth
+    settings: HubSettings,
+    paths: Path | Sequence[Path],
+    schemas_dir: Path | None = None,
+    *,
+    broker: BrokerAuth,
+    actor: str | None = None,
 ) -> ApplyResult:
-    """Apply connector configs, all or nothing; the broker's accounts are written to `broker` last."""
-    desired = load_desired(path, settings, schemas_dir)
+    """Apply connector configs, organisations and agreements, all or nothing; the broker's accounts last."""
+    files = _read_files(settings, paths, schemas_dir)
     ep = settings.endpoints()
+    now = datetime.now(UTC)
     async with connection(ep.database_url) as conn, KafkaAdmin(settings, ep.kafka_bootstrap) as admin:
         await catalog.ensure_catalog(conn)
-        ts = await timescaledb_available(conn)
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLY_LOCK)
-            the_plan = make_plan(desired, await read_current(conn, admin), ts)
-            result = ApplyResult(the_plan)
-            if the_plan.empty:
-                return result
-            for partner in desired:
-                await _apply_partner(conn, partner, result)
-            await admin.ensure_topics(feed_topic_specs(settings, (f for p in desired for f in p.feeds)))
+            run = await _make(conn, admin, files, now)
+            result = ApplyResult(run.plan, agreement_files=len(files.sources.agreements))
+            if not run.plan.empty:
+                dropped: list[tuple[str, str]] = []
+                for partner in files.desired:
+                    dropped += await _apply_partner(conn, partner, result)
+                await admin.ensure_topics(feed_topic_specs(settings, (f for p in files.desired for f in p.feeds)))
+                result.db_passwords = await share_apply.execute(
+                    conn,
+                    run.sharing,
+                    run.plan.timescale,
+                    actor or actor_name(),
+                    now,
+                    dropped,
+                    database_grants=settings.share_database_grants,
+                )
+            failures = await share_apply.verify(conn, run.sharing, now)
+            if failures:
+                raise share_apply.refuse(failures)
+            result.expectations = len(run.sharing.expectations)
+        if run.plan.empty:
+            return result
+        await shared.terminate_sessions(conn, sorted(run.sharing.terminate))
         result.mqtt_reloaded = await sync_mqtt_auth(settings, ep, conn, broker)
     return result
 
 
-async def _apply_partner(conn: asyncpg.Connection, partner: DesiredPartner, result: ApplyResult) -> None:
+async def _apply_partner(
+    conn: asyncpg.Connection, partner: DesiredPartner, result: ApplyResult
+) -> list[tuple[str, str]]:
+    """A partner's rows, schemas and tables; the shared views dropped because their table changed shape."""
     p = partner.config.partner
+    dropped: list[tuple[str, str]] = []
     if any(c.target == p.id for c in result.plan.of_kind("credentials")):  # a new partner
         password = generate_secret()
         result.credentials[p.id] = password
@@ -109,10 +184,14 @@ async def _apply_partner(conn: asyncpg.Connection, partner: DesiredPartner, resu
         target = f"{f.table.schema}.{f.table.table}"
         for change in result.plan.changes:
             if change.sql and (change.target == target or change.target.startswith(target + ".")):
+                if any(stmt.startswith("DROP ") or " TYPE " in stmt for stmt in change.sql):
+                    # a rollup rebuilt or a column retyped: views reading them must go first (re-created after)
+                    dropped += await share_apply.drop_dependent_views(conn, f.table.schema, f.table.table)
                 for stmt in change.sql:
                     await conn.execute(stmt)
         await catalog.set_resource(conn, "table", target, "ready")
         await catalog.set_resource(conn, "topic", f.kafka_topic, "ready", f"{f.partitions} partitions")
+    return dropped
 
 
 async def sync_mqtt_auth(settings: HubSettings, ep: Endpoints, conn: asyncpg.Connection, broker: BrokerAuth) -> bool:

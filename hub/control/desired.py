@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from hub.connector.loader import connector_files, key_line, load_connector
@@ -33,11 +34,14 @@ class _Fail:
         return ConfigError(msg, file=str(self.file), line=key_line(self.file, full), field=name)
 
 
-def load_desired(path: Path, settings: HubSettings, schemas_dir: Path | None = None) -> list[DesiredPartner]:
+def load_desired(
+    path: Path | Sequence[Path], settings: HubSettings, schemas_dir: Path | None = None
+) -> list[DesiredPartner]:
+    """Connector configs: a file, a directory of them, or a list of files (hub/control/sources.py sorts them)."""
     partners: list[DesiredPartner] = []
     owners: dict[str, str] = {}
     cache: dict[tuple[Path, KeyNames], FeedSchema] = {}
-    for file in connector_files(path):
+    for file in connector_files(path) if isinstance(path, Path) else path:
         cfg = load_connector(file)
         pid = cfg.partner.id
         if pid in owners:

@@ -91,14 +91,16 @@ class CurrentState:
 
 @dataclass(frozen=True)
 class Change:
-    kind: str  # partner | credentials | feed | schema | topic | table | column | acl
-    action: str  # create | update
+    # partner | credentials | feed | schema | topic | table | column | acl; sharing (hub/control/share_plan.py):
+    # sharing | organisation | db-role | db-schema | agreement | view
+    kind: str
+    action: str  # create | update | drop
     target: str
     detail: str = ""
     sql: tuple[str, ...] = ()
 
     def render(self) -> str:
-        sign = "+" if self.action == "create" else "~"
+        sign = {"create": "+", "drop": "-"}.get(self.action, "~")
         return f"{sign} {self.kind:11} {self.target}" + (f"  ({self.detail})" if self.detail else "")
 
 
@@ -118,7 +120,7 @@ class Plan:
 
     def render(self) -> list[str]:
         if self.empty:
-            return ["no changes: the catalog already matches these connector configs"]
+            return ["no changes: the catalog and the database already match these files"]
         return [c.render() for c in self.changes] + [f"note: {n}" for n in self.notes]
 
 

@@ -73,15 +73,22 @@ def create_table_sql(t: FeedTable, timescale: bool) -> list[str]:
 
 
 def _aggregates(columns: Sequence[Column]) -> list[str]:
+    """samples, avg/min/max of each numeric column, then `n_<column>`: its non-null count.
+
+    `avg` skips nulls, so re-bucketing a nullable column's averages needs its own count as the weight
+    (`samples` would bias it); shared aggregates (hub/control/share_sql.py) use them. They come last so
+    that a plain-PostgreSQL rollup view made by an earlier version can be replaced in place.
+    """
+    numeric = [c for c in columns if c.numeric and c.name not in ("device_id", "time")]
     out = ["count(*) AS samples"]
-    for c in columns:
-        if c.numeric and c.name not in ("device_id", "time"):
-            q = quote_ident(c.name)
-            out += [
-                f"avg({q}) AS {quote_ident('avg_' + c.name)}",
-                f"min({q}) AS {quote_ident('min_' + c.name)}",
-                f"max({q}) AS {quote_ident('max_' + c.name)}",
-            ]
+    for c in numeric:
+        q = quote_ident(c.name)
+        out += [
+            f"avg({q}) AS {quote_ident('avg_' + c.name)}",
+            f"min({q}) AS {quote_ident('min_' + c.name)}",
+            f"max({q}) AS {quote_ident('max_' + c.name)}",
+        ]
+    out += [f"count({quote_ident(c.name)}) AS {quote_ident('n_' + c.name)}" for c in numeric]
     return out
 
 

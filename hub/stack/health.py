@@ -22,9 +22,11 @@ async def postgres_mode(database_url: str, timeout_s: float = 5.0) -> str:
             "SELECT coalesce((SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'),"
             " (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'))"
         )
+        audited = "pgaudit" in (await conn.fetchval("SHOW shared_preload_libraries") or "")
     finally:
         await conn.close()
-    return f"TimescaleDB {ts} on PostgreSQL {version}" if ts else f"plain PostgreSQL {version} (no TimescaleDB)"
+    mode = f"TimescaleDB {ts} on PostgreSQL {version}" if ts else f"plain PostgreSQL {version} (no TimescaleDB)"
+    return mode + ("; reads audited (pgaudit)" if audited else "; read auditing off (no pgaudit)")
 
 
 def mqtt_check(address: MqttAddress, timeout_s: float = 5.0) -> str:

@@ -169,6 +169,25 @@ def init_postgres(state_dir: Path, superuser_password: str) -> None:
         raise StackError(f"initdb failed: {result.stderr.strip().splitlines()[-1:]}")
 
 
+def pgaudit_library() -> Path | None:
+    """pgaudit's shared library beside this PostgreSQL's binaries (Debian: postgresql-15-pgaudit), if installed.
+
+    Only then may it be preloaded: a `shared_preload_libraries` entry for a missing library keeps
+    PostgreSQL from starting at all.
+    """
+    lib = Path(_pg_bin("pg_ctl")).resolve().parent.parent / "lib" / "pgaudit.so"
+    return lib if lib.is_file() else None
+
+
+def audit_options() -> str:
+    """Server options for read auditing (organisation roles' reads, hub audit): pgaudit preloaded and the
+    log also written as jsonlog files under the data directory's log/, which `hub audit` reads back. Empty
+    without pgaudit: the hub runs the same, and `hub audit` says that read auditing is off."""
+    if pgaudit_library() is None:
+        return ""
+    return " -c shared_preload_libraries=pgaudit -c logging_collector=on -c log_destination=stderr,jsonlog"
+
+
 def start_postgres(state_dir: Path, port: int) -> None:
     d = state_dir / "postgres"
     log = d / "postgres.log"
@@ -185,7 +204,7 @@ def start_postgres(state_dir: Path, port: int) -> None:
                 "-t",
                 "60",
                 "-o",
-                f"-p {port} -k {d / 'run'} -c listen_addresses=127.0.0.1 -c max_connections=200",
+                f"-p {port} -k {d / 'run'} -c listen_addresses=127.0.0.1 -c max_connections=200" + audit_options(),
                 "start",
             ]
         ),

@@ -185,7 +185,7 @@ def test_hub_services_are_built_from_one_image_and_run_their_commands(rendered: 
         "hub-api": ["hub", "serve", "--host", "0.0.0.0", "--port", "8081"],
         "hub-ingest": ["hub", "run", "ingest"],
         "hub-land": ["hub", "run", "land"],
-        "hub-apply": ["hub", "apply", "/connectors"],
+        "hub-apply": ["hub", "apply", "/connectors", "/organisations", "/agreements"],
     }
     assert any(port.endswith(":8081/tcp") for port in services["hub-api"]["ports"])
 
@@ -297,6 +297,7 @@ def test_hub_apply_is_a_one_shot_job_behind_a_profile(rendered: dict[str, Any]) 
     assert service["profiles"] == ["onboard"]
     assert service["restart"] == "no"
     assert mounts(service)["/connectors"] == (str(REPO / "connectors"), True)
+    assert mounts(service)["/agreements"] == (str(REPO / "agreements"), True)
 
 
 def test_ingest_and_landing_workers_can_be_scaled(rendered: dict[str, Any], empty_env_file: Path) -> None:

@@ -31,6 +31,10 @@ def test_hub_demo_lands_every_valid_message_and_stack_down_stops_everything_it_s
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         assert "sent 300" in result.stdout and "refused 0" in result.stdout
         assert "rows (every valid message exactly once)" in result.stdout
+        # it ends with a consumer organisation's own view of the data, beside what it is refused
+        sharing = result.stdout.split("6. sharing")[1]
+        assert "org_city_data_team | uni_air_lab__air_quality" in sharing and "(5 rows)" in sharing
+        assert "ERROR:  permission denied for schema uni_air_lab" in sharing
         pids = [
             p.pid
             for p in psutil.process_iter(["cmdline"])

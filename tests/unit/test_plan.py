@@ -138,7 +138,7 @@ def test_the_plan_renders_one_line_per_change() -> None:
 def test_applying_the_same_configs_again_plans_no_changes() -> None:
     plan = make_plan(desired(), applied(desired()), timescale=False)
     assert plan.empty
-    assert plan.render() == ["no changes: the catalog already matches these connector configs"]
+    assert plan.render() == ["no changes: the catalog and the database already match these files"]
 
 
 def test_a_topic_lost_by_the_broker_is_planned_again() -> None:

@@ -1,0 +1,39 @@
+"""What agreements become in PostgreSQL, by name: one place, so the SQL that creates an object and every
+answer that points at it (`hub access`, `hub explain`, the tests) agree."""
+
+from __future__ import annotations
+
+from hub.identifiers import MAX_SQL_NAME_BYTES
+
+ORG_PREFIX = "org_"  # organisation X: login role org_X and schema org_X (never a partner's schema X)
+OPEN_SCHEMA = "open_data"  # agreements with everyone: readable by every role that may connect
+SHARE_OWNER = "hub_share_owner"  # NOLOGIN, not superuser, no BYPASSRLS: owns every shared object
+PRIVATE_SCHEMA = "hub_private"  # the pseudonym keys: no organisation can even look inside
+PSEUDONYM_COLUMN = "device_pseudonym"
+AGG_SUFFIX = "__agg"
+
+
+def org_role(org: str) -> str:
+    return ORG_PREFIX + org
+
+
+def org_schema(org: str | None) -> str:
+    """The schema a grant's object lives in: the organisation's own, or open_data for everyone (None)."""
+    return OPEN_SCHEMA if org is None else ORG_PREFIX + org
+
+
+def view_name(provider: str, feed: str, aggregate: bool) -> str:
+    return f"{provider}__{feed}" + (AGG_SUFFIX if aggregate else "")
+
+
+def object_name(org: str | None, provider: str, feed: str, aggregate: bool) -> str:
+    """`schema.view` as a consumer writes it in SQL (every part is a lower-case identifier)."""
+    return f"{org_schema(org)}.{view_name(provider, feed, aggregate)}"
+
+
+def too_long(org: str | None, provider: str, feed: str) -> str | None:
+    """Which composed name would exceed PostgreSQL's limit (it would truncate it silently), if any."""
+    for name in (org_schema(org), view_name(provider, feed, True)):
+        if len(name.encode()) > MAX_SQL_NAME_BYTES:
+            return name
+    return None
