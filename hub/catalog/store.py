@@ -154,13 +154,24 @@ LEFT JOIN (
     SELECT partner_id, feed, sum(rows) AS rows FROM hub.land_counters GROUP BY partner_id, feed
 ) lc ON lc.partner_id = f.partner_id AND lc.feed = f.name;
 COMMENT ON VIEW hub.catalog_feeds IS 'Every feed with its owner, licence, tables and current schema version';
+-- (+21) MQTT logins of a partner's devices or gateways (`hub devices`), each bound on the broker to the
+-- client id equal to its user name; the partner's own login is hub.partners.mqtt_username.
+CREATE TABLE IF NOT EXISTS hub.mqtt_devices (
+    partner_id text NOT NULL REFERENCES hub.partners(id),
+    name text NOT NULL,
+    username text NOT NULL UNIQUE,
+    password_hash text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    rotated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (partner_id, name)
+);
 """
 
 # Bumped whenever CATALOG_DDL changes. The DDL runs only when the database records another
 # version: ALTER TABLE and CREATE OR REPLACE VIEW take exclusive locks even when they change
 # nothing, so running them at every worker start (and catalog reload) would queue behind
 # landing's transactions on hub.land_offsets, and stop every worker behind them.
-CATALOG_VERSION = "hub catalog 2"
+CATALOG_VERSION = "hub catalog 2 (+21)"
 CATALOG_DDL += f"COMMENT ON SCHEMA hub IS '{CATALOG_VERSION}';\n"
 
 

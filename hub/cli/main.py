@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hub.cli import onboard, run, stack
+from hub.cli import logins, onboard, run, stack
 from hub.cli.bench import bench
 from hub.cli.demo import demo
 from hub.cli.maintain import maintain
@@ -25,13 +25,15 @@ app = typer.Typer(
 app.add_typer(stack.app, name="stack")
 app.add_typer(run.app, name="run")
 app.add_typer(query_app, name="query")
+app.add_typer(logins.partners_app, name="partners")
+app.add_typer(logins.devices_app, name="devices")
 app.command()(demo)
 app.command()(maintain)
 app.command()(bench)
 app.command("simulate")(simulate_cmd)
 app.command("stats")(stats_cmd)
 app.command()(serve)
-for _cmd in (onboard.plan, onboard.apply, onboard.feeds, onboard.partners):
+for _cmd in (onboard.plan, onboard.apply, onboard.feeds):
     app.command()(_cmd)
 
 

@@ -29,7 +29,8 @@ def plan(
     schemas: SchemasOpt = None,
 ) -> None:
     """Show what `hub apply` would change, without changing anything."""
-    result = asyncio.run(applier.plan(settings(), path, schemas))
+    s = settings()
+    result = asyncio.run(applier.plan(s, path, schemas, broker=LocalBrokerAuth(s)))
     for line in result.render():
         console.print(line, highlight=False)
 
@@ -40,7 +41,7 @@ def apply(
     schemas: SchemasOpt = None,
     save_credentials: Annotated[
         Path | None,
-        typer.Option(help="Also write new partners' MQTT credentials to DIR/<partner>.json (owner-only files)."),
+        typer.Option(help="Also write new MQTT logins' credentials to DIR/<username>.json (owner-only files)."),
     ] = None,
 ) -> None:
     """Apply connector configs: all of a run's changes or none of them. Re-running is a no-op."""
@@ -50,19 +51,18 @@ def apply(
         console.print(line, highlight=False)
     if result.plan.empty:
         return
-    for partner_id, password in result.credentials.items():
-        creds = credentials.describe(s, partner_id, password)
-        console.print(
-            f"\nMQTT credentials for [bold]{partner_id}[/bold] (shown once; only a hash is stored):\n"
-            f"  username {partner_id}\n  password {password}\n"
-            f"  publish under {creds['publish_under']}   error reports on {creds['error_reports']}",
-            highlight=False,
-        )
-        if save_credentials is not None:
-            credentials.save(save_credentials, creds)
-    if not result.mqtt_reloaded:
-        console.print("note: no local Mosquitto to reload; reload your broker to pick up the new ACL")
+    show_credentials(result.credentials, save_credentials)
     console.print(f"applied {len(result.plan.changes)} changes", highlight=False)
+
+
+def show_credentials(passwords: dict[str, str], save_to: Path | None) -> None:
+    """Each new login once on the terminal (and in an owner-only file where asked)."""
+    s = settings()
+    for username, password in passwords.items():
+        creds = credentials.describe(s, username, password)
+        console.print("\n" + credentials.render(creds), highlight=False)
+        if save_to is not None:
+            console.print(f"  saved to {credentials.save(save_to, creds)}", highlight=False)
 
 
 async def _feeds() -> list[dict[str, Any]]:
@@ -85,8 +85,7 @@ def feeds(as_json: Annotated[bool, typer.Option("--json", help="One JSON array f
     console.print(table)
 
 
-@one_line_errors
-def partners(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_partners(as_json: bool) -> None:
     """Every onboarded partner."""
 
     async def fetch() -> list[dict[str, Any]]:

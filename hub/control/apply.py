@@ -2,8 +2,10 @@
 
 Order of effects: every catalog row, schema version and table change happens in one
 database transaction; Kafka topics are created before it commits (a failure rolls the
-transaction back; an extra empty topic is harmless and reused next time); the MQTT
-password and ACL files are rewritten from the committed catalog last.
+transaction back; an extra empty topic is harmless and reused next time); the MQTT broker's
+accounts are compared with the catalog and changed last, still inside the transaction, so a
+broker that refuses leaves nothing committed (hub/control/broker_sync.py). Every plan compares
+the broker with the catalog, so a second apply repairs whatever drifted there.
 """
 
 from __future__ import annotations
@@ -17,19 +19,21 @@ import asyncpg
 from hub.catalog import store as catalog
 from hub.catalog.locks import APPLY_LOCK
 from hub.catalog.topics import feed_topic_specs
+from hub.control import broker_sync
 from hub.control.desired import load_desired
 from hub.control.plan import CurrentState, DesiredPartner, Plan, make_plan
 from hub.db import connection, timescaledb_available
 from hub.kafka import KafkaAdmin
-from hub.mqtt_auth import BrokerAuth, MqttUser, generate_secret, hash_password, hub_service_user
-from hub.settings import Endpoints, HubSettings
+from hub.mqtt_auth.accounts import generate_secret, hash_password
+from hub.mqtt_auth.dynsec import BrokerAuth, DynsecBroker
+from hub.mqtt_auth.reconcile import Diff
+from hub.settings import HubSettings
 
 
 @dataclass
 class ApplyResult:
     plan: Plan
-    credentials: dict[str, str] = field(default_factory=dict)  # partner id -> new MQTT password (shown once)
-    mqtt_reloaded: bool = False
+    credentials: dict[str, str] = field(default_factory=dict)  # MQTT user name -> new password (shown once)
 
 
 async def read_current(conn: asyncpg.Connection, admin: KafkaAdmin) -> CurrentState:
@@ -46,40 +50,55 @@ async def read_current(conn: asyncpg.Connection, admin: KafkaAdmin) -> CurrentSt
     return state
 
 
-async def plan(settings: HubSettings, path: Path, schemas_dir: Path | None = None) -> Plan:
+async def plan(
+    settings: HubSettings, path: Path, schemas_dir: Path | None = None, *, broker: BrokerAuth | None = None
+) -> Plan:
     desired = load_desired(path, settings, schemas_dir)  # config errors before any server is touched
     ep = settings.endpoints()
     async with connection(ep.database_url) as conn, KafkaAdmin(settings, ep.kafka_bootstrap) as admin:
         await catalog.ensure_catalog(conn)
         ts = await timescaledb_available(conn)
-        return make_plan(desired, await read_current(conn, admin), ts)
+        the_plan = make_plan(desired, await read_current(conn, admin), ts)
+        await _with_broker(settings, conn, broker or DynsecBroker.from_settings(settings), the_plan)
+        return the_plan
+
+
+async def _with_broker(settings: HubSettings, conn: asyncpg.Connection, broker: BrokerAuth, the_plan: Plan) -> Diff:
+    """Add to the plan what the broker's accounts need (new partners' and whatever drifted there)."""
+    new = [c.target for c in the_plan.of_kind("partner") if c.action == "create"]
+    diff = await broker_sync.broker_diff(settings, conn, broker, new_partners=new, issue=new)
+    the_plan.changes += broker_sync.plan_changes(diff)
+    the_plan.notes += diff.notes
+    return diff
 
 
 async def apply(
-    settings: HubSettings, path: Path, schemas_dir: Path | None = None, *, broker: BrokerAuth
+    settings: HubSettings, path: Path, schemas_dir: Path | None = None, *, broker: BrokerAuth | None = None
 ) -> ApplyResult:
-    """Apply connector configs, all or nothing; the broker's accounts are written to `broker` last."""
+    """Apply connector configs, all or nothing; the broker's accounts are changed last, before the commit."""
     desired = load_desired(path, settings, schemas_dir)
     ep = settings.endpoints()
+    broker = broker or DynsecBroker.from_settings(settings)
     async with connection(ep.database_url) as conn, KafkaAdmin(settings, ep.kafka_bootstrap) as admin:
         await catalog.ensure_catalog(conn)
         ts = await timescaledb_available(conn)
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLY_LOCK)
             the_plan = make_plan(desired, await read_current(conn, admin), ts)
+            accounts = await _with_broker(settings, conn, broker, the_plan)
             result = ApplyResult(the_plan)
             if the_plan.empty:
                 return result
             for partner in desired:
                 await _apply_partner(conn, partner, result)
             await admin.ensure_topics(feed_topic_specs(settings, (f for p in desired for f in p.feeds)))
-        result.mqtt_reloaded = await sync_mqtt_auth(settings, ep, conn, broker)
+            result.credentials = await broker_sync.execute(conn, broker, accounts.changes, result.credentials)
     return result
 
 
 async def _apply_partner(conn: asyncpg.Connection, partner: DesiredPartner, result: ApplyResult) -> None:
     p = partner.config.partner
-    if any(c.target == p.id for c in result.plan.of_kind("credentials")):  # a new partner
+    if any(c.target == p.id and c.action == "create" for c in result.plan.of_kind("partner")):  # a new partner
         password = generate_secret()
         result.credentials[p.id] = password
         await conn.execute(
@@ -113,21 +132,3 @@ async def _apply_partner(conn: asyncpg.Connection, partner: DesiredPartner, resu
                     await conn.execute(stmt)
         await catalog.set_resource(conn, "table", target, "ready")
         await catalog.set_resource(conn, "topic", f.kafka_topic, "ready", f"{f.partitions} partitions")
-
-
-async def sync_mqtt_auth(settings: HubSettings, ep: Endpoints, conn: asyncpg.Connection, broker: BrokerAuth) -> bool:
-    """Rewrite the broker's accounts from the catalog and have the broker read them again."""
-    service = ep.mqtt()
-    users = [hub_service_user(settings, hash_password(service.password or ""))]
-    root, errors = settings.mqtt_namespace_root, settings.mqtt_error_root
-    for r in await catalog.partners(conn):
-        users.append(
-            MqttUser(
-                username=r["mqtt_username"],
-                password_hash=r["mqtt_password_hash"],
-                write=(f"{root}/{r['id']}/#",),
-                read=(f"{errors}/{r['id']}/#",),
-            )
-        )
-    broker.write(users)
-    return broker.reload()

@@ -10,6 +10,10 @@ for us, so nothing is lost. Memory: what the broker pushes meanwhile waits in th
 to the broker's in-flight limit for this session (`max_inflight_messages` for MQTT 3.1.1
 sessions).
 
+Identity: the worker connects as `hub-ingest-<host>-<index>` with a login of its own, bound to that
+client id and given a new password at every start (identity.py), and watches the broker's log for
+a takeover of its session on a second, idle connection (takeover.py).
+
 The worker subscribes to each partner's whole namespace (`partners/<id>/#`), so a message
 on a topic no feed matches is dead-lettered (`unknown_topic`) rather than dropped unseen.
 """
@@ -29,15 +33,19 @@ from hub.catalog import store as catalog
 from hub.catalog.runtime import FeedRuntime, load_feeds
 from hub.catalog.topics import feed_topic_specs
 from hub.db import DATABASE_ERRORS, connect
+from hub.ingest import identity
 from hub.ingest.decode import FeedDecoder
 from hub.ingest.kafka_send import KafkaSender, marker_spec
 from hub.ingest.mqtt_source import Message, MqttSource
 from hub.ingest.outgoing import UNKNOWN, ErrorReports, Outgoing, Preparer, Stats, partition_for
 from hub.ingest.routes import FeedRoute, Router
+from hub.ingest.takeover import TakeoverWatch
 from hub.ingest.topic_locks import TopicLocks
 from hub.kafka import TopicSpec
+from hub.mqtt_auth.accounts import ROLE_BROKER_LOG, ROLE_INGEST, generate_secret
+from hub.mqtt_auth.dynsec import DynsecBroker, provision_login
 from hub.schema.wire import WireEncoder
-from hub.settings import Endpoints, HubSettings
+from hub.settings import Endpoints, HubSettings, MqttAddress
 
 __all__ = [
     "UNKNOWN",
@@ -46,7 +54,6 @@ __all__ = [
     "Outgoing",
     "Stats",
     "build_routes",
-    "client_id",
     "marker_spec",
     "namespace_filters",
     "partition_for",
@@ -55,13 +62,13 @@ __all__ = [
 log = logging.getLogger("hub.ingest")
 
 
-def client_id(index: int) -> str:
-    return f"hub-ingest-{index}"
-
-
 def namespace_filters(settings: HubSettings, partner_ids: list[str]) -> list[str]:
     """One subscription per partner namespace: a topic no feed matches is still seen, and dead-lettered."""
     return sorted(f"{settings.mqtt_namespace_root}/{p}/#" for p in partner_ids)
+
+
+def address_tls_ca(settings: HubSettings) -> str | None:
+    return str(settings.mqtt_tls_ca) if settings.mqtt_tls_ca else None
 
 
 def build_routes(feeds: list[FeedRuntime], settings: HubSettings) -> list[FeedRoute]:
@@ -96,10 +103,13 @@ class IngestWorker:
         *,
         drain_only: bool = False,
         leave_timeout_s: float = 30.0,
+        client_id: str | None = None,
     ):
         self.settings = settings
         self.endpoints = endpoints
         self.index = index
+        # Draining may take over the session of an id this host would not make now (another version's).
+        self.client_id = client_id or identity.worker_client_id(settings, index)
         self.drain_only = drain_only
         self.leave_timeout_s = leave_timeout_s
         self.stats = Stats()
@@ -122,6 +132,9 @@ class IngestWorker:
         s, ep = self.settings, self.endpoints
         # What is open when a later step fails (the MQTT broker refuses us, say) is closed again.
         async with contextlib.AsyncExitStack() as opened:
+            self._claim = contextlib.ExitStack()
+            self._claim.enter_context(identity.claim(s, self.client_id))  # no second process with our client id
+            opened.callback(self._claim.close)
             self.db = await connect(ep.database_url)
             opened.push_async_callback(self.db.close)
             self.feeds = await load_feeds(self.db)
@@ -132,34 +145,56 @@ class IngestWorker:
             await self.sender.start()
             opened.push_async_callback(self.sender.stop, self.leave_timeout_s)
             loop = asyncio.get_running_loop()
-            name = client_id(self.index)
+            name = self.client_id
             filters = namespace_filters(s, [r["id"] for r in await catalog.partners(self.db)])
             previous = await self._recorded_filters(name)
+            address, watch_address = await self._logins()
             self.source = MqttSource(
-                ep.mqtt(),
+                address,
                 name,
                 filters,
                 subscribe=not self.drain_only,
                 unsubscribe_first=previous,
                 keepalive_s=s.mqtt_keepalive_s,
-                tls_ca=str(s.mqtt_tls_ca) if s.mqtt_tls_ca else None,
+                tls_ca=address_tls_ca(s),
                 wake=lambda: self._wake_threadsafe(loop),
                 wake_every=s.ingest_batch_size,
             )
             self.preparer = Preparer(s, router, self.sender.partitions, self.stats, self.source.publish)
+            self.watch: TakeoverWatch | None = None
+            if watch_address is not None:
+                self.watch = TakeoverWatch(watch_address, {name}, address_tls_ca(s))
+                await asyncio.to_thread(self.watch.start)
+                opened.push_async_callback(asyncio.to_thread, self.watch.stop)
             await asyncio.to_thread(self.source.start)
             opened.push_async_callback(asyncio.to_thread, self.source.stop, False)  # the session keeps its messages
             if not self.drain_only:
                 await catalog.set_resource(self.db, "mqtt-session", name, "active", json.dumps({"filters": filters}))
             opened.pop_all()
         log.info(
-            "ingest worker %s: %d feeds, %s %s",
+            "ingest worker %s (client id %s): %d feeds, %s %s",
             self.index,
+            self.client_id,
             len(self.feeds),
             "draining the session of" if self.drain_only else "subscribed to",
             filters,
         )
         return self
+
+    async def _logins(self) -> tuple[MqttAddress, MqttAddress | None]:
+        """This worker's logins, bound to its client ids, with passwords made now (the old ones stop working).
+
+        The second is for watching the broker's log for takeovers (none when only draining a session).
+        """
+        s, admin = self.settings, self.endpoints.mqtt()
+        broker = DynsecBroker(admin, address_tls_ca(s))
+        own = generate_secret()
+        await provision_login(broker, self.client_id, ROLE_INGEST, own)
+        if self.drain_only:
+            return admin.with_credentials(self.client_id, own), None
+        watch, watching = identity.watch_client_id(identity.this_host(s), self.index), generate_secret()
+        await provision_login(broker, watch, ROLE_BROKER_LOG, watching)
+        return admin.with_credentials(self.client_id, own), admin.with_credentials(watch, watching)
 
     async def _recorded_filters(self, name: str) -> list[str]:
         """The filters this client id's broker session was subscribed to when it last ran."""
@@ -184,6 +219,9 @@ class IngestWorker:
             await self._flush_stats(force=True)
             await self.locks.close()
             await self.db.close()
+            if self.watch is not None:
+                await asyncio.to_thread(self.watch.stop)
+            self._claim.close()
 
     async def leave_cleanly(self, quiet_s: float = 0.5) -> bool:
         """Leave the shared group, finish what was delivered to us, then end our broker session.
@@ -209,7 +247,7 @@ class IngestWorker:
         if self._abandoned or outstanding:
             log.warning(
                 "keeping broker session %s: %d messages delivered to it are not acknowledged (Kafka down?)",
-                client_id(self.index),
+                self.client_id,
                 outstanding,
             )
             await asyncio.to_thread(self.source.stop, False)
@@ -307,7 +345,7 @@ class IngestWorker:
         """Record this worker's broker session state; a second try gets over a restart of the database."""
         for attempt in (1, 2):
             try:
-                await catalog.set_resource(await self._database(), "mqtt-session", client_id(self.index), state, detail)
+                await catalog.set_resource(await self._database(), "mqtt-session", self.client_id, state, detail)
                 return
             except DATABASE_ERRORS as exc:
                 if attempt == 2:

@@ -27,8 +27,8 @@ async def postgres_mode(database_url: str, timeout_s: float = 5.0) -> str:
     return f"TimescaleDB {ts} on PostgreSQL {version}" if ts else f"plain PostgreSQL {version} (no TimescaleDB)"
 
 
-def mqtt_check(address: MqttAddress, timeout_s: float = 5.0) -> str:
-    """Connect and authenticate; returns the CONNACK reason or raises."""
+def mqtt_check(address: MqttAddress, client_id: str = "", timeout_s: float = 5.0) -> str:
+    """Connect and authenticate (as a login bound to `client_id`); returns the CONNACK reason or raises."""
     done = threading.Event()
     result: dict[str, str] = {}
 
@@ -36,7 +36,7 @@ def mqtt_check(address: MqttAddress, timeout_s: float = 5.0) -> str:
         result["reason"] = str(reason)
         done.set()
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     if address.username:
         client.username_pw_set(address.username, address.password)
     client.on_connect = on_connect
