@@ -32,7 +32,13 @@ class CClients:
     async def _counter_login(self, broker: DynsecBroker) -> None:
         acls = [{"acltype": t, "topic": "partners/bench_lab/#", "allow": True}
                 for t in ("subscribePattern", "publishClientReceive")]  # fmt: skip
-        await broker.run([{"command": "createRole", "rolename": COUNTER, "acls": acls}])
+        await broker.run(
+            [
+                {"command": "createRole", "rolename": COUNTER, "acls": acls},
+                {"command": "createGroup", "groupname": COUNTER},
+                {"command": "addGroupRole", "groupname": COUNTER, "rolename": COUNTER},
+            ]
+        )
         await provision_login(broker, COUNTER, COUNTER, self.counter_password)
 
     def mosquitto_pub(self, login: tuple[str, str]) -> subprocess.Popen[bytes]:

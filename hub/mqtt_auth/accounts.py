@@ -158,6 +158,13 @@ def hub_roles(settings: HubSettings) -> list[Role]:
     ]
 
 
+def hub_groups() -> list[Group]:
+    """The hub's own logins get their role through a group of the same name: created with the login, the
+    membership is linked both ways (a role given inline to createClient is not), and adding a login to a
+    group it is in already says so plainly (addClientRole says "Internal error")."""
+    return [Group(ROLE_INGEST, frozenset([ROLE_INGEST])), Group(ROLE_BROKER_LOG, frozenset([ROLE_BROKER_LOG]))]
+
+
 def partner_role(settings: HubSettings, partner_id: str) -> Role:
     """Publish under its own namespace; read its own error reports. Nothing else, no shared group."""
     ns, errors = settings.mqtt_namespace_root, settings.mqtt_error_root
@@ -179,6 +186,8 @@ def desired_accounts(settings: HubSettings, logins: Iterable[tuple[str, str]]) -
     want = Accounts(default_acl={t: False for t in DEFAULT_ACL_TYPES})
     for role in hub_roles(settings):
         want.roles[role.name] = role
+    for group in hub_groups():
+        want.groups[group.name] = group
     for partner_id, username in logins:
         role = partner_role(settings, partner_id)
         want.roles[role.name] = role
@@ -225,5 +234,5 @@ def bootstrap_document(settings: HubSettings, admin_password: str, health_passwo
                 **dynsec_password(health_password),
             },
         ],
-        "groups": [],
+        "groups": [{"groupname": g.name, "roles": [{"rolename": r} for r in sorted(g.roles)]} for g in hub_groups()],
     }

@@ -209,23 +209,21 @@ class DynsecBroker:
         return await asyncio.to_thread(self._run, list(commands), tuple(ok_errors))
 
 
-async def provision_login(broker: BrokerAuth, username: str, role: str | None, password: str) -> None:
-    """Create one of the hub's own logins (or give it a new password), bound to the client id `username`.
+async def provision_login(broker: BrokerAuth, username: str, group: str | None, password: str) -> None:
+    """Create one of the hub's own logins (or give it a new password), bound to the client id `username`,
+    and in `group` (hub/mqtt_auth/accounts.py `hub_groups`).
 
     A new password disconnects whatever still used the login: a process the hub replaced, or
     someone who should not have had it.
     """
-    create: dict[str, Any] = {
-        "command": "createClient",
-        "username": username,
-        "clientid": username,
-        "password": password,
-    }
+    create: dict[str, Any] = {"command": "createClient", "username": username, "clientid": username,
+                              "password": password}  # fmt: skip
     commands: list[dict[str, Any]] = [
         create,
         {"command": "setClientPassword", "username": username, "password": password},
         {"command": "modifyClient", "username": username, "clientid": username},
     ]
-    if role:
-        commands.append({"command": "addClientRole", "username": username, "rolename": role})
-    await broker.run(commands, ok_errors=("Client already exists", "Client is already in this role"))
+    if group:
+        create["groups"] = [{"groupname": group}]
+        commands.append({"command": "addGroupClient", "groupname": group, "username": username})
+    await broker.run(commands, ok_errors=("Client already exists", "Client is already in this group"))

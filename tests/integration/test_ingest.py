@@ -305,7 +305,8 @@ async def test_each_kind_of_invalid_message_is_dead_lettered_with_its_reason_and
     assert "time.max_age" in reports[cases["time_out_of_range"][0]][1]["message"]
     assert "pm25" in reports[cases["wrong_type"][0]][1]["message"]
 
-    # Mosquitto 2.0 grants the subscription and enforces `topic read` on delivery: nothing arrives.
+    # The broker refuses the other partner's reports at SUBSCRIBE (reason 135), and nothing of them arrives.
+    assert intruder.granted_failures == [False, True], intruder.granted
     assert intruder.messages, "the intruder's own report (the barrier) arrived"
     assert all(t.startswith(f"{applied.mqtt_error_root}/{TRANSPORT}/") for t, _ in intruder.messages)
 
