@@ -17,6 +17,9 @@ from rich.table import Table
 from hub.cli.common import console, one_line_errors, settings
 from hub.cli.onboard import list_partners, show_credentials
 from hub.control import mqtt_logins
+from hub.errors import ConfigError
+from hub.mqtt_auth.accounts import ADMIN_USER, HEALTH_USER, bootstrap_document
+from hub.settings import MqttAddress, write_private_json
 from hub.stack.broker_auth import LocalBrokerAuth
 
 SaveOpt = Annotated[
@@ -94,3 +97,29 @@ def remove(partner: Partner, names: Annotated[list[str], typer.Argument(help="De
     s = settings()
     removed = asyncio.run(mqtt_logins.remove_devices(s, partner, names, broker=LocalBrokerAuth(s)))
     console.print(f"removed {', '.join(removed)}", highlight=False)
+
+
+@one_line_errors
+def broker_init(
+    path: Annotated[Path, typer.Argument(help="The dynamic security plugin's file (plugin_opt_config_file).")],
+    health_password: Annotated[
+        str, typer.Option(envvar="HUB_MQTT_HEALTH_PASSWORD", help="Password of the health probes' login hub-health.")
+    ],
+) -> None:
+    """Write a broker's first accounts file, before it first starts (docker compose); never overwrites one.
+
+    The hub's admin login comes from HUB_MQTT_URL, pre-hashed: no password reaches the broker in plain text.
+    """
+    s = settings()
+    if not s.mqtt_url:
+        raise ConfigError("HUB_MQTT_URL is not set: it carries the hub's admin login, mqtt://hub-admin:PASSWORD@host")
+    admin = MqttAddress.parse(s.mqtt_url)
+    if admin.username != ADMIN_USER or not admin.password:
+        raise ConfigError(f"HUB_MQTT_URL must carry the login {ADMIN_USER} and its password")
+    if path.exists():
+        console.print(f"{path} exists: the broker owns it (change accounts with `hub apply`, `hub devices`)")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    write_private_json(path, bootstrap_document(s, admin.password, health_password))
+    console.print(f"wrote {path}: default access denied, the hub's roles, logins {ADMIN_USER} and {HEALTH_USER}")

@@ -33,6 +33,7 @@ app.command()(bench)
 app.command("simulate")(simulate_cmd)
 app.command("stats")(stats_cmd)
 app.command()(serve)
+app.command("broker-init")(logins.broker_init)
 for _cmd in (onboard.plan, onboard.apply, onboard.feeds):
     app.command()(_cmd)
 

@@ -11,6 +11,7 @@ every start (hub/mqtt_auth/dynsec.py `provision_login`), so no one else can take
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import socket
@@ -19,7 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hub.errors import HubError
-from hub.settings import HubSettings
+from hub.mqtt_auth.accounts import ROLE_BROKER_LOG, ROLE_INGEST, generate_secret
+from hub.mqtt_auth.dynsec import DynsecBroker, provision_login
+from hub.settings import Endpoints, HubSettings, MqttAddress
+
+log = logging.getLogger("hub.ingest")
 
 PREFIX = "hub-ingest-"
 WATCH_PREFIX = "hub-watch-"
@@ -95,3 +100,37 @@ def free(settings: HubSettings, name: str) -> bool:
             return True
     except HubError:
         return False
+
+
+def tls_ca(settings: HubSettings) -> str | None:
+    return str(settings.mqtt_tls_ca) if settings.mqtt_tls_ca else None
+
+
+async def provision_logins(
+    settings: HubSettings, endpoints: Endpoints, client_id: str, index: int, drain_only: bool
+) -> tuple[MqttAddress, MqttAddress | None]:
+    """A worker's logins, bound to its client ids, with passwords made now (the old ones stop working).
+
+    The second is for watching the broker's log for takeovers (none when only draining a session).
+    Both are made through the hub's admin login, the credentials of HUB_MQTT_URL.
+    """
+    admin = endpoints.mqtt()
+    broker = DynsecBroker(admin, tls_ca(settings))
+    own = generate_secret()
+    await provision_login(broker, client_id, ROLE_INGEST, own)
+    if drain_only:
+        return admin.with_credentials(client_id, own), None
+    watch, watching = watch_client_id(this_host(settings), index), generate_secret()
+    await provision_login(broker, watch, ROLE_BROKER_LOG, watching)
+    return admin.with_credentials(client_id, own), admin.with_credentials(watch, watching)
+
+
+async def remove_logins(settings: HubSettings, endpoints: Endpoints, client_id: str, watch: str | None) -> None:
+    """Remove a worker's logins once its session has ended."""
+    names = [client_id, *([watch] if watch else [])]
+    try:
+        await DynsecBroker(endpoints.mqtt(), tls_ca(settings)).run(
+            [{"command": "deleteClient", "username": n} for n in names], ok_errors=("Client not found",)
+        )
+    except HubError as exc:  # the session is ended already: a login left behind is only untidy
+        log.warning("could not remove the logins %s from the broker: %s", names, exc)

@@ -42,10 +42,8 @@ from hub.ingest.routes import FeedRoute, Router
 from hub.ingest.takeover import TakeoverWatch
 from hub.ingest.topic_locks import TopicLocks
 from hub.kafka import TopicSpec
-from hub.mqtt_auth.accounts import ROLE_BROKER_LOG, ROLE_INGEST, generate_secret
-from hub.mqtt_auth.dynsec import DynsecBroker, provision_login
 from hub.schema.wire import WireEncoder
-from hub.settings import Endpoints, HubSettings, MqttAddress
+from hub.settings import Endpoints, HubSettings
 
 __all__ = [
     "UNKNOWN",
@@ -65,10 +63,6 @@ log = logging.getLogger("hub.ingest")
 def namespace_filters(settings: HubSettings, partner_ids: list[str]) -> list[str]:
     """One subscription per partner namespace: a topic no feed matches is still seen, and dead-lettered."""
     return sorted(f"{settings.mqtt_namespace_root}/{p}/#" for p in partner_ids)
-
-
-def address_tls_ca(settings: HubSettings) -> str | None:
-    return str(settings.mqtt_tls_ca) if settings.mqtt_tls_ca else None
 
 
 def build_routes(feeds: list[FeedRuntime], settings: HubSettings) -> list[FeedRoute]:
@@ -148,7 +142,7 @@ class IngestWorker:
             name = self.client_id
             filters = namespace_filters(s, [r["id"] for r in await catalog.partners(self.db)])
             previous = await self._recorded_filters(name)
-            address, watch_address = await self._logins()
+            address, watch_address = await identity.provision_logins(s, ep, self.client_id, self.index, self.drain_only)
             self.source = MqttSource(
                 address,
                 name,
@@ -156,14 +150,14 @@ class IngestWorker:
                 subscribe=not self.drain_only,
                 unsubscribe_first=previous,
                 keepalive_s=s.mqtt_keepalive_s,
-                tls_ca=address_tls_ca(s),
+                tls_ca=identity.tls_ca(s),
                 wake=lambda: self._wake_threadsafe(loop),
                 wake_every=s.ingest_batch_size,
             )
             self.preparer = Preparer(s, router, self.sender.partitions, self.stats, self.source.publish)
             self.watch: TakeoverWatch | None = None
             if watch_address is not None:
-                self.watch = TakeoverWatch(watch_address, {name}, address_tls_ca(s))
+                self.watch = TakeoverWatch(watch_address, {name}, identity.tls_ca(s))
                 await asyncio.to_thread(self.watch.start)
                 opened.push_async_callback(asyncio.to_thread, self.watch.stop)
             await asyncio.to_thread(self.source.start)
@@ -180,21 +174,6 @@ class IngestWorker:
             filters,
         )
         return self
-
-    async def _logins(self) -> tuple[MqttAddress, MqttAddress | None]:
-        """This worker's logins, bound to its client ids, with passwords made now (the old ones stop working).
-
-        The second is for watching the broker's log for takeovers (none when only draining a session).
-        """
-        s, admin = self.settings, self.endpoints.mqtt()
-        broker = DynsecBroker(admin, address_tls_ca(s))
-        own = generate_secret()
-        await provision_login(broker, self.client_id, ROLE_INGEST, own)
-        if self.drain_only:
-            return admin.with_credentials(self.client_id, own), None
-        watch, watching = identity.watch_client_id(identity.this_host(s), self.index), generate_secret()
-        await provision_login(broker, watch, ROLE_BROKER_LOG, watching)
-        return admin.with_credentials(self.client_id, own), admin.with_credentials(watch, watching)
 
     async def _recorded_filters(self, name: str) -> list[str]:
         """The filters this client id's broker session was subscribed to when it last ran."""
@@ -221,6 +200,9 @@ class IngestWorker:
             await self.db.close()
             if self.watch is not None:
                 await asyncio.to_thread(self.watch.stop)
+            if self.session_ended:  # no login left behind (a new start makes them again)
+                watching = self.watch.address.username if self.watch is not None else None
+                await identity.remove_logins(self.settings, self.endpoints, self.client_id, watching)
             self._claim.close()
 
     async def leave_cleanly(self, quiet_s: float = 0.5) -> bool:

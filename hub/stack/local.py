@@ -7,7 +7,6 @@ anything else is an error that says which setting to change.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Callable
@@ -181,11 +180,7 @@ class LocalStack:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.parent.chmod(0o700)
         doc = bootstrap_document(self.settings, secrets["mqtt_admin_password"], secrets["mqtt_health_password"])
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, path)
+        write_private_json(path, doc)
 
     def health_address(self, secrets: dict[str, str]) -> MqttAddress:
         password = secrets.get("mqtt_health_password", "")  # absent in a state from before the accounts API
