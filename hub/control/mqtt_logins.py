@@ -87,7 +87,8 @@ async def remove_devices(
                     f"partner {partner_id} has no device login {name!r}; see `hub devices list {partner_id}`"
                 )
             removed.append(username)
-        await _sync(settings, conn, broker, partner_id, set(removed), {})
+        # Deleted by name, whatever the broker holds for them (a drifted login may have lost its group).
+        await broker.run([{"command": "deleteClient", "username": u} for u in removed], ok_errors=("Client not found",))
         return removed
 
 
