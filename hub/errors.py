@@ -68,6 +68,10 @@ class ServerUnavailable(HubError):
         super().__init__(f"{server} at {address} is unavailable: {hint}")
 
 
+class BrokerAccountsError(HubError):
+    """The MQTT broker's accounts cannot be read or changed (its dynamic security API refused or is absent)."""
+
+
 class StackError(HubError):
     """The local stack cannot be started, inspected or stopped."""
 

@@ -45,9 +45,10 @@ class HubSettings(BaseSettings):
     mqtt_keepalive_s: int = 30
     mqtt_namespace_root: str = "partners"
     mqtt_error_root: str = "hub/errors"
-    # Where `hub apply` writes Mosquitto's password and ACL files when the broker is not the local
-    # stack's (docker compose: a volume the broker's entry point watches and reloads).
-    mosquitto_auth_dir: Path | None = None
+    # HUB_MQTT_URL's user name and password are the hub's admin login on the broker (Mosquitto's dynamic
+    # security API); every other login of the hub is provisioned through it, bound to its own client id.
+    # The host part of the ingest workers' client ids (default: this machine's host name).
+    worker_host: str | None = None
 
     # Kafka
     kafka_partitions: int = 4

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -16,7 +18,9 @@ from typing import Any
 
 from hub.catalog import store as catalog
 from hub.db import connection
-from hub.ingest.worker import IngestWorker, client_id
+from hub.errors import HubError
+from hub.ingest import identity
+from hub.ingest.worker import IngestWorker
 from hub.landing.worker import LandingWorker
 from hub.settings import HubSettings
 
@@ -45,25 +49,70 @@ async def run_land(stop: asyncio.Event | None = None) -> None:
         await worker.run(stop)
 
 
-async def drain_stale_sessions(settings: HubSettings, keep: int) -> list[str]:
-    """End the broker sessions of ingest workers that no longer run, after taking what waits in them.
+def reserve_ingest_slots(settings: HubSettings, n: int) -> tuple[list[int], contextlib.ExitStack]:
+    """The first `n` worker indices that no other `hub run` (or worker) on this machine holds.
+
+    They stay reserved, across restarts of their workers, until the returned stack is closed (or this
+    process ends): a second `hub run` against the same stack joins with the next indices, so no two
+    workers ever share a client id.
+    """
+    held = contextlib.ExitStack()
+    indices: list[int] = []
+    i = 0
+    while len(indices) < n:
+        try:
+            held.enter_context(identity.claim(settings, f"ingest-slot-{i}"))
+        except HubError:
+            i += 1
+            continue
+        if identity.free(settings, identity.worker_client_id(settings, i)):
+            indices.append(i)
+        else:  # a worker started outside `hub run` (a test, say) uses it
+            held.close()
+            held = _reclaim(settings, indices)
+        i += 1
+    return indices, held
+
+
+def _reclaim(settings: HubSettings, indices: list[int]) -> contextlib.ExitStack:
+    held = contextlib.ExitStack()
+    for i in indices:
+        held.enter_context(identity.claim(settings, f"ingest-slot-{i}"))
+    return held
+
+
+LEGACY_ID = re.compile(r"^hub-ingest-\d+$")  # client ids of versions that did not name the host
+
+
+async def drain_stale_sessions(settings: HubSettings, mine: list[int]) -> list[str]:
+    """End the broker sessions of this machine's ingest workers that no longer run, after taking what waits in them.
 
     A persistent session left behind stays a member of the shared subscription and keeps
-    receiving its share of messages, which would then wait there undelivered. Returns the
-    sessions ended; one whose messages cannot reach Kafka now is left out of the shared
-    group but kept (with its messages), and tried again next time.
+    receiving its share of messages, which would then wait there undelivered. Sessions of other
+    machines' workers are left to their own `hub run`; a session whose index another `hub run`
+    here holds is running. Returns the sessions ended; one whose messages cannot reach Kafka now
+    is left out of the shared group but kept (with its messages), and tried again next time.
     """
     ep = settings.endpoints()
     async with connection(ep.database_url) as conn:
         await catalog.ensure_catalog(conn)
         rows = await conn.fetch("SELECT name FROM hub.resources WHERE kind = 'mqtt-session' AND state = 'active'")
-    wanted = {client_id(i) for i in range(keep)}
-    stale = sorted(r["name"] for r in rows if r["name"] not in wanted)
+    host = identity.this_host(settings)
     ended = []
-    for name in stale:
-        index = int(name.rsplit("-", 1)[1])
-        async with IngestWorker(settings, ep, index, drain_only=True) as worker:
-            pass  # entering resumes the old session; leaving takes what waits in it to Kafka and ends it
+    for name in sorted(r["name"] for r in rows):
+        index = identity.index_on_host(name, host)
+        if index in mine or (index is None and not LEGACY_ID.match(name)):
+            continue
+        try:
+            with contextlib.ExitStack() as held:
+                if index is not None:
+                    held.enter_context(identity.claim(settings, f"ingest-slot-{index}"))
+                async with IngestWorker(settings, ep, index or 0, drain_only=True, client_id=name) as worker:
+                    pass  # entering resumes the old session; leaving takes what waits in it to Kafka and ends it
+        except HubError as exc:
+            if "is in use" in str(exc):
+                continue  # its worker runs
+            raise
         if worker.session_ended:
             ended.append(name)
             log.info("drained and ended stale ingest session %s", name)
@@ -130,12 +179,25 @@ def supervise(
     row: a configuration error, say) stops the others; the exit status is then 1.
     """
     _logging()
-    if ingest_workers:
-        asyncio.run(drain_stale_sessions(HubSettings(), ingest_workers))
+    settings = HubSettings()
+    indices, reserved = reserve_ingest_slots(settings, ingest_workers)
+    with reserved:
+        return _supervise(indices, land_workers, max_quick_failures, quick_s, restart_backoff_s)
+
+
+def _supervise(
+    indices: list[int],
+    land_workers: int,
+    max_quick_failures: int,
+    quick_s: float,
+    restart_backoff_s: tuple[float, float],
+) -> int:
+    if indices:
+        asyncio.run(drain_stale_sessions(HubSettings(), indices))
     ctx = mp.get_context("spawn")
     slots = [
         *(_Slot(f"land-{i}", _land_process, ()) for i in range(land_workers)),
-        *(_Slot(f"ingest-{i}", _ingest_process, (i,)) for i in range(ingest_workers)),
+        *(_Slot(f"ingest-{i}", _ingest_process, (i,)) for i in indices),
     ]
 
     def start(slot: _Slot) -> None:

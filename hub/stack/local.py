@@ -18,7 +18,8 @@ import asyncpg
 
 from hub.catalog.topics import ensure_feed_topics
 from hub.errors import StackError
-from hub.mqtt_auth import HUB_MQTT_USER, generate_secret, hash_password, hub_service_user, write_mqtt_auth
+from hub.mqtt_auth.accounts import ADMIN_USER, HEALTH_USER, bootstrap_document, generate_secret
+from hub.mqtt_auth.dynsec import DynsecAdmin, DynsecBroker, provision_login
 from hub.settings import SECRETS_FILE, STACK_FILE, HubSettings, MqttAddress, write_private_json
 from hub.stack import health, servers
 from hub.stack.api_process import api_check, api_process, start_api
@@ -69,7 +70,7 @@ class LocalStack:
     def _secrets(self) -> dict[str, str]:
         secrets = self.settings.secrets()
         changed = False
-        for key in ("postgres_password", "mqtt_service_password"):
+        for key in ("postgres_password", "mqtt_admin_password", "mqtt_health_password"):
             if key not in secrets:
                 secrets[key] = generate_secret()
                 changed = True
@@ -79,7 +80,8 @@ class LocalStack:
 
     def endpoints(self, secrets: dict[str, str]) -> dict[str, str]:
         s = self.settings
-        mqtt = MqttAddress("127.0.0.1", s.mqtt_port, HUB_MQTT_USER, secrets["mqtt_service_password"], False)
+        # The hub's admin login: every other login of the hub is provisioned through it.
+        mqtt = MqttAddress("127.0.0.1", s.mqtt_port, ADMIN_USER, secrets["mqtt_admin_password"], False)
         return {
             "database_url": f"postgresql://postgres:{secrets['postgres_password']}@127.0.0.1:{s.pg_port}/{DATABASE}",
             "mqtt_url": mqtt.url(),
@@ -104,14 +106,7 @@ class LocalStack:
             "HUB_KAFKA_PORT",
             lambda: servers.start_kafka(self.state, s.kafka_port),
         )
-        self._write_mqtt_auth_if_missing(secrets["mqtt_service_password"])
-        self._up_simple(
-            "mosquitto",
-            servers.mosquitto_process(self.state),
-            s.mqtt_port,
-            "HUB_MQTT_PORT",
-            lambda: servers.start_mosquitto(self.state, s.mqtt_port, s.ingest_max_in_flight),
-        )
+        self._up_mosquitto(secrets, MqttAddress.parse(endpoints["mqtt_url"]))
         write_private_json(self.state / STACK_FILE, {"endpoints": endpoints, "started_at": time.time()})
         created = asyncio.run(ensure_feed_topics(self.settings))
         if created:
@@ -150,14 +145,46 @@ class LocalStack:
             self.log(f"postgres: already running (pid {proc.pid()})")
         asyncio.run(_ensure_database(url))
 
-    def _write_mqtt_auth_if_missing(self, service_password: str) -> None:
-        d = self.state / "mosquitto"
-        d.mkdir(parents=True, exist_ok=True)
-        passwd = d / "passwd"
-        if passwd.exists() and HUB_MQTT_USER in passwd.read_text():
+    def _up_mosquitto(self, secrets: dict[str, str], admin: MqttAddress) -> None:
+        s = self.settings
+        proc = servers.mosquitto_process(self.state)
+        self._bootstrap_accounts(secrets)
+        changed = servers.write_mosquitto_conf(self.state, s.mqtt_port, s.ingest_max_in_flight)
+        if changed and proc.pid() is not None:
+            self.log("mosquitto: its configuration changed; restarting it (sessions and queues are persistent)")
+            proc.stop()
+        self._up_simple(
+            "mosquitto",
+            proc,
+            s.mqtt_port,
+            "HUB_MQTT_PORT",
+            lambda: servers.start_mosquitto(self.state, s.mqtt_port, s.ingest_max_in_flight),
+        )
+        # A plugin that cannot read its file leaves the broker running with no accounts at all.
+        try:
+            with DynsecAdmin(admin, timeout_s=10) as check:
+                check.read_accounts()
+        except Exception as exc:
+            raise StackError(
+                f"mosquitto runs but its accounts do not work ({exc}); see {proc.log_path}. If its accounts "
+                f"file {servers.dynsec_file(proc.state_dir)} belongs to another state, stop the stack, remove "
+                "that file and run `hub stack up` again, then `hub apply` (partners get new passwords)"
+            ) from exc
+        asyncio.run(provision_login(DynsecBroker(admin), HEALTH_USER, None, secrets["mqtt_health_password"]))
+
+    def _bootstrap_accounts(self, secrets: dict[str, str]) -> None:
+        """The plugin's first file: written once, before the broker first starts; the broker owns it after."""
+        path = servers.dynsec_file(servers.mosquitto_process(self.state).state_dir)
+        if path.is_file():
             return
-        user = hub_service_user(self.settings, hash_password(service_password))
-        write_mqtt_auth(d, [user])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        doc = bootstrap_document(self.settings, secrets["mqtt_admin_password"], secrets["mqtt_health_password"])
+        write_private_json(path, doc)
+
+    def health_address(self, secrets: dict[str, str]) -> MqttAddress:
+        password = secrets.get("mqtt_health_password", "")  # absent in a state from before the accounts API
+        return MqttAddress("127.0.0.1", self.settings.mqtt_port, HEALTH_USER, password, False)
 
     # --- down --------------------------------------------------------------------------
 
@@ -209,7 +236,7 @@ class LocalStack:
                 "mosquitto",
                 f"127.0.0.1:{s.mqtt_port}",
                 mq,
-                lambda: health.mqtt_check(MqttAddress.parse(ep["mqtt_url"])),
+                lambda: health.mqtt_check(self.health_address(secrets), client_id=HEALTH_USER),
             )
         )
         out.append(
