@@ -24,7 +24,7 @@ import avro.schema
 import fastavro
 from fastavro.schema import SchemaParseException, UnknownType
 
-from hub.errors import SchemaError
+from hub.errors import SchemaError, shortened
 
 COLUMN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # Columns the hub adds to every feed table itself.
@@ -241,13 +241,15 @@ def _invalid(source: str, data: Any, parse: Callable[[Any], object], reason: str
     Parsers do not say which field they choke on, so parse growing prefixes of the field list
     (a field may use a named type defined by an earlier one) until the first failure.
     """
+    # Parsers quote the input in their messages, sometimes all of it (a 25 KB schema came back whole).
+    reason = shortened(reason, 300)
     fields = data.get("fields") if isinstance(data, dict) else None
     if isinstance(fields, list) and 0 < len(fields) <= _MAX_BLAME_FIELDS and _parses(parse, {**data, "fields": []}):
         for count in range(1, len(fields) + 1):
             if not _parses(parse, {**data, "fields": fields[:count]}):
                 field = fields[count - 1]
                 name = field.get("name") if isinstance(field, dict) else None
-                label = f"field {name!r}" if isinstance(name, str) else f"field number {count}"
+                label = f"field {shortened(name, 80)!r}" if isinstance(name, str) else f"field number {count}"
                 return f"{source}: {label} is not valid Avro: {reason}"
     return f"{source}: not a valid Avro schema: {reason}"
 
