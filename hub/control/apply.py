@@ -19,7 +19,7 @@ from hub.catalog.locks import APPLY_LOCK
 from hub.catalog.topics import feed_topic_specs
 from hub.control.desired import load_desired
 from hub.control.plan import CurrentState, DesiredPartner, Plan, make_plan
-from hub.db import connection, timescaledb_available
+from hub.db import connection, install_timescaledb, timescale_state, uses_timescaledb
 from hub.kafka import KafkaAdmin
 from hub.mqtt_auth import BrokerAuth, MqttUser, generate_secret, hash_password, hub_service_user
 from hub.settings import Endpoints, HubSettings
@@ -47,12 +47,25 @@ async def read_current(conn: asyncpg.Connection, admin: KafkaAdmin) -> CurrentSt
 
 
 async def plan(settings: HubSettings, path: Path, schemas_dir: Path | None = None) -> Plan:
+    """What `apply` would change. Read-only in every case: it runs in a read-only transaction, so even a
+    change slipped in by mistake is refused by the server; it neither creates the catalog nor an extension."""
     desired = load_desired(path, settings, schemas_dir)  # config errors before any server is touched
     ep = settings.endpoints()
     async with connection(ep.database_url) as conn, KafkaAdmin(settings, ep.kafka_bootstrap) as admin:
-        await catalog.ensure_catalog(conn)
-        ts = await timescaledb_available(conn)
-        return make_plan(desired, await read_current(conn, admin), ts)
+        async with conn.transaction(readonly=True):
+            state = await timescale_state(conn)
+            ts = uses_timescaledb(state)
+            version = await catalog.installed_version(conn)
+            current = await read_current(conn, admin) if version is not None else CurrentState()
+        the_plan = make_plan(desired, current, ts)
+        if version != catalog.CATALOG_VERSION:
+            the_plan.notes.append(
+                f"the hub's catalog (schema hub) is {'created' if version is None else 'upgraded from ' + version} "
+                f"first ({catalog.CATALOG_VERSION})"
+            )
+        if ts and not state.installed:
+            the_plan.notes.append("the TimescaleDB extension is created first (CREATE EXTENSION timescaledb)")
+        return the_plan
 
 
 async def apply(
@@ -62,8 +75,8 @@ async def apply(
     desired = load_desired(path, settings, schemas_dir)
     ep = settings.endpoints()
     async with connection(ep.database_url) as conn, KafkaAdmin(settings, ep.kafka_bootstrap) as admin:
+        ts = await install_timescaledb(conn)
         await catalog.ensure_catalog(conn)
-        ts = await timescaledb_available(conn)
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLY_LOCK)
             the_plan = make_plan(desired, await read_current(conn, admin), ts)

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 from hub.errors import StackError
+from hub.stack.postgres_conf import installed_libraries, libraries_to_preload, postgres_options, server_settings
 from hub.stack.process import ManagedProcess, require_binary
 
 
@@ -125,6 +126,13 @@ def _chown_to_db_owner(path: Path) -> None:
             os.chown(p, entry.pw_uid, entry.pw_gid)
 
 
+def preload_libraries() -> list[str]:
+    """What the local PostgreSQL preloads: each library of PRELOADABLE that is installed (TimescaleDB where it is)."""
+    beside_server = Path(_pg_bin("pg_ctl")).with_name("pg_config")  # the same version as the server we start
+    pg_config = str(beside_server) if beside_server.exists() else _pg_bin("pg_config")
+    return libraries_to_preload(installed_libraries(pg_config))
+
+
 def postgres_process(state_dir: Path) -> ManagedProcess:
     return ManagedProcess("postgres", state_dir / "postgres", "postgres")
 
@@ -185,7 +193,7 @@ def start_postgres(state_dir: Path, port: int) -> None:
                 "-t",
                 "60",
                 "-o",
-                f"-p {port} -k {d / 'run'} -c listen_addresses=127.0.0.1 -c max_connections=200",
+                postgres_options(port, d / "run", server_settings(preload_libraries())),
                 "start",
             ]
         ),
