@@ -89,6 +89,9 @@ class HubSettings(BaseSettings):
         "so that a broker that lost its log (the local broker on restart) is noticed and never skipped into.",
     )
 
+    # hub apply: one transaction. Unset: half of the database's lock table (hub/control/size.py).
+    apply_max_locks: int | None = Field(default=None, gt=0, description="Most locks one apply may hold.")
+
     # The HTTP API (hub serve): what one client may cost it (hub/api/limits.py).
     api_max_body_bytes: int = Field(default=1024 * 1024, gt=0, description="Largest request body accepted (413).")
     api_body_timeout_s: float = Field(default=30.0, gt=0, description="Longest time to receive a request body (408).")

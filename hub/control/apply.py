@@ -19,7 +19,9 @@ from hub.catalog.locks import APPLY_LOCK
 from hub.catalog.topics import feed_topic_specs
 from hub.control.desired import load_desired
 from hub.control.plan import CurrentState, DesiredPartner, Plan, make_plan
+from hub.control.size import LockTable, too_large
 from hub.db import connection, install_timescaledb, timescale_state, uses_timescaledb
+from hub.errors import ConfigError
 from hub.kafka import KafkaAdmin
 from hub.mqtt_auth import BrokerAuth, MqttUser, generate_secret, hash_password, hub_service_user
 from hub.settings import Endpoints, HubSettings
@@ -46,6 +48,12 @@ async def read_current(conn: asyncpg.Connection, admin: KafkaAdmin) -> CurrentSt
     return state
 
 
+async def lock_table(conn: asyncpg.Connection) -> LockTable:
+    names = ("max_locks_per_transaction", "max_connections", "max_prepared_transactions")
+    values = await conn.fetchrow(f"SELECT {', '.join(f'current_setting($${n}$$)::int' for n in names)}")
+    return LockTable(*values)
+
+
 async def plan(settings: HubSettings, path: Path, schemas_dir: Path | None = None) -> Plan:
     """What `apply` would change. Read-only in every case: it runs in a read-only transaction, so even a
     change slipped in by mistake is refused by the server; it neither creates the catalog nor an extension."""
@@ -57,12 +65,16 @@ async def plan(settings: HubSettings, path: Path, schemas_dir: Path | None = Non
             ts = uses_timescaledb(state)
             version = await catalog.installed_version(conn)
             current = await read_current(conn, admin) if version is not None else CurrentState()
+            locks = await lock_table(conn)
         the_plan = make_plan(desired, current, ts)
         if version != catalog.CATALOG_VERSION:
             the_plan.notes.append(
                 f"the hub's catalog (schema hub) is {'created' if version is None else 'upgraded from ' + version} "
                 f"first ({catalog.CATALOG_VERSION})"
             )
+        refused = too_large(the_plan, locks, settings.apply_max_locks)
+        if refused:
+            the_plan.notes.append(f"`hub apply` will refuse this plan: {refused}")
         if ts and not state.installed:
             the_plan.notes.append("the TimescaleDB extension is created first (CREATE EXTENSION timescaledb)")
         return the_plan
@@ -83,6 +95,9 @@ async def apply(
             result = ApplyResult(the_plan)
             if the_plan.empty:
                 return result
+            refused = too_large(the_plan, await lock_table(conn), settings.apply_max_locks)
+            if refused:
+                raise ConfigError(f"{refused}; nothing was applied")
             for partner in desired:
                 await _apply_partner(conn, partner, result)
             await admin.ensure_topics(feed_topic_specs(settings, (f for p in desired for f in p.feeds)))

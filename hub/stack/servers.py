@@ -10,6 +10,7 @@ import os
 import pwd
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from hub.errors import StackError
@@ -177,7 +178,8 @@ def init_postgres(state_dir: Path, superuser_password: str) -> None:
         raise StackError(f"initdb failed: {result.stderr.strip().splitlines()[-1:]}")
 
 
-def start_postgres(state_dir: Path, port: int) -> None:
+def start_postgres(state_dir: Path, port: int, overrides: Mapping[str, str] | None = None) -> None:
+    """Start the local PostgreSQL (`overrides`: server settings in place of the stack's own, e.g. in tests)."""
     d = state_dir / "postgres"
     log = d / "postgres.log"
     _chown_to_db_owner(d)
@@ -193,7 +195,7 @@ def start_postgres(state_dir: Path, port: int) -> None:
                 "-t",
                 "60",
                 "-o",
-                postgres_options(port, d / "run", server_settings(preload_libraries())),
+                postgres_options(port, d / "run", {**server_settings(preload_libraries()), **(overrides or {})}),
                 "start",
             ]
         ),
