@@ -89,7 +89,9 @@ def create_app(database_url: str, *, pool_size: int = 8, limits: ApiLimits | Non
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
-            db = await asyncpg.create_pool(database_url, min_size=1, max_size=pool_size, timeout=10)
+            # No floor: a pool with one reconnects in the background while the database is down, logging a
+            # traceback each time; connections are opened when a request needs one.
+            db = await asyncpg.create_pool(database_url, min_size=0, max_size=pool_size, timeout=10)
         except DATABASE_ERRORS as exc:
             raise ServerUnavailable(
                 "PostgreSQL", redact(database_url), f"{exc}; start it with `hub stack up` or check HUB_DATABASE_URL"
