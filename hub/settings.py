@@ -89,6 +89,10 @@ class HubSettings(BaseSettings):
         "so that a broker that lost its log (the local broker on restart) is noticed and never skipped into.",
     )
 
+    # The local stack's supervisor (hub/stack/supervisor.py): restarts a server that crashed.
+    stack_supervise: bool = Field(default=True, description="`hub stack up` starts the supervisor.")
+    stack_supervise_every_s: float = Field(default=1.0, gt=0, description="How often it checks the servers.")
+
     # hub apply: one transaction. Unset: half of the database's lock table (hub/control/size.py).
     apply_max_locks: int | None = Field(default=None, gt=0, description="Most locks one apply may hold.")
 

@@ -213,14 +213,16 @@ def start_postgres(state_dir: Path, port: int, overrides: Mapping[str, str] | No
 def stop_postgres(state_dir: Path) -> bool:
     d = state_dir / "postgres"
     proc = postgres_process(state_dir)
-    if proc.pid() is None:
+    pid = proc.pid()
+    proc.pid_path.unlink(missing_ok=True)  # first: a stop on purpose is never taken for a crash
+    if pid is None:
         return False
     subprocess.run(
         _as_db_owner([_pg_bin("pg_ctl"), "-D", str(d / "data"), "-m", "fast", "-w", "stop"]),
         capture_output=True,
         check=False,
     )
-    proc.stop()  # no-op if pg_ctl already stopped it
+    proc.end(pid)  # if pg_ctl could not
     return True
 
 
