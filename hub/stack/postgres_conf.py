@@ -49,7 +49,7 @@ def timescaledb_workers(budget: WorkerBudget) -> dict[str, str]:
 
 def server_settings(preload: list[str], budget: WorkerBudget = WorkerBudget()) -> dict[str, str]:
     # 4x PostgreSQL's default lock table: one `hub apply` is one transaction, holding ~10 locks per new
-    # feed table until it commits (hub/control/size.py); this lets about 2,500 new feeds through at once.
+    # feed table until it commits (hub/control/size.py); this lets about 1,970 new feeds through at once.
     settings = {"listen_addresses": "127.0.0.1", "max_connections": "200", "max_locks_per_transaction": "256"}
     if preload:
         settings["shared_preload_libraries"] = ",".join(preload)
