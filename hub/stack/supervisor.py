@@ -72,7 +72,11 @@ class StackSupervisor:
     async def restart(self, name: str) -> None:
         proc = self.stack.process(name)
         if name not in self.retry_at:
-            self.record(name, "crashed", f"pid {proc.pid_path.read_text().strip()} is gone; starting it again")
+            try:
+                old = proc.pid_path.read_text().strip()
+            except OSError:  # stopped on purpose meanwhile
+                return
+            self.record(name, "crashed", f"pid {old} is gone; starting it again")
         started = time.monotonic()
         try:
             created = await asyncio.to_thread(self.stack.start_server, name)

@@ -97,7 +97,7 @@ NESTED = st.recursive(
 FIELDS = ["device_id", "time", "level", "count", "ok", "note", "state"]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=st.dictionaries(st.one_of(st.sampled_from(FIELDS), st.text(max_size=8)), NESTED, max_size=8))
 def test_json_objects_of_any_shape_are_records_or_refused_with_a_reason(body: dict[str, Any]) -> None:
     refused_or_usable("json", orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS))
