@@ -11,8 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -20,7 +18,7 @@ import pytest
 
 from hub.kafka import KafkaAdmin
 from hub.settings import HubSettings
-from hub.stack.local import LocalStack, cli_env
+from hub.stack.local import LocalStack, stack_summary
 from hub.stack.supervisor_process import events_path, supervisor_process
 from tests.integration.support import apply_examples, private_stack
 
@@ -41,15 +39,8 @@ def own_stack() -> Iterator[HubSettings]:
 
 
 def status_json(settings: HubSettings) -> dict[str, dict[str, object]]:
-    result = subprocess.run(
-        [sys.executable, "-m", "hub", "stack", "status", "--json"],
-        env=cli_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    parsed: dict[str, dict[str, object]] = json.loads(result.stdout)
+    """What `hub stack status --json` prints."""
+    parsed: dict[str, dict[str, object]] = json.loads(json.dumps(stack_summary(LocalStack(settings).status())))
     return parsed
 
 

@@ -92,18 +92,18 @@ SCALARS = st.one_of(
 NESTED = st.recursive(
     SCALARS,
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-    max_leaves=20,
+    max_leaves=8,
 )
 FIELDS = ["device_id", "time", "level", "count", "ok", "note", "state"]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=st.dictionaries(st.one_of(st.sampled_from(FIELDS), st.text(max_size=8)), NESTED, max_size=8))
 def test_json_objects_of_any_shape_are_records_or_refused_with_a_reason(body: dict[str, Any]) -> None:
     refused_or_usable("json", orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     depth=st.integers(1, 5_000),
     opener=st.sampled_from(["[", '{"a":']),
@@ -115,7 +115,7 @@ def test_deeply_nested_or_cut_json_is_refused_with_a_reason(depth: int, opener: 
     refused_or_usable("json", (opener * depth).encode())
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(text=st.text(alphabet=st.characters(codec="utf-8"), max_size=200), raw=st.binary(max_size=50))
 def test_json_texts_and_raw_bytes_are_refused_with_a_reason(text: str, raw: bytes) -> None:
     refused_or_usable("json", text.encode("utf-8", errors="surrogatepass"))
@@ -133,7 +133,7 @@ CELLS = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     cells=st.lists(CELLS, max_size=10),
     separator=st.sampled_from([",", ";", "\t", ",,"]),
@@ -163,7 +163,7 @@ def avro_body(record: dict[str, Any], schema: Any = SCHEMA) -> bytes:
     return out.getvalue()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     record=st.fixed_dictionaries({"device_id": st.text(max_size=40), **AVRO_VALUES}),
     cut=st.integers(0, 200),
@@ -195,7 +195,7 @@ OTHER_WRITER: Any = fastavro.parse_schema(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     a=st.lists(st.integers(-(2**63), 2**63 - 1), max_size=20),
     m=st.dictionaries(st.text(max_size=5), st.text(max_size=20), max_size=5),
@@ -244,7 +244,7 @@ def loaded_or_refused(text: str) -> None:
     assert isinstance(config, ConnectorConfig)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     path=st.lists(
         st.one_of(st.sampled_from(["partner", "feeds", 0, "time", "fields", "csv", "device_id"]), st.text(max_size=6)),
@@ -270,7 +270,7 @@ def test_a_valid_config_with_any_value_put_anywhere_loads_or_is_refused_with_fil
     loaded_or_refused(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     edits=st.lists(
         st.tuples(
