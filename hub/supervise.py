@@ -16,8 +16,12 @@ from typing import Any
 
 from hub.catalog import store as catalog
 from hub.db import connection
+from hub.errors import HubError
 from hub.ingest.worker import IngestWorker, client_id
+from hub.kafka import KafkaAdmin
 from hub.landing.worker import LandingWorker
+from hub.outage import Outages
+from hub.retriable import retriable
 from hub.settings import HubSettings
 
 log = logging.getLogger("hub.supervise")
@@ -29,10 +33,40 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+async def until_reachable(settings: HubSettings, stop: asyncio.Event, log: logging.Logger) -> bool:
+    """Wait until PostgreSQL and Kafka answer (or `stop`); False if stopped first.
+
+    A worker started while one is down would fail while starting and be restarted again and again
+    (a traceback each time, and `hub run` gives up after 5 quick failures): it waits instead, saying
+    so once (hub/outage.py).
+    """
+    outages = Outages(log)
+    ep = settings.endpoints()
+    backoff = 0.2
+    while not stop.is_set():
+        try:
+            async with connection(ep.database_url):
+                outages.back("PostgreSQL")
+            async with KafkaAdmin(settings, ep.kafka_bootstrap):
+                outages.back("Kafka")
+            return True
+        except HubError as exc:
+            if not retriable(exc):
+                raise
+            outages.failed("start a worker", exc)
+        try:
+            await asyncio.wait_for(stop.wait(), backoff)
+        except TimeoutError:
+            backoff = min(backoff * 2, 5.0)
+    return False
+
+
 async def run_ingest(index: int, stop: asyncio.Event | None = None) -> None:
     settings = HubSettings()
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
+    if not await until_reachable(settings, stop, logging.getLogger("hub.ingest")):
+        return
     async with IngestWorker(settings, settings.endpoints(), index) as worker:
         await worker.run(stop)
 
@@ -41,6 +75,8 @@ async def run_land(stop: asyncio.Event | None = None) -> None:
     settings = HubSettings()
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
+    if not await until_reachable(settings, stop, logging.getLogger("hub.land")):
+        return
     async with LandingWorker(settings, settings.endpoints()) as worker:
         await worker.run(stop)
 

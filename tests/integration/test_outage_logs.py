@@ -14,6 +14,8 @@ import pytest
 
 from hub.settings import HubSettings
 from hub.stack import servers
+from hub.stack.process import free_port
+from hub.supervise import until_reachable
 from tests.integration.support import eventually, running_ingest, running_land
 
 
@@ -53,3 +55,23 @@ async def test_a_database_outage_is_two_log_lines_per_worker_not_one_per_retry(
     assert not [r for r in lines if r.exc_info], "no traceback"
     quiet = [r for r in records if r.levelno == logging.DEBUG and "still unavailable" in r.getMessage()]
     assert len(quiet) >= 5, "the retries happened, at DEBUG"
+
+
+async def test_a_worker_started_while_the_database_is_down_waits_for_it_saying_so_once(
+    applied: HubSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It used to fail while starting, a traceback each time `hub run` started it again, until `hub run` gave up."""
+    nothing_there = f"postgresql://postgres:pw@127.0.0.1:{free_port()}/hub"
+    down = applied.model_copy(update={"database_url": nothing_there})
+    log = logging.getLogger("hub.land")
+    caplog.set_level(logging.DEBUG)
+    stop = asyncio.Event()
+    waiting = asyncio.create_task(until_reachable(down, stop, log))
+    assert await eventually(lambda: len([r for r in caplog.records if "still unavailable" in r.getMessage()]) >= 3)
+    assert not waiting.done()
+    stop.set()
+    assert await waiting is False  # a stop request ends the wait
+    lines = worker_lines(caplog.records, logging.WARNING)
+    assert [r.getMessage().split(" (")[0] for r in lines] == ["PostgreSQL is unavailable"]
+    assert "cannot start a worker" in lines[0].getMessage() and not lines[0].exc_info
+    assert await until_reachable(applied, asyncio.Event(), log) is True
