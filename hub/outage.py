@@ -56,3 +56,29 @@ class Outages:
             self.log.warning(
                 "%s is back after %.1f s (%d failed attempts)", server, self.clock() - away.since, away.retries
             )
+
+
+# What the Kafka client logs, at ERROR, for every attempt to reach a broker that is away: hundreds of
+# lines a second while it is down. The worker's own lines (above) say the same once.
+_UNREACHABLE = (
+    "Unable connect to node",
+    "Unable to update metadata",
+    "NodeNotReadyError",
+    "KafkaConnectionError",
+    "Connect call failed",
+    "coordinator dead",
+    "Heartbeat",
+    "Group Coordinator Request failed",
+)
+
+
+class DriverNoise(logging.Filter):
+    """Turns the Kafka client's "cannot reach the broker" records into DEBUG records (a handler filter)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("aiokafka") and logging.INFO < record.levelno <= logging.ERROR:
+            text = record.getMessage()
+            if any(marker in text for marker in _UNREACHABLE):
+                record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+                return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True

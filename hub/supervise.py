@@ -20,7 +20,7 @@ from hub.errors import HubError
 from hub.ingest.worker import IngestWorker, client_id
 from hub.kafka import KafkaAdmin
 from hub.landing.worker import LandingWorker
-from hub.outage import Outages
+from hub.outage import DriverNoise, Outages
 from hub.retriable import retriable
 from hub.settings import HubSettings
 
@@ -110,6 +110,8 @@ async def drain_stale_sessions(settings: HubSettings, keep: int) -> list[str]:
 
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(DriverNoise())  # a broker away is said once by the worker, not per connection attempt
 
 
 def _for_throughput() -> None:

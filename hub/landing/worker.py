@@ -211,8 +211,6 @@ class LandingWorker:
             await self._settle()
             await self.group.rebuild()
             return 0
-        if self._retrying.outages.away:
-            self._retrying.outages.back("Kafka")
         # Rows are built while the previous batch is being written: the database and this process
         # work at once. Offsets are worked out only once that write is applied.
         built = await self._prepare(data)
