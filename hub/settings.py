@@ -98,6 +98,20 @@ class HubSettings(BaseSettings):
         "so that a broker that lost its log (the local broker on restart) is noticed and never skipped into.",
     )
 
+    # The local stack's supervisor (hub/stack/supervisor.py): restarts a server that crashed.
+    stack_supervise: bool = Field(default=True, description="`hub stack up` starts the supervisor.")
+    stack_supervise_every_s: float = Field(default=1.0, gt=0, description="How often it checks the servers.")
+
+    # hub apply: one transaction. Unset: half of the database's lock table (hub/control/size.py).
+    apply_max_locks: int | None = Field(default=None, gt=0, description="Most locks one apply may hold.")
+
+    # The HTTP API (hub serve): what one client may cost it (hub/api/limits.py).
+    api_max_body_bytes: int = Field(default=1024 * 1024, gt=0, description="Largest request body accepted (413).")
+    api_body_timeout_s: float = Field(default=30.0, gt=0, description="Longest time to receive a request body (408).")
+    api_header_timeout_s: float = Field(
+        default=10.0, gt=0, description="Longest time to receive a request's line and headers (408, then closed)."
+    )
+
     # Bounding the local broker's memory: it keeps every record until its topic is deleted
     # (hub/landing/broker_memory.py). Only ever done on the local stack's broker.
     land_free_broker_memory: bool = Field(

@@ -21,7 +21,10 @@ from hub.db import connection
 from hub.errors import HubError
 from hub.ingest import identity
 from hub.ingest.worker import IngestWorker
+from hub.kafka import KafkaAdmin
 from hub.landing.worker import LandingWorker
+from hub.outage import DriverNoise, Outages
+from hub.retriable import retriable
 from hub.settings import HubSettings
 
 log = logging.getLogger("hub.supervise")
@@ -33,10 +36,40 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+async def until_reachable(settings: HubSettings, stop: asyncio.Event, log: logging.Logger) -> bool:
+    """Wait until PostgreSQL and Kafka answer (or `stop`); False if stopped first.
+
+    A worker started while one is down would fail while starting and be restarted again and again
+    (a traceback each time, and `hub run` gives up after 5 quick failures): it waits instead, saying
+    so once (hub/outage.py).
+    """
+    outages = Outages(log)
+    ep = settings.endpoints()
+    backoff = 0.2
+    while not stop.is_set():
+        try:
+            async with connection(ep.database_url):
+                outages.back("PostgreSQL")
+            async with KafkaAdmin(settings, ep.kafka_bootstrap):
+                outages.back("Kafka")
+            return True
+        except HubError as exc:
+            if not retriable(exc):
+                raise
+            outages.failed("start a worker", exc)
+        try:
+            await asyncio.wait_for(stop.wait(), backoff)
+        except TimeoutError:
+            backoff = min(backoff * 2, 5.0)
+    return False
+
+
 async def run_ingest(index: int, stop: asyncio.Event | None = None) -> None:
     settings = HubSettings()
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
+    if not await until_reachable(settings, stop, logging.getLogger("hub.ingest")):
+        return
     async with IngestWorker(settings, settings.endpoints(), index) as worker:
         await worker.run(stop)
 
@@ -45,6 +78,8 @@ async def run_land(stop: asyncio.Event | None = None) -> None:
     settings = HubSettings()
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
+    if not await until_reachable(settings, stop, logging.getLogger("hub.land")):
+        return
     async with LandingWorker(settings, settings.endpoints()) as worker:
         await worker.run(stop)
 
@@ -123,6 +158,8 @@ async def drain_stale_sessions(settings: HubSettings, mine: list[int]) -> list[s
 
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(DriverNoise())  # a broker away is said once by the worker, not per connection attempt
 
 
 def _for_throughput() -> None:

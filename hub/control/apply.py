@@ -30,8 +30,10 @@ from hub.control import broker_sync, share_apply
 from hub.control.desired import load_desired
 from hub.control.plan import CurrentState, DesiredPartner, Plan, make_plan
 from hub.control.share_plan import SharingPlan, make_sharing_plan
+from hub.control.size import LockTable, too_large
 from hub.control.sources import Sources, classify
-from hub.db import connection, timescaledb_available
+from hub.db import connection, install_timescaledb, timescale_state, uses_timescaledb
+from hub.errors import ConfigError
 from hub.kafka import KafkaAdmin
 from hub.mqtt_auth.accounts import generate_secret, hash_password
 from hub.mqtt_auth.dynsec import BrokerAuth, DynsecBroker
@@ -89,15 +91,20 @@ class _Run:
     sharing: SharingPlan
 
 
-async def _make(conn: asyncpg.Connection, admin: KafkaAdmin, files: _Files, now: datetime) -> _Run:
-    ts = await timescaledb_available(conn)
-    the_plan = make_plan(files.desired, await read_current(conn, admin), ts)
+async def _make(conn: asyncpg.Connection, admin: KafkaAdmin, files: _Files, now: datetime, timescale: bool) -> _Run:
+    the_plan = make_plan(files.desired, await read_current(conn, admin), timescale)
     feeds = await share_apply.all_feeds(conn, files.desired)
     wanted = await share_apply.read_desired(conn, files.sharing, files.sources, files.desired, feeds, now)
     sharing = make_sharing_plan(wanted, await share_apply.read_current(conn, feeds), now)
     the_plan.changes += sharing.changes
     the_plan.notes += sharing.notes
     return _Run(the_plan, sharing)
+
+
+async def lock_table(conn: asyncpg.Connection) -> LockTable:
+    names = ("max_locks_per_transaction", "max_connections", "max_prepared_transactions")
+    values = await conn.fetchrow(f"SELECT {', '.join(f'current_setting($${n}$$)::int' for n in names)}")
+    return LockTable(*values)
 
 
 async def plan(
@@ -107,13 +114,40 @@ async def plan(
     *,
     broker: BrokerAuth | None = None,
 ) -> Plan:
+    """What `apply` would change; it changes nothing, in every case.
+
+    With the catalog at this hub's version the plan is read in a read-only transaction, so even a change
+    slipped in by mistake is refused by the server. A catalog that is missing or older is made as `apply`
+    would make it inside a transaction that is always rolled back, so that organisations and agreements
+    can be planned against it too; no extension is ever created.
+    """
     files = _read_files(settings, paths, schemas_dir)  # file errors before any server is touched
     ep = settings.endpoints()
     async with connection(ep.database_url) as conn, KafkaAdmin(settings, ep.kafka_bootstrap) as admin:
-        await catalog.ensure_catalog(conn)
-        the_plan = (await _make(conn, admin, files, datetime.now(UTC))).plan
-        await _with_broker(settings, conn, broker or DynsecBroker.from_settings(settings), the_plan)
-        return the_plan
+        state = await timescale_state(conn)
+        ts = uses_timescaledb(state)
+        version = await catalog.installed_version(conn)
+        transaction = conn.transaction(readonly=version == catalog.CATALOG_VERSION)
+        await transaction.start()
+        try:
+            if version != catalog.CATALOG_VERSION:
+                await conn.execute(catalog.CATALOG_DDL)
+            the_plan = (await _make(conn, admin, files, datetime.now(UTC), ts)).plan
+            await _with_broker(settings, conn, broker or DynsecBroker.from_settings(settings), the_plan)
+            locks = await lock_table(conn)
+        finally:
+            await transaction.rollback()
+    if version != catalog.CATALOG_VERSION:
+        the_plan.notes.append(
+            f"the hub's catalog (schema hub) is {'created' if version is None else 'upgraded from ' + version} "
+            f"first ({catalog.CATALOG_VERSION})"
+        )
+    refused = too_large(the_plan, locks, settings.apply_max_locks)
+    if refused:
+        the_plan.notes.append(f"`hub apply` will refuse this plan: {refused}")
+    if ts and not state.installed:
+        the_plan.notes.append("the TimescaleDB extension is created first (CREATE EXTENSION timescaledb)")
+    return the_plan
 
 
 async def _with_broker(settings: HubSettings, conn: asyncpg.Connection, broker: BrokerAuth, the_plan: Plan) -> Diff:
@@ -139,13 +173,17 @@ async def apply(
     now = datetime.now(UTC)
     broker = broker or DynsecBroker.from_settings(settings)
     async with connection(ep.database_url) as conn, KafkaAdmin(settings, ep.kafka_bootstrap) as admin:
+        ts = await install_timescaledb(conn)
         await catalog.ensure_catalog(conn)
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLY_LOCK)
-            run = await _make(conn, admin, files, now)
+            run = await _make(conn, admin, files, now, ts)
             accounts = await _with_broker(settings, conn, broker, run.plan)
             result = ApplyResult(run.plan, agreement_files=len(files.sources.agreements))
             if not run.plan.empty:
+                refused = too_large(run.plan, await lock_table(conn), settings.apply_max_locks)
+                if refused:
+                    raise ConfigError(f"{refused}; nothing was applied")
                 dropped: list[tuple[str, str]] = []
                 for partner in files.desired:
                     dropped += await _apply_partner(conn, partner, result)

@@ -42,6 +42,7 @@ from hub.ingest.routes import FeedRoute, Router
 from hub.ingest.takeover import TakeoverWatch
 from hub.ingest.topic_locks import TopicLocks
 from hub.kafka import TopicSpec
+from hub.outage import Outages
 from hub.schema.wire import WireEncoder
 from hub.settings import Endpoints, HubSettings
 
@@ -107,6 +108,7 @@ class IngestWorker:
         self.drain_only = drain_only
         self.leave_timeout_s = leave_timeout_s
         self.stats = Stats()
+        self.outages = Outages(log)  # the servers this worker waits for, logged once when away and once when back
         self._wake = asyncio.Event()
         self._last_flush = time.monotonic()
         self._last_reload = time.monotonic()
@@ -136,6 +138,7 @@ class IngestWorker:
             self.locks = TopicLocks(ep.database_url)
             opened.push_async_callback(self.locks.close)
             self.sender = KafkaSender(s, ep.kafka_bootstrap, self.index, _topic_specs(s, self.feeds), self.locks)
+            self.sender.outages = self.outages
             await self.sender.start()
             opened.push_async_callback(self.sender.stop, self.leave_timeout_s)
             loop = asyncio.get_running_loop()
@@ -302,8 +305,9 @@ class IngestWorker:
             feeds = await load_feeds(db)
             partners = [r["id"] for r in await catalog.partners(db)]
         except Exception as exc:  # the database may be restarting: try again next time
-            log.warning("cannot reload the catalog yet: %r", exc)
+            self.outages.failed("reload the catalog (tried again every few seconds)", exc, "PostgreSQL")
             return
+        self.outages.back("PostgreSQL")
         if _signature(feeds) == _signature(self.feeds):
             return
         s = self.settings
@@ -359,6 +363,6 @@ class IngestWorker:
                     sorted(devices),
                 )
         except Exception as exc:  # counters are best effort: keep them for the next flush
-            log.warning("cannot record ingest counters yet: %r", exc)
+            self.outages.failed("record ingest counters (kept for the next try)", exc, "PostgreSQL")
             self.stats.counters.update(counters)
             self.stats.devices |= devices

@@ -10,9 +10,11 @@ import os
 import pwd
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from hub.errors import StackError
+from hub.stack.postgres_conf import installed_libraries, libraries_to_preload, postgres_options, server_settings
 from hub.stack.process import ManagedProcess, require_binary
 
 
@@ -149,6 +151,13 @@ def _chown_to_db_owner(path: Path) -> None:
             os.chown(p, entry.pw_uid, entry.pw_gid)
 
 
+def preload_libraries() -> list[str]:
+    """What the local PostgreSQL preloads: each library of PRELOADABLE that is installed (TimescaleDB where it is)."""
+    beside_server = Path(_pg_bin("pg_ctl")).with_name("pg_config")  # the same version as the server we start
+    pg_config = str(beside_server) if beside_server.exists() else _pg_bin("pg_config")
+    return libraries_to_preload(installed_libraries(pg_config))
+
+
 def postgres_process(state_dir: Path) -> ManagedProcess:
     return ManagedProcess("postgres", state_dir / "postgres", "postgres")
 
@@ -193,26 +202,8 @@ def init_postgres(state_dir: Path, superuser_password: str) -> None:
         raise StackError(f"initdb failed: {result.stderr.strip().splitlines()[-1:]}")
 
 
-def pgaudit_library() -> Path | None:
-    """pgaudit's shared library beside this PostgreSQL's binaries (Debian: postgresql-15-pgaudit), if installed.
-
-    Only then may it be preloaded: a `shared_preload_libraries` entry for a missing library keeps
-    PostgreSQL from starting at all.
-    """
-    lib = Path(_pg_bin("pg_ctl")).resolve().parent.parent / "lib" / "pgaudit.so"
-    return lib if lib.is_file() else None
-
-
-def audit_options() -> str:
-    """Server options for read auditing (organisation roles' reads, hub audit): pgaudit preloaded and the
-    log also written as jsonlog files under the data directory's log/, which `hub audit` reads back. Empty
-    without pgaudit: the hub runs the same, and `hub audit` says that read auditing is off."""
-    if pgaudit_library() is None:
-        return ""
-    return " -c shared_preload_libraries=pgaudit -c logging_collector=on -c log_destination=stderr,jsonlog"
-
-
-def start_postgres(state_dir: Path, port: int) -> None:
+def start_postgres(state_dir: Path, port: int, overrides: Mapping[str, str] | None = None) -> None:
+    """Start the local PostgreSQL (`overrides`: server settings in place of the stack's own, e.g. in tests)."""
     d = state_dir / "postgres"
     log = d / "postgres.log"
     _chown_to_db_owner(d)
@@ -228,7 +219,7 @@ def start_postgres(state_dir: Path, port: int) -> None:
                 "-t",
                 "60",
                 "-o",
-                f"-p {port} -k {d / 'run'} -c listen_addresses=127.0.0.1 -c max_connections=200" + audit_options(),
+                postgres_options(port, d / "run", {**server_settings(preload_libraries()), **(overrides or {})}),
                 "start",
             ]
         ),
@@ -246,14 +237,16 @@ def start_postgres(state_dir: Path, port: int) -> None:
 def stop_postgres(state_dir: Path) -> bool:
     d = state_dir / "postgres"
     proc = postgres_process(state_dir)
-    if proc.pid() is None:
+    pid = proc.pid()
+    proc.pid_path.unlink(missing_ok=True)  # first: a stop on purpose is never taken for a crash
+    if pid is None:
         return False
     subprocess.run(
         _as_db_owner([_pg_bin("pg_ctl"), "-D", str(d / "data"), "-m", "fast", "-w", "stop"]),
         capture_output=True,
         check=False,
     )
-    proc.stop()  # no-op if pg_ctl already stopped it
+    proc.end(pid)  # if pg_ctl could not
     return True
 
 
