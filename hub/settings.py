@@ -95,7 +95,8 @@ class HubSettings(BaseSettings):
     land_check_broker_epoch: bool = Field(
         default=True,
         description="Before storing offsets, check that the broker still holds this hub's epoch marker topic, "
-        "so that a broker that lost its log (the local broker on restart) is noticed and never skipped into.",
+        "so that a broker that lost its log (the local broker on restart) is noticed and never skipped into; "
+        "ingest sends in that epoch, so that what a lost log took with it is counted. Off: neither is done.",
     )
 
     # Bounding the local broker's memory: it keeps every record until its topic is deleted

@@ -30,9 +30,10 @@ from hub.ingest.outgoing import Outgoing
 
 TopicPartitionKey = tuple[str, int]
 
-# $1 topics to unlock; $2 the epoch the send was confirmed in; $3-$6 ranges (topic, partition, first offset,
-# next offset) to record; $7-$10 counters (partner, feed, reason, messages); $11-$12 partitions whose base
-# and generation to read.
+# $1 topics to unlock; $2 the epoch the send was confirmed in (NULL: epochs are not checked, and no range
+# is recorded); $3-$6 ranges (topic, partition, first offset, next offset) to record; $7-$10 counters
+# (partner, feed, reason, messages); $11-$12 partitions whose base and generation to read; $13 whether
+# Kafka confirmed the send (nothing is recorded otherwise).
 RELEASE_SQL = f"""
 WITH b AS (SELECT epoch FROM hub.land_broker FOR SHARE),
 ranges AS (
@@ -40,13 +41,13 @@ ranges AS (
     SELECT b.epoch, r.t, r.p, coalesce(o.base_offset, 0) + r.f, coalesce(o.base_offset, 0) + r.n
     FROM b CROSS JOIN unnest($3::text[], $4::int[], $5::bigint[], $6::bigint[]) AS r(t, p, f, n)
     LEFT JOIN hub.land_offsets o ON o.topic = r.t AND o.kafka_partition = r.p
-    WHERE b.epoch = $2
+    WHERE $13 AND b.epoch = $2
 ),
 counted AS (
     INSERT INTO hub.ingest_counters (partner_id, feed, reason, messages)
     SELECT c.partner, c.feed, c.reason, c.n
-    FROM b CROSS JOIN unnest($7::text[], $8::text[], $9::text[], $10::bigint[]) AS c(partner, feed, reason, n)
-    WHERE b.epoch = $2
+    FROM unnest($7::text[], $8::text[], $9::text[], $10::bigint[]) AS c(partner, feed, reason, n)
+    WHERE $13 AND ($2::text IS NULL OR $2 = (SELECT epoch FROM b))
     ON CONFLICT (partner_id, feed, reason)
     DO UPDATE SET messages = hub.ingest_counters.messages + excluded.messages, last_at = now()
 )
@@ -115,47 +116,28 @@ def counter_args(counts: Counter[tuple[str, str, str]]) -> tuple[list[str], list
 
 def release_args(
     topics: list[str],
-    epoch: str,
+    epoch: str | None,
+    confirmed: bool,
     outgoing: list[Outgoing],
     landed_topics: set[str],
     *,
     record: bool,
 ) -> tuple[Any, ...]:
-    """The arguments of `RELEASE_SQL` for a batch Kafka acknowledged in `epoch`.
+    """The arguments of `RELEASE_SQL` for a batch sent in `epoch` (None: epochs are not checked).
 
-    `record` (kafka mode): write its counters and the ranges of its records; otherwise read the baseline.
-    Ranges are per Kafka record batch (one contiguous run of offsets each), never merged across batches.
+    `confirmed`: Kafka acknowledged every record and the broker kept its log meanwhile; only then is
+    anything recorded. `record` (kafka mode): write the batch's counters and the positions of its
+    records, one range per contiguous run of offsets; otherwise read the baseline its wait for landing needs.
     """
     empty: list[Any] = []
     if record:
         spans = list(_batch_spans(outgoing, landed_topics))
         counts = counter_args(refused_counts(outgoing))
-        return (
-            topics,
-            epoch,
-            [s[0] for s in spans],
-            [s[1] for s in spans],
-            [s[2] for s in spans],
-            [s[3] for s in spans],
-            *counts,
-            empty,
-            empty,
-        )
+        ranges = ([s[0] for s in spans], [s[1] for s in spans], [s[2] for s in spans], [s[3] for s in spans])
+        return (topics, epoch, *ranges, *counts, empty, empty, confirmed)
     keys = sorted({(o.topic, o.partition) for o in outgoing if o.topic in landed_topics})
-    return (
-        topics,
-        epoch,
-        empty,
-        empty,
-        empty,
-        empty,
-        empty,
-        empty,
-        empty,
-        empty,
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-    )
+    nothing = (empty, empty, empty, empty, empty, empty, empty, empty)
+    return (topics, epoch, *nothing, [k[0] for k in keys], [k[1] for k in keys], confirmed)
 
 
 def needs_round_trip(args: tuple[Any, ...]) -> bool:

@@ -26,6 +26,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable
+from dataclasses import replace
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -40,6 +41,9 @@ from hub.kafka import TRANSIENT_KAFKA_ERRORS, KafkaAdmin, TopicSpec, client_opti
 from hub.settings import HubSettings
 
 log = logging.getLogger("hub.ingest")
+
+# With `land_check_broker_epoch` off: records are sent without a broker epoch (and no loss can be counted).
+UNCHECKED = Epoch("", "")
 
 
 def marker_spec(settings: HubSettings, index: int) -> TopicSpec:
@@ -76,7 +80,8 @@ class KafkaSender:
         await self.admin.ensure_topics([*self.topic_specs, self.marker])
         conn = await asyncpg.connect(database_url)
         try:  # the first epoch, if no landing worker ever ran: what is acknowledged before it starts is counted
-            await record_first(conn, self.admin, s)
+            if s.land_check_broker_epoch:
+                await record_first(conn, self.admin, s)
         finally:
             await conn.close()
         self.producer = AIOKafkaProducer(
@@ -174,9 +179,9 @@ class KafkaSender:
         except BaseException:
             self.locks.drop()
             raise
-        confirmed = epoch.epoch if intact else ""  # nothing is recorded for an unconfirmed send
-        args = release_args(topics, confirmed, everything, self.landed_topics, record=record)
-        result: Released | None = Released(epoch.epoch, [], {})
+        checked = None if epoch is UNCHECKED else epoch.epoch
+        args = release_args(topics, checked, intact, everything, self.landed_topics, record=record)
+        result: Released | None = Released(checked, [], {})
         if needs_round_trip(args) if intact else topics:  # else nothing to unlock, record or read
             result = await self.locks.release(topics, args)
         if failed:
@@ -185,7 +190,9 @@ class KafkaSender:
             return "the Kafka broker forgot our topics or the broker epoch while they were sent (restarted?)"
         if result is None:
             return "the topic locks were lost during the send (database connection dropped)"
-        if result.epoch != epoch.epoch:
+        if checked is None:
+            return replace(result, epoch=None)
+        if result.epoch != checked:
             self.epoch = None
             return f"a landing worker started a new broker epoch ({result.epoch}) while they were sent"
         return result
@@ -198,6 +205,8 @@ class KafkaSender:
         """
         if self.epoch is not None:
             return self.epoch
+        if not self.settings.land_check_broker_epoch:
+            return UNCHECKED
         row = await self.locks.run("SELECT epoch, marker_topic FROM hub.land_broker")
         if row is None:
             return None
@@ -305,7 +314,7 @@ class KafkaSender:
         except Exception as exc:
             log.warning("cannot check Kafka topics: %r", exc)
             return False
-        if epoch.marker_topic not in topics:
+        if epoch is not UNCHECKED and epoch.marker_topic not in topics:
             self.epoch = None
             return False
         return self.marker.name in topics and self.topics_epoch == topics_epoch

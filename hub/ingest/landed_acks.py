@@ -78,7 +78,7 @@ class Waiting:
     def state(self, landed: Landed) -> Literal["landed", "waiting", "stale"]:
         if not self.needs:
             return "landed"
-        if landed.epoch != self.epoch:
+        if self.epoch is not None and landed.epoch != self.epoch:  # None: epochs are not checked
             return "stale" if landed.epoch is not None else "waiting"
         waiting = False
         for key, (need, generation) in self.needs.items():
