@@ -326,12 +326,12 @@ class IngestWorker:
             return
         for w in waiting.pop(ready):
             self._ack(w.messages)
-        for w in stale:
+        if stale:
             log.warning(
-                "%d records of %d messages were not landed when the Kafka broker's log was lost or set back "
-                "(epoch %s): "
-                "sending them again", len(w.records), len(w.messages), w.epoch,
+                "%d records of %d messages were not landed when the Kafka broker's log was lost or set back: "
+                "sending them again", sum(len(w.records) for w in stale), sum(len(w.messages) for w in stale),
             )  # fmt: skip
+        for w in stale:
             self.sender.repartition(w.records)
             w.rebase(await self.sender.deliver(w.records, record=False))
 
