@@ -44,7 +44,7 @@ from hub.ingest.decode import FeedDecoder
 from hub.ingest.kafka_send import KafkaSender, marker_spec
 from hub.ingest.landed_acks import LandedAcks, Waiting, ack_mode
 from hub.ingest.mqtt_source import Message, MqttSource
-from hub.ingest.outgoing import UNKNOWN, ErrorReports, Outgoing, Preparer, Stats, partition_for
+from hub.ingest.outgoing import UNKNOWN, ErrorReports, Outgoing, Preparer, Stats, mark_resent, partition_for
 from hub.ingest.routes import FeedRoute, Router
 from hub.ingest.topic_locks import TopicLocks
 from hub.kafka import TopicSpec
@@ -327,13 +327,16 @@ class IngestWorker:
         for w in waiting.pop(ready):
             self._ack(w.messages)
         if stale:
+            records = [o for w in stale for o in w.records]
             log.warning(
                 "%d records of %d messages were not landed when the Kafka broker's log was lost or set back: "
-                "sending them again", sum(len(w.records) for w in stale), sum(len(w.messages) for w in stale),
+                "sending them again", len(records), sum(len(w.messages) for w in stale),
             )  # fmt: skip
-        for w in stale:
-            self.sender.repartition(w.records)
-            w.rebase(await self.sender.deliver(w.records, record=False))
+            mark_resent(records)  # the first copy may have landed before the log was lost
+            self.sender.repartition(records)
+            released = await self.sender.deliver(records, record=False)
+            for w in stale:
+                w.rebase(released)
 
     async def _maybe_reload(self) -> None:
         """Pick up partners, feeds and schema versions applied while we run.
