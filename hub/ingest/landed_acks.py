@@ -54,6 +54,7 @@ class Waiting:
     epoch: str | None = None
     # (topic, partition) -> (the landed position that must be passed, generation at the send)
     needs: dict[TopicPartitionKey, tuple[int, int]] = field(default_factory=dict)
+    resending: bool = False  # handed to the step loop to be sent again
 
     @classmethod
     def of(

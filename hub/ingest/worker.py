@@ -118,7 +118,9 @@ class IngestWorker:
         self.waiting = LandedAcks()
         self.latency = ack_latency.AckLatency()
         self._wake = asyncio.Event()
-        self._last_flush = self._last_reload = self._last_poll = self._last_prune = time.monotonic()
+        self._last_flush = self._last_reload = self._last_prune = time.monotonic()
+        self._stale: list[Waiting] = []  # batches whose log was lost: the step loop sends them again
+        self._poller: asyncio.Task[None] | None = None
         self._abandoned = False  # a batch was given up unacknowledged: the session must be kept
         self.session_ended = False  # set on leaving: the broker session was ended (nothing left in it)
 
@@ -142,6 +144,8 @@ class IngestWorker:
             self.mode = ack_mode(s, ep)
             self.locks = TopicLocks(ep.database_url)
             opened.push_async_callback(self.locks.close)
+            self.landed_db = TopicLocks(ep.database_url)  # the poller's own connection; it takes no lock
+            opened.push_async_callback(self.landed_db.close)
             self.sender = KafkaSender(s, ep.kafka_bootstrap, self.index, _topic_specs(s, self.feeds), self.locks)
             await self.sender.start(ep.database_url)
             opened.push_async_callback(self.sender.stop, self.leave_timeout_s)
@@ -165,6 +169,8 @@ class IngestWorker:
             opened.push_async_callback(asyncio.to_thread, self.source.stop, False)  # the session keeps its messages
             if not self.drain_only:
                 await catalog.set_resource(self.db, "mqtt-session", name, "active", json.dumps({"filters": filters}))
+            if self.mode == "landed":
+                self._poller = asyncio.create_task(self._poll_landed(), name="ingest-landed-acks")
             opened.pop_all()
         log.info(
             "ingest worker %s (acknowledging once %s): %d feeds, %s %s",
@@ -195,9 +201,14 @@ class IngestWorker:
             else:
                 self.source.stop(end_session=False)  # keep the session: a restart gets what it missed
         finally:
+            if self._poller is not None:
+                self._poller.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._poller
             await self.sender.stop(self.leave_timeout_s)
             await self._flush_stats(force=True)
             await self.locks.close()
+            await self.landed_db.close()
             await self.db.close()
 
     async def leave_cleanly(self, quiet_s: float = 0.5) -> bool:
@@ -273,24 +284,21 @@ class IngestWorker:
         s = self.settings
         if len(self.source.inbox) < s.ingest_batch_size:
             self._wake.clear()
-            timeout = s.ingest_flush_ms / 1000
-            if self.waiting.pending:
-                timeout = min(timeout, s.ingest_landed_poll_ms / 1000)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await asyncio.wait_for(self._wake.wait(), s.ingest_flush_ms / 1000)
             except TimeoutError:
                 pass
         messages = self.source.drain(s.ingest_batch_size * 4)
         if messages:
             await self.process(messages)
-        await self.settle_landed()
+        await self.resend_stale()
         await self._flush_stats()
         await self._maybe_reload()
         return len(messages)
 
     async def process(self, messages: list[Message]) -> None:
         """Send the messages' records; PUBACK them once Kafka acknowledged every one (`KafkaSender.deliver`),
-        or, acknowledging after landing, leave them waiting for landing (`settle_landed`)."""
+        or, acknowledging after landing, leave them waiting for landing (`ack_landed`)."""
         outgoing = self.preparer.prepare_all(messages)
         if self.mode == "kafka":
             await self.sender.deliver(outgoing, record=True)
@@ -303,40 +311,60 @@ class IngestWorker:
         self.source.ack(messages)
         self.latency.record((m.received_ms for m in messages), time.time() * 1000)
 
-    async def settle_landed(self) -> None:
-        """PUBACK the waiting batches landing has stored, oldest first; send again those whose log was lost.
+    async def _poll_landed(self) -> None:
+        """Beside the step loop, every `ingest_landed_poll_ms` while batches wait: PUBACK what landing stored.
 
-        Polls the stored offsets at most every `ingest_landed_poll_ms`, and only while batches wait.
+        On a connection of its own, so an acknowledgement never waits for the next batch's send.
         """
+        every = self.settings.ingest_landed_poll_ms / 1000
+        failing = False
+        while True:
+            await asyncio.sleep(every)
+            if not self.waiting.pending:
+                continue
+            try:
+                await self.ack_landed()
+                failing = False
+            except ServerUnavailable as exc:
+                if not failing:
+                    log.warning("cannot see what landing stored yet: %s", exc)
+                failing = True
+
+    async def ack_landed(self) -> None:
+        """PUBACK the waiting batches landing has stored, oldest first; hand those whose log was lost to `step`."""
         waiting = self.waiting
-        now = time.monotonic()
-        if not waiting.pending or now - self._last_poll < self.settings.ingest_landed_poll_ms / 1000:
-            return
-        self._last_poll = now
         if waiting.drop_older(self.source.generation):
             log.info("reconnected to the MQTT broker: batches of the earlier connection are delivered again")
-        try:
-            state = landed(await self.locks.run(POLL_SQL, waiting.topics()))
-            ready, stale = waiting.check(state)
-            counts = sum((w.refused for w in list(waiting.pending)[:ready]), Counter[tuple[str, str, str]]())
-            if counts:
-                await self.locks.run(COUNT_SQL, *counter_args(counts))
-        except ServerUnavailable as exc:
-            log.warning("cannot see what landing stored yet: %s", exc)
-            return
+        state = landed(await self.landed_db.run(POLL_SQL, waiting.topics()))
+        ready, stale = waiting.check(state)
+        counts = sum((w.refused for w in list(waiting.pending)[:ready]), Counter[tuple[str, str, str]]())
+        if counts:
+            await self.landed_db.run(COUNT_SQL, *counter_args(counts))
         for w in waiting.pop(ready):
             self._ack(w.messages)
-        if stale:
-            records = [o for w in stale for o in w.records]
-            log.warning(
-                "%d records of %d messages were not landed when the Kafka broker's log was lost or set back: "
-                "sending them again", len(records), sum(len(w.messages) for w in stale),
-            )  # fmt: skip
-            mark_resent(records)  # the first copy may have landed before the log was lost
-            self.sender.repartition(records)
-            released = await self.sender.deliver(records, record=False)
-            for w in stale:
-                w.rebase(released)
+        fresh = [w for w in stale if not w.resending]
+        for w in fresh:
+            w.resending = True
+        self._stale += fresh
+        if fresh:
+            self._wake.set()
+
+    async def resend_stale(self) -> None:
+        """Send again, in one delivery, the records of batches whose log was lost before they landed."""
+        stale, self._stale = self._stale, []
+        if not stale:
+            return
+        records = [o for w in stale for o in w.records]
+        log.warning(
+            "%d records of %d messages were not landed when the Kafka broker's log was lost or set back: "
+            "sending them again", len(records), sum(len(w.messages) for w in stale),
+        )  # fmt: skip
+        mark_resent(records)  # the first copy may have landed before the log was lost
+        self.sender.repartition(records)
+        released = await self.sender.deliver(records, record=False)
+        for w in stale:
+            w.rebase(released)
+            w.resending = False
 
     async def _maybe_reload(self) -> None:
         """Pick up partners, feeds and schema versions applied while we run.
