@@ -302,6 +302,7 @@ class Bench:
     async def latency(self, rate: float) -> dict[str, Any]:
         """A steady load at `rate`: publish -> Kafka append, publish -> committed row and arrival -> PUBACK."""
         n = int(rate * self.cfg.latency_seconds)
+        await asyncio.sleep(2.5)  # the workers' last histograms of the phase before (written every 2 s)
         acks_before = await self.ack_latencies()
         await asyncio.to_thread(self.paced_publish, rate, n, "lat")
         conn = await asyncpg.connect(self.ep.database_url)
