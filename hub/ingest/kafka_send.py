@@ -146,9 +146,10 @@ class KafkaSender:
             outcome = await self._attempt(everything, record)
             if isinstance(outcome, Released):
                 return outcome
+            why, sent = outcome
             log.warning("%s: sending %d records again in %.1f s (their messages stay unacknowledged)",
-                        outcome, len(everything), backoff)  # fmt: skip
-            if not resent:
+                        why, len(everything), backoff)  # fmt: skip
+            if sent and not resent:  # a copy may be in Kafka: the next one is the hub's own
                 mark_resent(everything)
                 resent = True
             await asyncio.sleep(backoff)
@@ -158,21 +159,21 @@ class KafkaSender:
             if self.topics_epoch != before:
                 self.repartition(everything)
 
-    async def _attempt(self, everything: list[Outgoing], record: bool) -> Released | str:
-        """One send of the whole batch under its topic locks; the release says what it came to, or why not."""
+    async def _attempt(self, everything: list[Outgoing], record: bool) -> Released | tuple[str, bool]:
+        """One send of the whole batch under its topic locks: what the release found, or (why not, whether sent)."""
         try:
             epoch = await self.landing_epoch()
         except ServerUnavailable as exc:
-            return f"cannot read the broker epoch: {exc}"
+            return f"cannot read the broker epoch: {exc}", False
         if epoch is None:
-            return "the Kafka broker lost its log and no landing worker has started a new epoch yet"
+            return "the Kafka broker lost its log and no landing worker has started a new epoch yet", False
         start = self.topics_epoch
         dead_letters = self.settings.kafka_dead_letter_topic
         topics = sorted({o.topic for o in everything if o.topic != dead_letters})
         try:
             await self.locks.acquire(topics)
         except ServerUnavailable as exc:
-            return f"not sent: {exc}"
+            return f"not sent: {exc}", False
         try:
             failed = await self.send(everything)
             intact = not failed and await self.topics_intact(start, epoch)
@@ -185,16 +186,16 @@ class KafkaSender:
         if needs_round_trip(args) if intact else topics:  # else nothing to unlock, record or read
             result = await self.locks.release(topics, args)
         if failed:
-            return f"Kafka did not acknowledge {len(failed)} of {len(everything)} records"
+            return f"Kafka did not acknowledge {len(failed)} of {len(everything)} records", True
         if not intact:
-            return "the Kafka broker forgot our topics or the broker epoch while they were sent (restarted?)"
+            return "the Kafka broker forgot our topics or the broker epoch while they were sent (restarted?)", True
         if result is None:
-            return "the topic locks were lost during the send (database connection dropped)"
+            return "the topic locks were lost during the send (database connection dropped)", True
         if checked is None:
             return replace(result, epoch=None)
         if result.epoch != checked:
             self.epoch = None
-            return f"a landing worker started a new broker epoch ({result.epoch}) while they were sent"
+            return f"a landing worker started a new broker epoch ({result.epoch}) while they were sent", True
         return result
 
     async def landing_epoch(self) -> Epoch | None:
