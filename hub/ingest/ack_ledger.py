@@ -122,19 +122,21 @@ def release_args(
     landed_topics: set[str],
     *,
     record: bool,
+    counts: Counter[tuple[str, str, str]] | None = None,
 ) -> tuple[Any, ...]:
     """The arguments of `RELEASE_SQL` for a batch sent in `epoch` (None: epochs are not checked).
 
     `confirmed`: Kafka acknowledged every record and the broker kept its log meanwhile; only then is
-    anything recorded. `record` (kafka mode): write the batch's counters and the positions of its
-    records, one range per contiguous run of offsets; otherwise read the baseline its wait for landing needs.
+    anything recorded. `record` (kafka mode): write the batch's counters (its dead letters' and
+    `counts`) and the positions of its records, one range per contiguous run of offsets; otherwise
+    read the baseline its wait for landing needs.
     """
     empty: list[Any] = []
     if record:
         spans = list(_batch_spans(outgoing, landed_topics))
-        counts = counter_args(refused_counts(outgoing))
+        counted = counter_args(refused_counts(outgoing) + (counts or Counter()))
         ranges = ([s[0] for s in spans], [s[1] for s in spans], [s[2] for s in spans], [s[3] for s in spans])
-        return (topics, epoch, *ranges, *counts, empty, empty, confirmed)
+        return (topics, epoch, *ranges, *counted, empty, empty, confirmed)
     keys = sorted({(o.topic, o.partition) for o in outgoing if o.topic in landed_topics})
     nothing = (empty, empty, empty, empty, empty, empty, empty, empty)
     return (topics, epoch, *nothing, [k[0] for k in keys], [k[1] for k in keys], confirmed)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable
 from dataclasses import replace
 
@@ -74,16 +74,17 @@ class KafkaSender:
         """The topics landing stores offsets for: an acknowledgement can wait for them, and loss of them is counted."""
         return {spec.name for spec in self.topic_specs if spec.name != self.settings.kafka_dead_letter_topic}
 
-    async def start(self, database_url: str) -> None:
+    async def start(self, database_url: str | None = None) -> None:
+        """Connect; with `database_url`, also record the first broker epoch if no landing worker ever ran."""
         s = self.settings
         self.admin = await KafkaAdmin(s, self.bootstrap).__aenter__()
         await self.admin.ensure_topics([*self.topic_specs, self.marker])
-        conn = await asyncpg.connect(database_url)
-        try:  # the first epoch, if no landing worker ever ran: what is acknowledged before it starts is counted
-            if s.land_check_broker_epoch:
+        if database_url is not None and s.land_check_broker_epoch:
+            conn = await asyncpg.connect(database_url)
+            try:  # the first epoch, if no landing worker ever ran: what is acknowledged before it starts is counted
                 await record_first(conn, self.admin, s)
-        finally:
-            await conn.close()
+            finally:
+                await conn.close()
         self.producer = AIOKafkaProducer(
             **client_options(s, self.bootstrap),
             acks="all",
@@ -131,19 +132,22 @@ class KafkaSender:
 
     # --- sending -----------------------------------------------------------------------
 
-    async def deliver(self, everything: list[Outgoing], *, record: bool) -> Released:
+    async def deliver(
+        self, everything: list[Outgoing], *, record: bool = False, counts: Counter[tuple[str, str, str]] | None = None
+    ) -> Released:
         """Send the records; return only when Kafka acknowledged every one, in the current broker epoch.
 
-        `record`: write the batch's counters and record positions with the release of its topic locks
-        (ack_ledger.py), for an acknowledgement that follows at once; otherwise read the baseline its
-        wait for landing needs. While Kafka or the database is down this retries with backoff, at most
-        5 s apart. A batch that was not wholly confirmed (Kafka failed part of it, the broker restarted,
-        the locks were lost, landing started a new epoch) is sent again whole, marked as a resend.
+        `record`: write the batch's counters (its dead letters', and `counts` of messages that sent
+        nothing) and record positions with the release of its topic locks (ack_ledger.py), for an
+        acknowledgement that follows at once; otherwise read the baseline its wait for landing needs.
+        While Kafka or the database is down this retries with backoff, at most 5 s apart. A batch
+        that was not wholly confirmed (Kafka failed part of it, the broker restarted, the locks were
+        lost, landing started a new epoch) is sent again whole, marked as a resend.
         """
         backoff = 0.2
         resent = False
         while True:
-            outcome = await self._attempt(everything, record)
+            outcome = await self._attempt(everything, record, counts or Counter())
             if isinstance(outcome, Released):
                 return outcome
             why, sent = outcome
@@ -159,7 +163,9 @@ class KafkaSender:
             if self.topics_epoch != before:
                 self.repartition(everything)
 
-    async def _attempt(self, everything: list[Outgoing], record: bool) -> Released | tuple[str, bool]:
+    async def _attempt(
+        self, everything: list[Outgoing], record: bool, counts: Counter[tuple[str, str, str]]
+    ) -> Released | tuple[str, bool]:
         """One send of the whole batch under its topic locks: what the release found, or (why not, whether sent)."""
         try:
             epoch = await self.landing_epoch()
@@ -181,7 +187,7 @@ class KafkaSender:
             self.locks.drop()
             raise
         checked = None if epoch is UNCHECKED else epoch.epoch
-        args = release_args(topics, checked, intact, everything, self.landed_topics, record=record)
+        args = release_args(topics, checked, intact, everything, self.landed_topics, record=record, counts=counts)
         result: Released | None = Released(checked, [], {})
         if needs_round_trip(args) if intact else topics:  # else nothing to unlock, record or read
             result = await self.locks.release(topics, args)

@@ -58,9 +58,16 @@ class Waiting:
 
     @classmethod
     def of(
-        cls, messages: list[Message], outgoing: list[Outgoing], landed_topics: set[str], released: Released
+        cls,
+        messages: list[Message],
+        outgoing: list[Outgoing],
+        landed_topics: set[str],
+        released: Released,
+        counts: Counter[tuple[str, str, str]] | None = None,
     ) -> Waiting:
-        w = cls(messages, [o for o in outgoing if o.topic in landed_topics], refused_counts(outgoing))
+        """`counts`: messages of the batch acknowledged without a record, counted with the PUBACK."""
+        refused = refused_counts(outgoing) + (counts or Counter())
+        w = cls(messages, [o for o in outgoing if o.topic in landed_topics], refused)
         w.rebase(released)
         return w
 

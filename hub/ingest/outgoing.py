@@ -12,6 +12,7 @@ a device's duplicates.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -66,6 +67,9 @@ class Stats:
     """What this worker saw (in memory; the durable counts are written with each acknowledgement)."""
 
     devices: set[tuple[str, str, str]] = field(default_factory=set)  # (partner, feed, device) seen since the last flush
+    # Messages acknowledged without a record, by (partner, feed, reason): the worker takes them per
+    # batch and records them with the batch's acknowledgement (dead letters are counted from `Outgoing`).
+    counters: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     accepted: int = 0
     rejected: int = 0
 

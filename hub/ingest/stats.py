@@ -11,7 +11,8 @@ so a worker killed at any moment leaves them exact:
 - lost: acknowledged records a Kafka broker lost before they landed (only possible with
   `HUB_INGEST_ACK=kafka` on a broker that is not durable; counted exactly, hub/landing/lost.py).
 
-So acknowledged = accepted + duplicates + refused + lost, and accepted equals the rows landed.
+So acknowledged = accepted + duplicates + refused + lost (+ skipped: messages that carry no reading,
+counted with their acknowledgement), and accepted equals the rows landed.
 `redelivered` counts the hub's own copies of a message it had already sent (an MQTT redelivery
 after a worker stopped, a resend after a broker restart): landed once, not acknowledged twice, so
 outside that sum. With `HUB_INGEST_ACK=kafka` a message is acknowledged before it lands and
@@ -28,6 +29,7 @@ from typing import Any
 import asyncpg
 
 DUPLICATE, REDELIVERED, LOST = "duplicate", "redelivered", "lost"
+SKIPPED = frozenset({"header_line"})  # acknowledged and counted, but neither accepted nor refused
 
 
 @dataclass
@@ -38,13 +40,14 @@ class FeedStats:
     duplicates: int = 0
     refused: int = 0
     lost: int = 0
+    skipped: int = 0  # e.g. CSV header lines
     redelivered: int = 0
     reasons: list[tuple[str, int]] = field(default_factory=list)  # refusals, most common first
     last_at: datetime | None = None
 
     @property
     def acknowledged(self) -> int:
-        return self.accepted + self.duplicates + self.refused + self.lost
+        return self.accepted + self.duplicates + self.refused + self.lost + self.skipped
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +59,7 @@ class FeedStats:
             "refused": self.refused,
             "rejected": self.refused,  # the name of earlier versions
             "lost": self.lost,
+            "skipped": self.skipped,
             "redelivered": self.redelivered,
             "reasons": [{"reason": r, "messages": n} for r, n in self.reasons],
             "last_at": self.last_at.isoformat() if self.last_at else None,
@@ -111,6 +115,8 @@ async def ingest_stats(conn: asyncpg.Connection, partner: str | None = None) -> 
             stats.redelivered += n
         elif outcome == LOST:
             stats.lost += n
+        elif outcome in SKIPPED:
+            stats.skipped += n
         else:
             stats.refused += n
             reasons[key][outcome] = reasons[key].get(outcome, 0) + n

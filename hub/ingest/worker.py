@@ -300,12 +300,13 @@ class IngestWorker:
         """Send the messages' records; PUBACK them once Kafka acknowledged every one (`KafkaSender.deliver`),
         or, acknowledging after landing, leave them waiting for landing (`ack_landed`)."""
         outgoing = self.preparer.prepare_all(messages)
+        counts, self.stats.counters = self.stats.counters, Counter()  # messages that sent nothing
         if self.mode == "kafka":
-            await self.sender.deliver(outgoing, record=True)
+            await self.sender.deliver(outgoing, record=True, counts=counts)
             self._ack(messages)
             return
         released = await self.sender.deliver(outgoing, record=False)
-        self.waiting.add(Waiting.of(messages, outgoing, self.sender.landed_topics, released))
+        self.waiting.add(Waiting.of(messages, outgoing, self.sender.landed_topics, released, counts))
 
     def _ack(self, messages: list[Message]) -> None:
         self.source.ack(messages)
