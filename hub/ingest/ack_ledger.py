@@ -126,6 +126,8 @@ def release_args(
 ) -> tuple[Any, ...]:
     """The arguments of `RELEASE_SQL` for a batch sent in `epoch` (None: epochs are not checked).
 
+    `topics` are the batch's feed topics (locked); `landed_topics` those whose records a wait for
+    landing covers (feed topics, and the dead-letter topic where landing stores it).
     `confirmed`: Kafka acknowledged every record and the broker kept its log meanwhile; only then is
     anything recorded. `record` (kafka mode): write the batch's counters (its dead letters' and
     `counts`) and the positions of its records, one range per contiguous run of offsets; otherwise
@@ -133,7 +135,7 @@ def release_args(
     """
     empty: list[Any] = []
     if record:
-        spans = list(_batch_spans(outgoing, landed_topics))
+        spans = list(_batch_spans(outgoing, set(topics)))  # feed records: a lost one is a lost reading
         counted = counter_args(refused_counts(outgoing) + (counts or Counter()))
         ranges = ([s[0] for s in spans], [s[1] for s in spans], [s[2] for s in spans], [s[3] for s in spans])
         return (topics, epoch, *ranges, *counted, empty, empty, confirmed)

@@ -71,7 +71,12 @@ class KafkaSender:
 
     @property
     def landed_topics(self) -> set[str]:
-        """The topics landing stores offsets for: an acknowledgement can wait for them, and loss of them is counted."""
+        """The topics landing stores offsets for, which an acknowledgement after landing waits for.
+
+        The feed topics. Where landing also stores the dead-letter topic with its offsets, adding it
+        here makes a dead letter's PUBACK wait until it is stored too (ack_ledger.py records loss
+        ranges for feed topics only, whatever this holds).
+        """
         return {spec.name for spec in self.topic_specs if spec.name != self.settings.kafka_dead_letter_topic}
 
     async def start(self, database_url: str | None = None) -> None:
