@@ -27,6 +27,7 @@ SHARE_GROUP = "hub-ingest"  # the ingest workers' shared subscription group
 ROLE_ADMIN = "hub-admin"
 ROLE_INGEST = "hub-ingest"
 ROLE_BROKER_LOG = "hub-broker-log"  # reads the broker's own log lines (who took over a session)
+ROLE_REPORTS = "hub-reports"  # publishes error reports to partners (landing: duplicate_key)
 PARTNER_PREFIX = "partner-"  # a partner's role and group: partner-<id>
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
@@ -155,6 +156,7 @@ def hub_roles(settings: HubSettings) -> list[Role]:
             ),
         ),
         Role(ROLE_BROKER_LOG, frozenset(_read("$SYS/broker/log/#"))),
+        Role(ROLE_REPORTS, frozenset([Acl("publishClientSend", f"{errors}/#")])),
     ]
 
 
@@ -162,7 +164,7 @@ def hub_groups() -> list[Group]:
     """The hub's own logins get their role through a group of the same name: created with the login, the
     membership is linked both ways (a role given inline to createClient is not), and adding a login to a
     group it is in already says so plainly (addClientRole says "Internal error")."""
-    return [Group(ROLE_INGEST, frozenset([ROLE_INGEST])), Group(ROLE_BROKER_LOG, frozenset([ROLE_BROKER_LOG]))]
+    return [Group(name, frozenset([name])) for name in (ROLE_INGEST, ROLE_BROKER_LOG, ROLE_REPORTS)]
 
 
 def partner_role(settings: HubSettings, partner_id: str) -> Role:
@@ -198,7 +200,7 @@ def desired_accounts(settings: HubSettings, logins: Iterable[tuple[str, str]]) -
 
 def is_managed_name(name: str) -> bool:
     """A role or group the hub owns (a client holding one belongs to the hub or to a partner)."""
-    return name.startswith(PARTNER_PREFIX) or name in (ROLE_ADMIN, ROLE_INGEST, ROLE_BROKER_LOG)
+    return name.startswith(PARTNER_PREFIX) or name in (ROLE_ADMIN, ROLE_INGEST, ROLE_BROKER_LOG, ROLE_REPORTS)
 
 
 def _role_json(role: Role) -> dict[str, Any]:
