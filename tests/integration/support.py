@@ -22,6 +22,7 @@ from hub.control import mqtt_logins
 from hub.control.apply import apply
 from hub.ingest.worker import IngestWorker
 from hub.landing.worker import LandingWorker
+from hub.share.worker import ShareWorker
 from hub.mqtt_auth.accounts import ROLE_INGEST, SHARE_GROUP, generate_secret
 from hub.mqtt_auth.dynsec import DynsecBroker, provision_login
 from hub.settings import HubSettings
@@ -94,7 +95,7 @@ def hub_listener(settings: HubSettings, topic_filter: str) -> Subscriber:
     return Subscriber(settings, username, password, f"$share/{SHARE_GROUP}/{topic_filter}")
 
 
-W = TypeVar("W", IngestWorker, LandingWorker)
+W = TypeVar("W", IngestWorker, LandingWorker, ShareWorker)
 
 
 @asynccontextmanager
