@@ -22,10 +22,10 @@ from hub.control import mqtt_logins
 from hub.control.apply import apply
 from hub.ingest.worker import IngestWorker
 from hub.landing.worker import LandingWorker
-from hub.share.worker import ShareWorker
 from hub.mqtt_auth.accounts import ROLE_INGEST, SHARE_GROUP, generate_secret
 from hub.mqtt_auth.dynsec import DynsecBroker, provision_login
 from hub.settings import HubSettings
+from hub.share.worker import ShareWorker
 from hub.stack.broker_auth import LocalBrokerAuth
 from hub.stack.local import LocalStack, private_settings
 
