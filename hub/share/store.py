@@ -124,10 +124,10 @@ async def count(conn: asyncpg.Connection, shared: Mapping[str, Shared]) -> None:
         await conn.execute(
             """INSERT INTO hub.share_counters AS c (stream, agreement_id, consumer, feed, form, lane, records,
                    dead_lettered, last_shared_at, last_event_time)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $7 > 0 THEN now() END, $9)
-               ON CONFLICT (stream) DO UPDATE SET records = c.records + $7, dead_lettered = c.dead_lettered + $8,
-                   lane = $6,
-                   last_shared_at = CASE WHEN $7 > 0 THEN now() ELSE c.last_shared_at END,
+               VALUES ($1, $2, $3, $4, $5, $6, $7::bigint, $8::bigint, CASE WHEN $7::bigint > 0 THEN now() END, $9)
+               ON CONFLICT (stream) DO UPDATE SET records = c.records + $7::bigint,
+                   dead_lettered = c.dead_lettered + $8::bigint, lane = $6,
+                   last_shared_at = CASE WHEN $7::bigint > 0 THEN now() ELSE c.last_shared_at END,
                    last_event_time = greatest(c.last_event_time, $9)""",
             stream,
             s.agreement,

@@ -49,6 +49,8 @@ agreements:
      delivery: [sql, kafka, mqtt], grants: [{feed: air, fields: [pm25], pseudonymise: true, delay: 1h}]}
   - {id: s_agg_{tag}, provider: {partner}, consumers: [startup_{tag}], purpose: t, licence: L,
      delivery: [sql, kafka], grants: [{feed: noise, form: aggregate, min_devices: 3}]}
+  - {id: s_raw_{tag}, provider: {partner}, consumers: [startup_{tag}], purpose: t, licence: L,
+     delivery: [sql, kafka], grants: [{feed: air, fields: [pm25]}]}
   - {id: s_later_{tag}, provider: {partner}, consumers: [later_{tag}], purpose: t, licence: L,
      valid_from: {tomorrow}, delivery: [sql, kafka], grants: [{feed: air}]}
 """
@@ -255,7 +257,7 @@ async def test_a_share_worker_killed_mid_stream_loses_nothing(streams: Workspace
     """A second share process joins the group, takes partitions, and is killed while records flow: the worker
     that stays takes its partitions over from their stored positions, and every record reaches the share topic."""
     settings = streams.settings
-    topic = names.share_topic(streams.org("health"), streams.partner, "air")
+    topic = names.share_topic(streams.org("startup"), streams.partner, "air")
     env = {**os.environ, **cli_env(stack_settings), "HUB_SHARE_GROUP": settings.share_group}
     code = "import asyncio; from hub.supervise import run_share; asyncio.run(run_share())"
     old = int(time.time() * 1000) - 3 * 3600_000
