@@ -25,6 +25,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from hub.agreement import names
 from hub.control.revoke import revoke
+from hub.landing.broker_memory import free_landed_topics
 from hub.mqtt_auth.accounts import consumer_name
 from hub.settings import HubSettings
 from hub.share.worker import ShareWorker
@@ -286,3 +287,16 @@ async def test_a_share_worker_killed_mid_stream_loses_nothing(streams: Workspace
     got = await asyncio.to_thread(read_share_topic, settings, topic, 10**9, 60.0, all_there)
     missing = want - {(ms(r["time"]), r["pm25"]) for r in got}
     assert not missing, f"{len(missing)} of {len(records)} records never reached {topic}"
+
+
+async def test_landing_frees_no_feed_topic_that_a_share_lane_has_not_shared(streams: Workspace) -> None:
+    """The delayed lane still holds this hour's records in the feed topic: the local broker keeps them."""
+    settings = streams.settings.model_copy(update={"land_free_broker_memory_min_records": 1})
+    feed = await feed_runtime(settings, streams.partner, "air")
+    conn = await asyncpg.connect(settings.endpoints().database_url)
+    try:
+        [outcome] = await free_landed_topics(conn, settings, settings.endpoints(), [feed.row], catch_up_s=5.0)
+    finally:
+        await conn.close()
+    assert not outcome.recreated and "share streams have not shared every record yet" in outcome.reason
+    assert "delay-3600s" in outcome.reason
