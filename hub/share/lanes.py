@@ -102,9 +102,12 @@ def delayed_consumer(settings: HubSettings, endpoints: Endpoints) -> AIOKafkaCon
     )
 
 
-def group_consumer(settings: HubSettings, endpoints: Endpoints) -> AIOKafkaConsumer:
+def group_consumer(settings: HubSettings, endpoints: Endpoints, client_id: str) -> AIOKafkaConsumer:
+    """The share group's member. Its own client id: the local broker was seen handing two members that
+    shared aiokafka's default client id the same partitions (and nobody the others)."""
     return AIOKafkaConsumer(
         **client_options(settings, endpoints.kafka_bootstrap),
+        client_id=client_id,
         group_id=settings.share_group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -106,7 +106,7 @@ class ShareWorker:
             opened.push_async_callback(asyncio.to_thread, self.mqtt.stop)
             await self.admin.ensure_topics([share_topic_spec(s, s.kafka_dead_letter_topic)])
             await self.kafka.know(s.kafka_dead_letter_topic)
-            self.group = group_consumer(s, ep)
+            self.group = group_consumer(s, ep, self.identity.client_id)
             await self.group.start()
             opened.push_async_callback(self.group.stop)
             self.lanes[NOW] = Lane(NOW, self.group)
@@ -338,11 +338,15 @@ class ShareWorker:
                     break
                 if decoded is not None:
                     self._project(lane.name, tp.topic, r, decoded, at, shared)
+                else:
+                    log.warning("%s[%d]@%d is not a feed record of a known schema: not shared", tp.topic, tp.partition,
+                                r.offset)  # fmt: skip
                 last = r.offset
             if last is not None:
                 moves.append(store.Move(lane.name, tp.topic, tp.partition, expected, last + 1))
         if not moves:
             return 0
+        log.debug("lane %s: %s", lane.name, [(m.topic, m.partition, m.expected, m.new) for m in moves])
         await self.kafka.flush()
         await self.mqtt.flush()
         async with self.pool.acquire() as conn:
