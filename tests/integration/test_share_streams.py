@@ -5,6 +5,7 @@ a killed share worker loses nothing; a consumer cannot subscribe to another's sh
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import fastavro
 import pytest
 import pytest_asyncio
 from confluent_kafka import Consumer, TopicPartition
@@ -27,6 +29,7 @@ from hub.agreement import names
 from hub.control.revoke import revoke
 from hub.landing.broker_memory import free_landed_topics
 from hub.mqtt_auth.accounts import consumer_name
+from hub.schema.wire import schema_id_of
 from hub.settings import HubSettings
 from hub.share.worker import ShareWorker
 from hub.stack.local import cli_env
@@ -37,6 +40,8 @@ from tests.integration.support import (
     eventually,
     feed_runtime,
     own_group,
+    query,
+    read_topic,
     running,
     running_land,
 )
@@ -283,12 +288,13 @@ async def test_a_share_worker_killed_mid_stream_loses_nothing(streams: Workspace
         if child.poll() is None:
             child.kill()
     want = {(r["time"], r["pm25"]) for r in records}
-
-    def all_there(out: list[dict[str, Any]]) -> bool:
-        return want <= {(ms(r["time"]), r["pm25"]) for r in out}
-
-    got = await asyncio.to_thread(read_share_topic, settings, topic, 10**9, 60.0, all_there)
-    missing = want - {(ms(r["time"]), r["pm25"]) for r in got}
+    got = await read_topic(settings, topic, n=10**9, timeout_s=40.0)
+    schema = json.loads(
+        await query(settings, "SELECT schema FROM hub.schemas WHERE id = $1", schema_id_of(got[0].value))
+    )
+    parsed = fastavro.parse_schema(schema)
+    decoded = [fastavro.schemaless_reader(io.BytesIO(r.value[5:]), parsed, None) for r in got]
+    missing = want - {(ms(r["time"]), r["pm25"]) for r in decoded}
     assert not missing, f"{len(missing)} of {len(records)} records never reached {topic}"
 
 
