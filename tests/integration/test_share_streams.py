@@ -293,7 +293,10 @@ async def test_a_share_worker_killed_mid_stream_loses_nothing(streams: Workspace
         await query(settings, "SELECT schema FROM hub.schemas WHERE id = $1", schema_id_of(got[0].value))
     )
     parsed = fastavro.parse_schema(schema)
-    decoded = [fastavro.schemaless_reader(io.BytesIO(r.value[5:]), parsed, None) for r in got]
+    decoded: list[dict[str, Any]] = [
+        fastavro.schemaless_reader(io.BytesIO(r.value[5:]), parsed, None)  # type: ignore[misc]
+        for r in got
+    ]
     missing = want - {(ms(r["time"]), r["pm25"]) for r in decoded}
     assert not missing, f"{len(missing)} of {len(records)} records never reached {topic}"
 
