@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
+import secrets
+import socket
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -22,6 +25,15 @@ from hub.landing.retry import NOT_NOW, Retry
 from hub.settings import Endpoints, HubSettings
 
 log = logging.getLogger("hub.land")
+
+
+def land_client_id(host: str) -> str:
+    """A landing consumer's own client id (each start makes a new one): members of one group never share one.
+
+    aiokafka's default is the same for every client; the local broker was seen giving two share workers with
+    that default the same partitions (and nobody the others). Not seen with landing, but cheap to rule out,
+    and the broker's logs then tell the members apart."""
+    return f"hub-land-{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 class GroupConsumer:
@@ -50,6 +62,7 @@ class GroupConsumer:
         s = self.settings
         consumer = AIOKafkaConsumer(
             **client_options(s, self.endpoints.kafka_bootstrap),
+            client_id=land_client_id(s.worker_host or socket.gethostname()),
             group_id=s.land_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
