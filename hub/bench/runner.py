@@ -12,6 +12,8 @@ Phases (each counted at the far end, never assumed):
                ack whatever `--ack` says: waiting for landing, ingest would stop at the broker's
                in-flight window), then started: the drain rate.
 5. COPY      - the raw `COPY` rate of the same database, as the landing reference.
+6-8. share   - end to end again without agreements, then with three agreements shared live, and the
+               share lag at half rate (share_phase.py).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from hub.bench.c_clients import CClients
 from hub.bench.measure import PeakMemory, percentile
 from hub.bench.payloads import DEVICES, event_time_ms, make_lines
+from hub.bench.share_phase import run_share_phases
 from hub.control.apply import apply
 from hub.errors import HubError
 from hub.ingest import ack_latency
@@ -67,6 +70,7 @@ class BenchConfig:
     # a second on 2 cores, too short for a sustained rate, hence its own, larger, size.
     backlog: int = 300_000
     ack: str = "auto"  # HUB_INGEST_ACK for the end-to-end and latency phases
+    share_workers: int = 1
     keep: bool = False
     log: Callable[[str], None] = print
 
@@ -415,13 +419,13 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         )
         log = cfg.log
         now = int(time.time() * 1000)
-        log(f"1/5 ceiling: mosquitto_pub -> Mosquitto -> mosquitto_sub, {cfg.messages:,} messages")
+        log(f"1/8 ceiling: mosquitto_pub -> Mosquitto -> mosquitto_sub, {cfg.messages:,} messages")
         ceiling, counted = bench.ceiling(make_lines(cfg.messages, now - 3_600_000))
         figures.update(ceiling_msgs_per_s=round(ceiling, 1), ceiling_counted=counted)
         log(f"    {ceiling:,.0f} msg/s ({counted:,} counted)")
 
         log(
-            f"2/5 end to end with {cfg.ingest_workers} ingest and {cfg.land_workers} landing workers, "
+            f"2/8 end to end with {cfg.ingest_workers} ingest and {cfg.land_workers} landing workers, "
             f"acknowledging once {'Kafka has the records' if bench.ingest_ack == 'kafka' else 'they are landed'}"
         )
         bench.start_workers("ingest", ["ingest", "--workers", str(cfg.ingest_workers)])
@@ -435,27 +439,28 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         log(f"    {e2e['e2e_msgs_per_s']:,.0f} msg/s landed, lost {e2e['lost']}, ratio {figures['ratio']}")
 
         rate = max(100.0, e2e["e2e_msgs_per_s"] / 2)
-        log(f"3/5 latency at {rate:,.0f} msg/s for {cfg.latency_seconds:.0f} s")
+        log(f"3/8 latency at {rate:,.0f} msg/s for {cfg.latency_seconds:.0f} s")
         figures.update(asyncio.run(bench.latency(rate)))
         log(
             f"    publish->row p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms; "
             f"PUBACK p50 {figures['p50_puback_ms']} ms, p99 {figures['p99_puback_ms']} ms"
         )
 
-        log("4/5 backlog drain: landing stopped while ingest fills Kafka")
+        log("4/8 backlog drain: landing stopped while ingest fills Kafka")
         figures.update(asyncio.run(bench.backlog(make_lines(cfg.backlog, now + cfg.messages + 60_000))))
         log(f"    {figures['backlog_drain_rows_per_s']:,.0f} rows/s")
 
-        log("5/5 raw COPY into the same database")
+        log("5/8 raw COPY into the same database")
         figures["copy_rows_per_s"] = round(asyncio.run(bench.copy_rate(cfg.messages)), 1)
         figures["landing_vs_copy"] = round(figures["backlog_drain_rows_per_s"] / figures["copy_rows_per_s"], 3)
+        run_share_phases(bench, figures, now + cfg.messages + cfg.backlog + 120_000)
     finally:
         bench.close()
     peaks = bench.memory.peak_mb
     # Per component, the peak of all its processes together (workers, their supervisor, server children).
     figures["peak_rss_mb"] = {k: round(v, 1) for k, v in sorted(peaks.items())}
     figures["peak_rss_mb_largest_hub_process"] = round(
-        max((v for k, v in bench.memory.peak_process_mb.items() if k in ("ingest", "land")), default=0.0), 1
+        max((v for k, v in bench.memory.peak_process_mb.items() if k in ("ingest", "land", "share")), default=0.0), 1
     )
     return figures
 

@@ -22,6 +22,7 @@ def bench(
     messages: Annotated[int, typer.Option("--messages", "-n", min=1000, help="Messages per phase.")] = 100_000,
     ingest_workers: Annotated[int, typer.Option(min=1, help="Ingest processes on the shared subscription.")] = 2,
     land_workers: Annotated[int, typer.Option(min=1, help="Landing processes (the backlog drain uses as many).")] = 2,
+    share_workers: Annotated[int, typer.Option(min=1, help="Share processes in the share phase.")] = 1,
     latency_seconds: Annotated[float, typer.Option(min=1.0, help="Length of the steady-rate latency phase.")] = 10.0,
     backlog: Annotated[
         int, typer.Option(min=1000, help="Records landing drains in the backlog phase (a few seconds' worth).")
@@ -35,7 +36,8 @@ def bench(
     ] = Ack.auto,
     keep: Annotated[bool, typer.Option(help="Keep the private stack's state directory (logs) afterwards.")] = False,
 ) -> None:
-    """Start a private stack and measure: C-client ceiling, end to end, latency, backlog drain, raw COPY.
+    """Start a private stack and measure: C-client ceiling, end to end, latency, backlog drain, raw COPY, and
+    end to end with three agreements shared live against the same without (share_ratio, share_lag_p99_ms).
 
     Ends with one JSON line (ack, e2e_msgs_per_s, offered_msgs_per_s, published, landed, dead_lettered, lost,
     p50_ms, p99_ms, p50_puback_ms, p99_puback_ms, peak_rss_mb, ceiling_msgs_per_s, ratio, ...) so runs can be
@@ -45,6 +47,7 @@ def bench(
         messages=messages,
         ingest_workers=ingest_workers,
         land_workers=land_workers,
+        share_workers=share_workers,
         latency_seconds=latency_seconds,
         backlog=backlog,
         ack=ack.value,

@@ -1,0 +1,235 @@
+"""The benchmark's share phase: the hub end to end with three agreements shared live, against itself without.
+
+With the example agreements of `sharing/` applied to the benchmark feed (a subset of fields over Kafka,
+pseudonyms of a tenth of the stations over MQTT, aggregates with k-anonymity over Kafka) and share
+workers running, the same messages are published as in the end-to-end phase:
+
+- `share_e2e_msgs_per_s`: messages / seconds until every one is landed *and* shared on the fields stream's
+  Kafka topic; `share_ratio` divides it by the rate without agreements measured just before (same run,
+  same workers, same message count), so the bar does not depend on the machine;
+- share lag at half that rate: publish -> record on the share topic, from each share record's timestamp
+  (set by the share worker when it writes the batch) minus the device's event time (when the benchmark
+  wrote the line), like the publish -> Kafka figure of the latency phase;
+- what the MQTT consumer of the pseudonymised stream received (a C subscriber with that consumer's login).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from hub.agreement.names import share_topic
+from hub.bench.measure import percentile
+from hub.bench.payloads import DEVICES, event_time_ms, make_lines
+from hub.control.apply import apply
+from hub.errors import HubError
+from hub.mqtt_auth.accounts import consumer_name
+from hub.stack.broker_auth import LocalBrokerAuth
+
+if TYPE_CHECKING:
+    from hub.bench.runner import Bench
+
+HERE = Path(__file__).resolve().parent
+FIELDS_AGREEMENT = "bench_fields"  # every message of the feed reaches its stream
+FIELDS_TOPIC = share_topic("bench_city", "bench_lab", "air")
+MQTT_CONSUMER = "bench_health"
+LAG_PREFIX = "shl"
+
+
+class SharePhase:
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+        self.mqtt_lines = 0
+        self._mqtt: subprocess.Popen[bytes] | None = None
+        self._mqtt_reader: threading.Thread | None = None
+
+    # --- set-up ----------------------------------------------------------------------------
+
+    def apply_agreements(self) -> None:
+        b = self.bench
+        result = asyncio.run(
+            apply(b.settings, [HERE / "bench.yaml", HERE / "sharing"], HERE, broker=LocalBrokerAuth(b.settings))
+        )
+        password = result.credentials.get(consumer_name(MQTT_CONSUMER))
+        if password is None:
+            raise HubError(f"hub apply made no MQTT login for {MQTT_CONSUMER}")
+        self._start_mqtt_consumer(consumer_name(MQTT_CONSUMER), password)
+
+    def _start_mqtt_consumer(self, login: str, password: str) -> None:
+        """A C subscriber with the consumer's own login, counting what its share topics deliver."""
+        b = self.bench
+        self._mqtt = subprocess.Popen(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(b.settings.mqtt_port), "-u", login, "-P", password,
+             "-i", login, "-q", "1", "-V", "mqttv5", "-t", f"share/{MQTT_CONSUMER}/#"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+        def count() -> None:
+            assert self._mqtt is not None and self._mqtt.stdout is not None
+            for _line in self._mqtt.stdout:
+                self.mqtt_lines += 1
+
+        self._mqtt_reader = threading.Thread(target=count, daemon=True)
+        self._mqtt_reader.start()
+
+    def close(self) -> None:
+        if self._mqtt is not None:
+            self._mqtt.terminate()
+            self._mqtt.wait(10)
+            self._mqtt = None
+
+    async def shared(self, conn: asyncpg.Connection) -> int:
+        n = await conn.fetchval(
+            "SELECT coalesce(sum(records), 0) FROM hub.share_counters WHERE agreement_id = $1", FIELDS_AGREEMENT
+        )
+        return int(n)
+
+    async def wait_caught_up(self, timeout_s: float = 120) -> None:
+        """The share workers joined their group and passed every record already in the feed topic."""
+        conn = await asyncpg.connect(self.bench.ep.database_url)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                lag = await conn.fetchval(
+                    """SELECT sum(greatest(l.next_offset - coalesce(o.next_offset, 0), 0))
+                       FROM hub.land_offsets l LEFT JOIN hub.share_offsets o
+                            ON o.topic = l.topic AND o.kafka_partition = l.kafka_partition AND o.lane = 'now'
+                       WHERE l.topic = 'hub.bench_lab.air'"""
+                )
+                positioned = await conn.fetchval(
+                    "SELECT count(*) FROM hub.share_offsets WHERE topic = 'hub.bench_lab.air' AND lane = 'now'"
+                )
+                if positioned and lag == 0:
+                    return
+                await asyncio.sleep(0.5)
+        finally:
+            await conn.close()
+        raise HubError(f"the share workers did not catch up with the feed topic; see {self.bench.state}/share.log")
+
+    # --- phases ------------------------------------------------------------------------------
+
+    async def end_to_end(self, lines: list[bytes]) -> dict[str, Any]:
+        """Publish `lines`; time until every message is landed and shared on the fields stream."""
+        b = self.bench
+        conn = await asyncpg.connect(b.ep.database_url)
+        try:
+            base_landed, _, base_rejected = await b.counts(conn)
+            base_shared = await self.shared(conn)
+            n = len(lines)
+            t0 = 0.0
+            done = threading.Event()
+
+            def publish() -> None:
+                nonlocal t0
+                t0 = b.c.publish_chunks(lines)
+                done.set()
+
+            threading.Thread(target=publish, daemon=True).start()
+            landed_at = shared_at = None
+            landed = shared = 0
+            last_progress, last_seen = time.monotonic(), (-1, -1)
+            while landed_at is None or shared_at is None:
+                await asyncio.sleep(0.1)
+                lc, _, rc = await b.counts(conn)
+                landed = lc - base_landed + rc - base_rejected
+                shared = await self.shared(conn) - base_shared
+                now = time.monotonic()
+                if landed_at is None and landed >= n:
+                    landed_at = now
+                if shared_at is None and shared >= n:
+                    shared_at = now
+                if (landed, shared) != last_seen:
+                    last_progress, last_seen = now, (landed, shared)
+                elif now - last_progress > 30:
+                    break
+            end = time.monotonic()
+            done.wait()
+            elapsed = max(landed_at or end, shared_at or end) - t0
+            return {
+                "share_e2e_landed": landed,
+                "share_e2e_shared": shared,
+                "share_e2e_seconds": round(elapsed, 2),
+                "share_e2e_msgs_per_s": round(min(landed, shared) / elapsed, 1),
+            }
+        finally:
+            await conn.close()
+
+    async def lag(self, rate: float, seconds: float) -> dict[str, Any]:
+        """A steady load at `rate`: publish -> record on the fields stream's share topic, per message."""
+        b = self.bench
+        n = int(rate * seconds)
+        mqtt_before = self.mqtt_lines
+        consumer = AIOKafkaConsumer(bootstrap_servers=b.ep.kafka_bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(FIELDS_TOPIC, p) for p in sorted(consumer.partitions_for_topic(FIELDS_TOPIC) or [])]
+            consumer.assign(tps)
+            # Where the topic ends before this phase (the local broker may report up to a batch less: the
+            # records before are told apart by their keys anyway).
+            for tp, end in (await consumer.end_offsets(tps)).items():
+                consumer.seek(tp, end)
+            await asyncio.to_thread(b.paced_publish, rate, n, LAG_PREFIX)
+            lags: list[float] = []
+            deadline = time.monotonic() + 60
+            while len(lags) < n and time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=200, max_records=20_000)
+                for records in batch.values():
+                    for r in records:
+                        if r.key and r.key.startswith(LAG_PREFIX.encode()):
+                            t = event_time_ms(r.value)
+                            if t is not None:
+                                lags.append(r.timestamp - t)
+        finally:
+            await consumer.stop()
+        await asyncio.sleep(1.0)  # the last MQTT deliveries of the phase
+        return {
+            "share_lag_rate_msgs_per_s": round(rate, 1),
+            "share_lag_messages": n,
+            "share_lag_shared": len(lags),
+            "share_lag_p50_ms": round(percentile(lags, 50), 1),
+            "share_lag_p99_ms": round(percentile(lags, 99), 1),
+            "share_mqtt_expected": sum(1 for i in range(n) if i % DEVICES < DEVICES // 10),  # shl-00*
+            "share_mqtt_received": self.mqtt_lines - mqtt_before,
+        }
+
+
+def run_share_phases(bench: Bench, figures: dict[str, Any], start_ms: int) -> None:
+    """Phases 6-8 of `hub bench`: the reference without agreements, the same with three, the share lag."""
+    cfg, log = bench.cfg, bench.cfg.log
+    if bench.ingest_ack != "kafka":  # the backlog phase acknowledged after Kafka's ack
+        bench.stop_workers("ingest")
+        bench.start_workers("ingest", ["ingest", "--workers", str(cfg.ingest_workers)])
+        asyncio.run(bench.wait_ingest_ready(cfg.ingest_workers))
+    log("6/8 end to end again, no agreements (the reference of the share phase, measured just before it)")
+    ref = asyncio.run(bench.end_to_end(make_lines(cfg.messages, start_ms)))
+    figures["share_reference_e2e_msgs_per_s"] = ref["e2e_msgs_per_s"]
+    log(f"    {ref['e2e_msgs_per_s']:,.0f} msg/s landed, lost {ref['lost']}")
+
+    log(f"7/8 end to end with three agreements shared live by {cfg.share_workers} share worker(s): fields (Kafka), "
+        "pseudonyms of some devices (MQTT), aggregates (Kafka)")  # fmt: skip
+    phase = SharePhase(bench)
+    try:
+        phase.apply_agreements()
+        bench.start_workers("share", ["share", "--workers", str(cfg.share_workers)])
+        asyncio.run(phase.wait_caught_up())
+        e2e = asyncio.run(phase.end_to_end(make_lines(cfg.messages, start_ms + cfg.messages + 60_000)))
+        figures.update(e2e)
+        figures["share_ratio"] = round(e2e["share_e2e_msgs_per_s"] / ref["e2e_msgs_per_s"], 3)
+        log(f"    {e2e['share_e2e_msgs_per_s']:,.0f} msg/s landed and shared, {figures['share_ratio']} of the "
+            f"reference")  # fmt: skip
+
+        rate = max(100.0, e2e["share_e2e_msgs_per_s"] / 2)
+        log(f"8/8 share lag at {rate:,.0f} msg/s for {cfg.latency_seconds:.0f} s")
+        figures.update(asyncio.run(phase.lag(rate, cfg.latency_seconds)))
+        log(f"    publish->share topic p50 {figures['share_lag_p50_ms']} ms, p99 {figures['share_lag_p99_ms']} ms; "
+            f"MQTT consumer got {figures['share_mqtt_received']} of {figures['share_mqtt_expected']}")  # fmt: skip
+    finally:
+        phase.close()
