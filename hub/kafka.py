@@ -43,6 +43,18 @@ def client_options(settings: HubSettings, bootstrap: str) -> dict[str, Any]:
     return opts
 
 
+def librdkafka_config(settings: HubSettings, bootstrap: str) -> dict[str, Any]:
+    """The hub's own Kafka connection settings in librdkafka's (confluent-kafka's) names."""
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "security.protocol": settings.kafka_security_protocol}
+    if settings.kafka_sasl_mechanism:
+        conf.update({
+            "sasl.mechanism": settings.kafka_sasl_mechanism,
+            "sasl.username": settings.kafka_sasl_username or "",
+            "sasl.password": settings.kafka_sasl_password or "",
+        })  # fmt: skip
+    return conf
+
+
 def is_local_broker(settings: HubSettings, bootstrap: str) -> bool:
     """True when `bootstrap` is the local stack's broker (Tansu: its log lives in memory only)."""
     local = settings.stack_state().get("endpoints", {}).get("kafka_bootstrap")
@@ -98,6 +110,13 @@ class KafkaAdmin:
         except KafkaError as exc:
             raise ServerUnavailable("Kafka", self.bootstrap, f"cannot create topics: {exc!r}") from exc
         return [s.name for s in missing]
+
+    async def groups(self) -> list[str]:
+        """Every consumer group the broker knows (with committed offsets or members)."""
+        try:
+            return sorted(str(g[0]) for g in await self._client.list_consumer_groups())
+        except KafkaError as exc:
+            raise ServerUnavailable("Kafka", self.bootstrap, f"cannot list consumer groups: {exc!r}") from exc
 
     async def delete_topics(self, names: Iterable[str]) -> None:
         """Delete these topics (gone already is fine)."""

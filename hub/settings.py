@@ -63,6 +63,12 @@ class HubSettings(BaseSettings):
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = None
+    # (+22) Kafka logins for share-stream consumers (hub/control/kafka_access.py): `auto` makes a SASL/SCRAM user
+    # and prefix ACLs per consumer where the hub reaches Kafka over SASL (never on the local broker); `off` leaves
+    # Kafka access to the operator.
+    kafka_consumer_logins: Literal["auto", "off"] = "auto"
+    # The Kafka address consumers are told to use with their login (default: the hub's own, HUB_KAFKA_BOOTSTRAP).
+    kafka_public_bootstrap: str | None = None
 
     # Ingest
     ingest_batch_size: int = 500
@@ -103,6 +109,13 @@ class HubSettings(BaseSettings):
     share_window_backfill: int = Field(
         default=1, ge=1, le=1000, description="Aggregate streams: closed windows a new stream starts with."
     )
+    # (+22) The local broker's memory (hub/share/memory.py): a share topic there is recreated empty once its
+    # consumer's groups (share.<org>.*) committed all of it and it holds this many records, or at the bound.
+    share_free_min_records: int = Field(default=100_000, ge=1)
+    share_local_max_records: int = Field(
+        default=1_000_000, ge=1, description="The bound: a local share topic is recreated at this size, read or not."
+    )
+    share_free_every_s: float = Field(default=60.0, gt=0, description="How often a share worker checks.")
 
     # Landing
     land_batch_size: int = 5_000

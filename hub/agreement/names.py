@@ -56,6 +56,11 @@ def share_topic(org: str | None, provider: str, feed: str, aggregate: bool = Fal
     return f"{SHARE_TOPIC_PREFIX}{stream_consumer(org)}.{provider}.{feed}" + (".agg" if aggregate else "")
 
 
+def share_topic_prefix(org: str | None) -> str:
+    """`share.<consumer>.`: the prefix of a consumer's share topics, and of the consumer groups it may use."""
+    return f"{SHARE_TOPIC_PREFIX}{stream_consumer(org)}."
+
+
 def share_mqtt_prefix(org: str | None, provider: str, feed: str, aggregate: bool = False) -> str:
     """`share/<consumer>/<provider>/<feed>`: a raw record goes to `<prefix>/<device>`; aggregates go to
     `share/<consumer>/<provider>/<feed>.agg` itself (no device level, and no device id can collide with it)."""

@@ -118,3 +118,8 @@ def of_org(streams: Iterable[Stream], org: str) -> list[Stream]:
 def mqtt_consumers(streams: Iterable[Stream]) -> list[str]:
     """Organisations that read some stream over MQTT (open data: none by itself)."""
     return sorted({s.org for s in streams if s.mqtt and s.org is not None})
+
+
+def kafka_consumers(streams: Iterable[Stream]) -> list[str]:
+    """Organisations that read some stream over Kafka (open data: none by itself)."""
+    return sorted({s.org for s in streams if s.kafka and s.org is not None})

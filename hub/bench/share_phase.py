@@ -92,14 +92,17 @@ class SharePhase:
         )
         return int(n)
 
-    async def wait_caught_up(self, timeout_s: float = 120) -> None:
-        """The share workers joined their group and passed every record already in the feed topic."""
+    async def wait_caught_up(self, timeout_s: float = 900) -> dict[str, Any]:
+        """The share workers joined their group and passed every record already in the feed topic (the earlier
+        phases' records: a new stream shares what its feed topic holds); how many, and how fast."""
         conn = await asyncpg.connect(self.bench.ep.database_url)
         try:
-            deadline = time.monotonic() + timeout_s
+            start = time.monotonic()
+            deadline = start + timeout_s
+            first: tuple[float, int] | None = None
             while time.monotonic() < deadline:
                 lag = await conn.fetchval(
-                    """SELECT sum(greatest(l.next_offset - coalesce(o.next_offset, 0), 0))
+                    """SELECT coalesce(sum(greatest(l.next_offset - coalesce(o.next_offset, 0), 0)), 0)
                        FROM hub.land_offsets l LEFT JOIN hub.share_offsets o
                             ON o.topic = l.topic AND o.kafka_partition = l.kafka_partition AND o.lane = 'now'
                        WHERE l.topic = 'hub.bench_lab.air'"""
@@ -107,8 +110,16 @@ class SharePhase:
                 positioned = await conn.fetchval(
                     "SELECT count(*) FROM hub.share_offsets WHERE topic = 'hub.bench_lab.air' AND lane = 'now'"
                 )
+                if positioned and first is None:
+                    first = (time.monotonic(), int(lag))
                 if positioned and lag == 0:
-                    return
+                    assert first is not None
+                    took = time.monotonic() - first[0]
+                    return {
+                        "share_catch_up_records": first[1],
+                        "share_catch_up_records_per_s": round(first[1] / took, 1) if took > 0.5 else None,
+                        "share_join_s": round(first[0] - start, 1),
+                    }
                 await asyncio.sleep(0.5)
         finally:
             await conn.close()
@@ -219,7 +230,9 @@ def run_share_phases(bench: Bench, figures: dict[str, Any], start_ms: int) -> No
     try:
         phase.apply_agreements()
         bench.start_workers("share", ["share", "--workers", str(cfg.share_workers)])
-        asyncio.run(phase.wait_caught_up())
+        figures.update(asyncio.run(phase.wait_caught_up()))
+        log(f"    caught up with the {figures['share_catch_up_records']:,} records already in the feed topic "
+            f"({figures['share_catch_up_records_per_s']} records/s)")  # fmt: skip
         e2e = asyncio.run(phase.end_to_end(make_lines(cfg.messages, start_ms + cfg.messages + 60_000)))
         figures.update(e2e)
         figures["share_ratio"] = round(e2e["share_e2e_msgs_per_s"] / ref["e2e_msgs_per_s"], 3)

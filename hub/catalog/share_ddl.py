@@ -41,4 +41,12 @@ CREATE TABLE IF NOT EXISTS hub.share_logins (
     created_at timestamptz NOT NULL DEFAULT now(),
     rotated_at timestamptz NOT NULL DEFAULT now()
 );
+-- Kafka users of consumers (SASL/SCRAM, hub/control/kafka_users.py): made by hub apply where the broker takes
+-- logins; the password is shown once, only its hash is kept (the broker keeps its own SCRAM verifier).
+CREATE TABLE IF NOT EXISTS hub.kafka_logins (
+    org_id text PRIMARY KEY,
+    username text NOT NULL UNIQUE,
+    password_hash text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
 """

@@ -229,7 +229,7 @@ CATALOG_DDL += SHARE_DDL
 # version: ALTER TABLE and CREATE OR REPLACE VIEW take exclusive locks even when they change
 # nothing, so running them at every worker start (and catalog reload) would queue behind
 # landing's transactions on hub.land_offsets, and stop every worker behind them.
-CATALOG_VERSION = "hub catalog 6"
+CATALOG_VERSION = "hub catalog 6 (+22 kafka logins)"
 CATALOG_DDL += f"COMMENT ON SCHEMA hub IS '{CATALOG_VERSION}';\n"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from hub.catalog import store as catalog
 from hub.catalog.feeds_view import feed_summaries
 from hub.cli.common import console, one_line_errors, settings
 from hub.control import apply as applier
-from hub.control import credentials, db_credentials
+from hub.control import credentials, db_credentials, kafka_access
 from hub.control.mapping import mapping_lines
 from hub.db import connection
 from hub.stack.broker_auth import LocalBrokerAuth
@@ -46,8 +47,8 @@ def apply(
     save_credentials: Annotated[
         Path | None,
         typer.Option(
-            help="Also write new MQTT logins' credentials to DIR/<username>.json and new organisations' database "
-            "logins to DIR/<org>.db.json (owner-only files)."
+            help="Also write new MQTT logins' credentials to DIR/<username>.json, new organisations' database "
+            "logins to DIR/<org>.db.json and new Kafka logins to DIR/<username>.kafka.json (owner-only files)."
         ),
     ] = None,
     by: Annotated[
@@ -64,6 +65,7 @@ def apply(
     if result.plan.empty:
         return
     show_credentials(result.credentials, save_credentials)
+    show_kafka_credentials(result.kafka_credentials, save_credentials)
     for org, password in result.db_passwords.items():
         login = db_credentials.describe(s, org, password)
         console.print(
@@ -84,6 +86,25 @@ def show_credentials(passwords: dict[str, str], save_to: Path | None) -> None:
         console.print("\n" + credentials.render(creds), highlight=False)
         if save_to is not None:
             console.print(f"  saved to {credentials.save(save_to, creds)}", highlight=False)
+
+
+def show_kafka_credentials(passwords: dict[str, str], save_to: Path | None) -> None:
+    """Each new Kafka login of a consumer once (the catalog keeps a hash, the broker its SCRAM verifier)."""
+    s = settings()
+    bootstrap = s.kafka_public_bootstrap or s.endpoints().kafka_bootstrap
+    for username, password in passwords.items():
+        conf = kafka_access.client_config(bootstrap, username.removeprefix("consumer-"), password,
+                                          s.kafka_security_protocol)  # fmt: skip
+        lines = "\n".join(f"  {k}={v}" for k, v in conf.items())
+        console.print(f"\nKafka login [bold]{username}[/bold] (shown once; confluent-kafka settings):\n{lines}",
+                      highlight=False)  # fmt: skip
+        if save_to is not None:
+            save_to.mkdir(parents=True, exist_ok=True)
+            target = save_to / f"{username}.kafka.json"
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(conf, f, indent=2)
+            console.print(f"  saved to {target}", highlight=False)
 
 
 async def _feeds() -> list[dict[str, Any]]:

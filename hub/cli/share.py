@@ -18,10 +18,11 @@ from hub.agreement.model import Form
 from hub.agreement.policy import Question
 from hub.cli.common import console, err_console, one_line_errors, settings
 from hub.connector.model import parse_duration
-from hub.control import credentials, db_credentials
+from hub.control import credentials, db_credentials, kafka_access
 from hub.control.apply import actor_name
 from hub.db import connection
 from hub.errors import ConfigError, NotFound
+from hub.kafka import is_local_broker
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document, for scripts.")]
 OrgArg = Annotated[str, typer.Argument(help="An organisation id (a partner's id, or one of organisations/).")]
@@ -87,7 +88,7 @@ def access(org: OrgArg, as_json: JsonOpt = False) -> None:
     if not known:
         raise NotFound(f"unknown organisation {org!r}: `hub orgs` lists them")
     if as_json:
-        print(json.dumps({"org": org, "access": entries}))
+        print(json.dumps({"org": org, "access": entries, "kafka_login": kafka_login(org)}))
         return
     if not entries:
         console.print(f"{org} can read nothing now (`hub explain {org} FEED` says why)", highlight=False)
@@ -114,6 +115,24 @@ def access(org: OrgArg, as_json: JsonOpt = False) -> None:
             )
         if e["mqtt_topic"]:
             console.print(f"      live over MQTT: {e['mqtt_topic']} (login consumer-{org})", highlight=False)
+    if any(e["kafka_topic"] for e in entries):
+        console.print(f"  Kafka: {kafka_login(org)['says']}", highlight=False)
+
+
+def kafka_login(org: str) -> dict[str, Any]:
+    """Whether ORG gets a Kafka login for its share topics here, and which (or, in one line, why not)."""
+    s = settings()
+    mode = kafka_access.access_mode(s, is_local_broker(s, s.endpoints().kafka_bootstrap))
+    if not mode.issues_logins:
+        return {"issued": False, "user": None, "says": mode.reason}
+    user = kafka_access.kafka_user(org)
+    return {
+        "issued": True,
+        "user": user,
+        "says": f"SASL/{kafka_access.MECHANISM} login {user} (made by hub apply, password shown once): READ on topics "
+        f"{kafka_access.topic_prefix(org)}* and {kafka_access.topic_prefix(None)}*, consumer groups "
+        f"{kafka_access.group_prefix(org)}*",
+    }
 
 
 @one_line_errors
@@ -133,6 +152,8 @@ def explain(
             return (await explaining.explain(conn, question)).to_json()
 
     d = asyncio.run(fetch())
+    if any(g["kafka_topic"] for g in d["grants"]):
+        d["kafka_login"] = kafka_login(org)
     if as_json:
         print(json.dumps(d))
         return
@@ -142,6 +163,9 @@ def explain(
         mark = "[green]yes[/green]" if r["ok"] else "[red]no [/red]"
         where = f"  ({_relative(r['file'])}:{r['line']})" if r.get("file") else ""
         console.print(f"  {mark} {r['rule']}: {r['detail']}{where}", highlight=False)
+    live = [g["kafka_topic"] for g in d["grants"] if g["kafka_topic"]]
+    if d["allowed"] and live:
+        console.print(f"  live on Kafka: {', '.join(live)}; {kafka_login(org)['says']}", highlight=False)
 
 
 @one_line_errors

@@ -26,7 +26,7 @@ from hub.catalog import agreements as shared
 from hub.catalog import store as catalog
 from hub.catalog.locks import APPLY_LOCK
 from hub.catalog.topics import feed_topic_specs
-from hub.control import broker_sync, share_apply
+from hub.control import broker_sync, kafka_users, share_apply
 from hub.control.desired import load_desired
 from hub.control.plan import CurrentState, DesiredPartner, Plan, make_plan
 from hub.control.share_plan import SharingPlan, make_sharing_plan
@@ -45,6 +45,7 @@ from hub.settings import HubSettings
 class ApplyResult:
     plan: Plan
     credentials: dict[str, str] = field(default_factory=dict)  # MQTT user name -> new password (shown once)
+    kafka_credentials: dict[str, str] = field(default_factory=dict)  # Kafka user name -> new password (shown once)
     db_passwords: dict[str, str] = field(default_factory=dict)  # organisation -> new database password (shown once)
     expectations: int = 0  # agreement expectations that held (every applied agreement's, checked by every run)
     agreement_files: int = 0  # agreement files this run read
@@ -136,6 +137,7 @@ async def plan(
             the_plan = run.plan
             broker = broker or DynsecBroker.from_settings(settings)
             await _with_broker(settings, conn, broker, the_plan, run.sharing.mqtt_consumers)
+            await _with_kafka_logins(settings, conn, ep.kafka_bootstrap, the_plan, run.sharing.kafka_consumers)
             locks = await lock_table(conn)
         finally:
             await transaction.rollback()
@@ -150,6 +152,16 @@ async def plan(
     if ts and not state.installed:
         the_plan.notes.append("the TimescaleDB extension is created first (CREATE EXTENSION timescaledb)")
     return the_plan
+
+
+async def _with_kafka_logins(
+    settings: HubSettings, conn: asyncpg.Connection, bootstrap: str, the_plan: Plan, consumers: list[str]
+) -> kafka_users.KafkaLogins:
+    """Add to the plan the consumers' Kafka logins, or one line saying why the broker gets none."""
+    logins = await kafka_users.plan_logins(settings, conn, bootstrap, consumers)
+    the_plan.changes += logins.changes()
+    the_plan.notes += logins.notes()
+    return logins
 
 
 async def _with_broker(
@@ -183,6 +195,7 @@ async def apply(
             await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLY_LOCK)
             run = await _make(conn, admin, files, now, ts)
             accounts = await _with_broker(settings, conn, broker, run.plan, run.sharing.mqtt_consumers)
+            kafka = await _with_kafka_logins(settings, conn, ep.kafka_bootstrap, run.plan, run.sharing.kafka_consumers)
             result = ApplyResult(run.plan, agreement_files=len(files.sources.agreements))
             if not run.plan.empty:
                 refused = too_large(run.plan, await lock_table(conn), settings.apply_max_locks)
@@ -207,6 +220,7 @@ async def apply(
             result.expectations = len(run.sharing.expectations)
             if not run.plan.empty:  # last, still inside the transaction: a broker that refuses commits nothing
                 result.credentials = await broker_sync.execute(conn, broker, accounts.changes, result.credentials)
+                result.kafka_credentials = await kafka_users.execute(conn, settings, ep.kafka_bootstrap, kafka)
         if run.plan.empty:
             return result
         await shared.terminate_sessions(conn, sorted(run.sharing.terminate))

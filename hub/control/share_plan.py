@@ -59,6 +59,7 @@ class SharingPlan:
     expectations: list[Expected] = field(default_factory=list)
     desired_views: dict[tuple[str, str], ViewSpec] = field(default_factory=dict)
     mqtt_consumers: list[str] = field(default_factory=list)  # organisations reading a share stream over MQTT
+    kafka_consumers: list[str] = field(default_factory=list)  # ... over Kafka (hub/control/kafka_users.py)
 
 
 def desired_views(desired: SharingDesired, current: SharingCurrent, now: datetime) -> dict[tuple[str, str], ViewSpec]:
@@ -153,7 +154,9 @@ def make_sharing_plan(desired: SharingDesired, current: SharingCurrent, now: dat
             plan.terminate.add(schema)  # an organisation's schema is named like its role
     live_keys = {v.pseudonym_key for v in wanted.values() if v.pseudonym_key}
     plan.keys_delete = sorted(current.keys - live_keys)
-    plan.mqtt_consumers = streams.mqtt_consumers(streams.active(stream_world(desired), now))
+    active = streams.active(stream_world(desired), now)
+    plan.mqtt_consumers = streams.mqtt_consumers(active)
+    plan.kafka_consumers = streams.kafka_consumers(active)
     return plan
 
 

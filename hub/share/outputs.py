@@ -21,6 +21,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from hub import dead_letters
+from hub.agreement.streams import Stream
 from hub.errors import ServerUnavailable
 from hub.kafka import TopicSpec, client_options
 from hub.settings import HubSettings, MqttAddress
@@ -48,6 +50,20 @@ def share_topic_spec(settings: HubSettings, topic: str) -> TopicSpec:
 
 
 Headers = list[tuple[str, bytes]]
+
+
+def dead_letter_headers(x: Stream, message: str) -> Headers:
+    """A record stream `x` cannot show: the dead-letter topic's headers, naming the agreement."""
+    return dead_letters.refused(
+        "does_not_project",
+        f"agreement {x.agreement.id} ({x.id}): {message}",
+        stage="share",
+        keep=[
+            (dead_letters.PARTNER, x.clause.provider.encode()),
+            (dead_letters.FEED, x.clause.feed.encode()),
+            (dead_letters.AGREEMENT, x.agreement.id.encode()),
+        ],
+    )
 
 
 class KafkaOut:
@@ -85,6 +101,9 @@ class KafkaOut:
 
     def drop(self) -> None:
         self._pending.clear()
+
+    def pending_topics(self) -> list[str]:
+        return sorted({topic for topic, _partition in self._pending})
 
     async def flush(self) -> int:
         """Send everything added; returns once the broker acknowledged all of it (raises if it did not)."""

@@ -32,6 +32,9 @@ class NotProjectable(ValueError):
     """A record this stream cannot show as its grant says (the reason in words)."""
 
 
+CACHED_DEVICES = 100_000  # per projector, then forgotten
+
+
 def pseudonym(key: bytes, device_id: str) -> str:
     return hmac.new(key, device_id.encode("utf-8"), hashlib.sha256).hexdigest()
 
@@ -64,6 +67,9 @@ class Projector:
     key_field: str = field(init=False)
     fields: tuple[str, ...] = field(init=False)
     _time_fields: dict[str, int] = field(init=False)  # granted fields that are timestamps: units per second
+    # Per device id, what the patterns and the HMAC said (the same few thousand devices send again and again).
+    _admitted: dict[str, bool] = field(init=False, default_factory=dict)
+    _pseudonyms: dict[str, str] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         c = self.stream.clause
@@ -90,14 +96,28 @@ class Projector:
         }
 
     def admits(self, device_id: str) -> bool:
-        return self.stream.clause.device_allowed(device_id)
+        admitted = self._admitted.get(device_id)
+        if admitted is None:
+            if len(self._admitted) >= CACHED_DEVICES:
+                self._admitted.clear()
+            admitted = self._admitted[device_id] = self.stream.clause.device_allowed(device_id)
+        return admitted
+
+    def _pseudonym(self, device_id: str) -> str:
+        assert self.key is not None
+        found = self._pseudonyms.get(device_id)
+        if found is None:
+            if len(self._pseudonyms) >= CACHED_DEVICES:
+                self._pseudonyms.clear()
+            found = self._pseudonyms[device_id] = pseudonym(self.key, device_id)
+        return found
 
     def project(self, record: dict[str, Any], writer_units: dict[str, int]) -> dict[str, Any]:
         """The projected record (times as epoch milliseconds) of a record decoded with its writer's schema
         (timestamps as plain ints in `writer_units`); the caller checked `admits` and the delay."""
         device = record[DEVICE_ID]
         out: dict[str, Any] = {
-            self.key_field: pseudonym(self.key, device) if self.key is not None else device,
+            self.key_field: self._pseudonym(device) if self.key is not None else device,
             TIME: to_ms(record[TIME], writer_units.get(TIME, 1000)),
         }
         for name in self.fields:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
 from hub.agreement import names
+from hub.catalog import store as catalog
+from hub.schema.avro import canonical_json
 
 
 async def current_epoch(conn: asyncpg.Connection) -> str | None:
@@ -71,7 +74,11 @@ class Shared:
     lane: str
     records: int = 0
     dead_lettered: int = 0
-    last_event_time: datetime | None = None
+    last_ms: int = 0  # the newest record's own time, epoch milliseconds (0: none)
+
+    @property
+    def last_event_time(self) -> datetime | None:
+        return datetime.fromtimestamp(self.last_ms / 1000, UTC) if self.last_ms else None
 
 
 async def store(
@@ -167,3 +174,11 @@ async def landing_caught_up(conn: asyncpg.Connection, topic: str) -> bool:
         "SELECT count(*) FROM hub.land_offsets WHERE topic = $1 AND next_offset < coalesce(log_end, 0)", topic
     )
     return int(behind) == 0
+
+
+async def register(conn: asyncpg.Connection, subject: str, schema: dict[str, Any]) -> int:
+    """The projected schema's id under `<topic>-value` (registered if new; several workers may race)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", subject)
+        schema_id, _version = await catalog.register_schema(conn, subject, canonical_json(schema))
+    return schema_id

@@ -31,7 +31,6 @@ import asyncpg
 import fastavro
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
-from hub import dead_letters
 from hub.agreement import names
 from hub.agreement import streams as stream_rules
 from hub.agreement.streams import Stream
@@ -40,15 +39,15 @@ from hub.catalog import store as catalog
 from hub.catalog.runtime import FeedRuntime, load_feeds, schema_by_id
 from hub.errors import PayloadError
 from hub.identifiers import qualified
-from hub.kafka import KafkaAdmin
+from hub.kafka import KafkaAdmin, is_local_broker
 from hub.outage import Outages
 from hub.retriable import retriable
-from hub.schema.avro import FeedSchema, canonical_json
+from hub.schema.avro import FeedSchema
 from hub.schema.wire import HEADER_SIZE, WireEncoder, schema_id_of
 from hub.settings import Endpoints, HubSettings
-from hub.share import identity, store, windows
+from hub.share import identity, memory, store, windows
 from hub.share.lanes import Lane, delayed_consumer, group_consumer
-from hub.share.outputs import KafkaOut, MqttOut, share_topic_spec
+from hub.share.outputs import KafkaOut, MqttOut, dead_letter_headers, share_topic_spec
 from hub.share.projection import (
     NotProjectable,
     Projector,
@@ -87,6 +86,8 @@ class ShareWorker:
         self._subscribed: set[str] = set()
         self._lock = asyncio.Lock()
         self._last_reload = self._last_windows = 0.0
+        self._last_free = time.monotonic()
+        self.local = is_local_broker(settings, endpoints.kafka_bootstrap)  # share topics in memory: memory.py
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -199,7 +200,7 @@ class ShareWorker:
                     log.error("stream %s cannot run: %s", x.id, exc)
                     continue
                 if x.kafka:
-                    encoders[x.id] = WireEncoder(await _register(conn, x.subject, schema), schema)
+                    encoders[x.id] = WireEncoder(await store.register(conn, x.subject, schema), schema)
             by_lane: dict[tuple[str, str], list[Stream]] = defaultdict(list)
             for x in active:
                 if x.id in projectors:
@@ -293,6 +294,9 @@ class ShareWorker:
         if time.monotonic() - self._last_windows >= 1.0:
             self._last_windows = time.monotonic()
             await self._emit_windows()
+        if self.local and time.monotonic() - self._last_free >= self.settings.share_free_every_s:
+            self._last_free = time.monotonic()
+            await self._free_memory()
         n = 0
         for lane in list(self.lanes.values()):
             async with self._lock:
@@ -317,7 +321,7 @@ class ShareWorker:
 
     async def _share(self, lane: Lane, data: dict[TopicPartition, list[Any]]) -> int:
         now = time.time()
-        at = datetime.now(UTC)
+        live = {x.id for x in self.active.values() if x.agreement.in_force(datetime.now(UTC))}
         delay_s = lane.delay.total_seconds()
         moves: list[store.Move] = []
         shared: dict[str, store.Shared] = {}
@@ -337,7 +341,7 @@ class ShareWorker:
                     lane.hold(tp, r.offset, record_seconds(*decoded) + delay_s)
                     break
                 if decoded is not None:
-                    self._project(lane.name, tp.topic, r, decoded, at, shared)
+                    self._project(lane.name, tp.topic, r, decoded, live, shared)
                 else:
                     log.warning("%s[%d]@%d is not a feed record of a known schema: not shared", tp.topic, tp.partition,
                                 r.offset)  # fmt: skip
@@ -347,9 +351,10 @@ class ShareWorker:
         if not moves:
             return 0
         log.debug("lane %s: %s", lane.name, [(m.topic, m.partition, m.expected, m.new) for m in moves])
-        await self.kafka.flush()
-        await self.mqtt.flush()
         async with self.pool.acquire() as conn:
+            async with memory.producing(conn, self.kafka.pending_topics() if self.local else ()):
+                await self.kafka.flush()
+            await self.mqtt.flush()
             fenced = await store.store_or_fenced(conn, moves, shared, self.epoch)
         if fenced:
             self.fenced += 1
@@ -383,12 +388,12 @@ class ShareWorker:
         topic: str,
         r: Any,
         decoded: tuple[dict[str, Any], dict[str, int]],
-        at: datetime,
+        live: set[str],
         shared: dict[str, store.Shared],
     ) -> None:
         record, units = decoded
         for x in self.by_lane.get((lane, topic), ()):
-            if not x.agreement.in_force(at):  # ended since the last reload (its end passed)
+            if x.id not in live:  # ended since the last reload (its end passed)
                 continue
             p = self.projectors[x.id]
             if not p.admits(record["device_id"]):
@@ -409,21 +414,19 @@ class ShareWorker:
             if x.mqtt:
                 self.mqtt.publish(p.mqtt_topic(out), p.json(out))
             counter.records += 1
-            t = datetime.fromtimestamp(out["time"] / 1000, UTC)
-            counter.last_event_time = max(counter.last_event_time or t, t)
+            counter.last_ms = max(counter.last_ms, out["time"])
 
     def _dead_letter(self, x: Stream, r: Any, message: str) -> None:
-        headers = dead_letters.refused(
-            "does_not_project",
-            f"agreement {x.agreement.id} ({x.id}): {message}",
-            stage="share",
-            keep=[
-                (dead_letters.PARTNER, x.clause.provider.encode()),
-                (dead_letters.FEED, x.clause.feed.encode()),
-                (dead_letters.AGREEMENT, x.agreement.id.encode()),
-            ],
-        )
+        headers = dead_letter_headers(x, message)
         self.kafka.add(self.settings.kafka_dead_letter_topic, r.key or b"", r.value or b"", headers)
+
+    async def _free_memory(self) -> None:
+        """The local broker keeps share topics in memory: recreate those read to the end, or at the bound."""
+        for x in [x for x in self.active.values() if x.kafka]:
+            async with self.pool.acquire() as conn:
+                o = await memory.free_share_topic(conn, self.settings, self.endpoints.kafka_bootstrap, x.topic,
+                                                  names.share_topic_prefix(x.org))  # fmt: skip
+            log.debug("%s: %s", x.topic, o.reason)
 
     # --- aggregate windows -----------------------------------------------------------------
 
@@ -463,25 +466,18 @@ class ShareWorker:
                 self.kafka.add(x.topic, key, self.encoders[x.id].encode(rec))
             if x.mqtt:
                 self.mqtt.publish(x.mqtt_prefix, aggregate_json(rec))
-        await self.kafka.flush()
+        async with memory.producing(conn, self.kafka.pending_topics() if self.local else ()):
+            await self.kafka.flush()
         await self.mqtt.flush()
         await conn.execute(
             "UPDATE hub.share_windows SET last_window = $2, updated_at = now() WHERE stream = $1", x.id, due[-1]
         )
         counted = store.Shared(x.agreement.id, x.consumer, c.feed_key, str(c.form), x.lane, records=len(rows))
         if rows:
-            counted.last_event_time = rows[-1]["bucket"]
+            counted.last_ms = int(rows[-1]["bucket"].timestamp() * 1000)
         await store.count(conn, {x.id: counted})
         self.shared += len(rows)
         return len(due)
-
-
-async def _register(conn: asyncpg.Connection, subject: str, schema: dict[str, Any]) -> int:
-    """The projected schema's id under `<topic>-value` (registered if new; several workers may race)."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", subject)
-        schema_id, _version = await catalog.register_schema(conn, subject, canonical_json(schema))
-    return schema_id
 
 
 class _Rebalances(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -31,10 +31,11 @@ SECRETS = {
     "HUB_DB_PASSWORD": "dummy-db-secret-7f3a",
     "HUB_MQTT_ADMIN_PASSWORD": "dummy-mqtt-secret-91c2",
     "HUB_MQTT_HEALTH_PASSWORD": "dummy-mqtt-health-secret-3a77",
+    "HUB_KAFKA_ADMIN_PASSWORD": "dummy-kafka-admin-secret-4c19",
     "GRAFANA_ADMIN_PASSWORD": "dummy-grafana-admin-secret-5be8",
     "GRAFANA_DB_PASSWORD": "dummy-grafana-db-secret-0d4e",
 }
-HUB_SERVICES = ("hub-api", "hub-ingest", "hub-land", "hub-apply")
+HUB_SERVICES = ("hub-api", "hub-ingest", "hub-land", "hub-share", "hub-apply")
 INIT_SERVICES = ("mosquitto-init",)  # one-shot, from the hub's image, before the broker first starts
 INFRA_SERVICES = ("mosquitto", "kafka", "timescaledb", "grafana")
 # The only places a secret may reach: the environment entries that need it.
@@ -45,6 +46,10 @@ SECRET_ENV_KEYS = {
     "HUB_MQTT_HEALTH_PASSWORD",
     "HUB_DATABASE_URL",
     "HUB_MQTT_URL",
+    "HUB_KAFKA_SASL_PASSWORD",  # the hub's Kafka login
+    "HUB_KAFKA_ADMIN_PASSWORD",  # the Kafka health check's client
+    "KAFKA_LISTENER_NAME_CONTROLLER_PLAIN_SASL_JAAS_CONFIG",  # the broker's own login and its check of it
+    "KAFKA_LISTENER_NAME_INTERNAL_PLAIN_SASL_JAAS_CONFIG",
 }
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|PRIVATE_KEY", re.IGNORECASE)
 VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?])?(?P<arg>[^}]*)\}")
@@ -187,6 +192,7 @@ def test_hub_services_are_built_from_one_image_and_run_their_commands(rendered: 
         "hub-api": ["hub", "serve", "--host", "0.0.0.0", "--port", "8081"],
         "hub-ingest": ["hub", "run", "ingest"],
         "hub-land": ["hub", "run", "land"],
+        "hub-share": ["hub", "run", "share"],
         "hub-apply": ["hub", "apply", "/connectors", "/organisations", "/agreements"],
     }
     assert any(port.endswith(":8081/tcp") for port in services["hub-api"]["ports"])
@@ -222,10 +228,32 @@ def test_kafka_is_a_single_kraft_node_that_never_creates_topics_by_itself(render
     assert environment["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert environment["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka:9093"
     assert environment["CLUSTER_ID"]
-    assert "PLAINTEXT://kafka:9092" in environment["KAFKA_ADVERTISED_LISTENERS"]
+    assert "INTERNAL://kafka:9092" in environment["KAFKA_ADVERTISED_LISTENERS"]
     assert str(environment["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]) == "false"
     assert str(environment["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == "1"
     assert mounts(rendered["services"]["kafka"])["/var/lib/kafka/data"][0] == "kafka-data"
+
+
+def test_kafka_authenticates_every_listener_and_authorises_every_request_with_acls(rendered: dict[str, Any]) -> None:
+    """The hub logs in as hub-admin (PLAIN, super user) inside the network; consumers of share streams use the
+    SCRAM users `hub apply` makes, on the published listener; nobody reads without an ACL."""
+    kafka = rendered["services"]["kafka"]["environment"]
+    protocols = dict(x.split(":") for x in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert set(protocols.values()) == {"SASL_PLAINTEXT"}, protocols
+    assert kafka["KAFKA_LISTENER_NAME_EXTERNAL_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+    assert kafka["KAFKA_AUTHORIZER_CLASS_NAME"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert str(kafka["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"]) == "false"
+    assert kafka["KAFKA_SUPER_USERS"] == "User:hub-admin"
+    secret = SECRETS["HUB_KAFKA_ADMIN_PASSWORD"]
+    for listener in ("CONTROLLER", "INTERNAL"):
+        jaas = kafka[f"KAFKA_LISTENER_NAME_{listener}_PLAIN_SASL_JAAS_CONFIG"]
+        assert f'username="hub-admin" password="{secret}"' in jaas and f'user_hub-admin="{secret}"' in jaas
+    assert "--command-config" in " ".join(rendered["services"]["kafka"]["healthcheck"]["test"])
+    for name in HUB_SERVICES:
+        env = rendered["services"][name]["environment"]
+        assert (env["HUB_KAFKA_SECURITY_PROTOCOL"], env["HUB_KAFKA_SASL_MECHANISM"]) == ("SASL_PLAINTEXT", "PLAIN")
+        assert (env["HUB_KAFKA_SASL_USERNAME"], env["HUB_KAFKA_SASL_PASSWORD"]) == ("hub-admin", secret)
+        assert env["HUB_KAFKA_PUBLIC_BOOTSTRAP"] == "localhost:29092"
 
 
 def test_timescaledb_creates_database_hub_and_is_checked_with_pg_isready(rendered: dict[str, Any]) -> None:
@@ -313,7 +341,7 @@ def test_hub_apply_is_a_one_shot_job_behind_a_profile(rendered: dict[str, Any]) 
 
 
 def test_ingest_and_landing_workers_can_be_scaled(rendered: dict[str, Any], empty_env_file: Path) -> None:
-    for name in ("hub-ingest", "hub-land"):
+    for name in ("hub-ingest", "hub-land", "hub-share"):
         service = rendered["services"][name]
         # A fixed container name or a published port would make a second replica fail.
         assert "container_name" not in service and "ports" not in service, name

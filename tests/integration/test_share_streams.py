@@ -20,6 +20,9 @@ import asyncpg
 import fastavro
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as AioTopicPartition
+from aiokafka.structs import OffsetAndMetadata
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
@@ -31,6 +34,7 @@ from hub.landing.broker_memory import free_landed_topics
 from hub.mqtt_auth.accounts import consumer_name
 from hub.schema.wire import schema_id_of
 from hub.settings import HubSettings
+from hub.share import memory
 from hub.share.worker import ShareWorker
 from hub.stack.local import cli_env
 from tests.integration.sharing_support import Workspace
@@ -312,3 +316,68 @@ async def test_landing_frees_no_feed_topic_that_a_share_lane_has_not_shared(stre
         await conn.close()
     assert not outcome.recreated and "share streams have not shared every record yet" in outcome.reason
     assert "delay-3600s" in outcome.reason
+
+
+# --------------------------------------------------------------------------- the local broker's memory
+
+
+async def commit_reading(settings: HubSettings, topic: str, group: str, upto: dict[int, int]) -> None:
+    """A consumer of the share topic (partition assignment, its own group) that commits where it has read to."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.endpoints().kafka_bootstrap, group_id=group,
+                                enable_auto_commit=False)  # fmt: skip
+    await consumer.start()
+    try:
+        tps = [AioTopicPartition(topic, p) for p in sorted(upto)]
+        consumer.assign(tps)
+        await consumer.commit({tp: OffsetAndMetadata(upto[tp.partition], "") for tp in tps})
+    finally:
+        await consumer.stop()
+
+
+async def test_a_local_share_topic_is_freed_once_its_consumers_groups_committed_all_of_it_or_at_the_bound(
+    streams: Workspace,
+) -> None:
+    settings = streams.settings.model_copy(update={"share_free_min_records": 1, "share_local_max_records": 10**9})
+    bootstrap = settings.endpoints().kafka_bootstrap
+    org = streams.org("startup")
+    topic = names.share_topic(org, streams.partner, "air")
+    prefix = names.share_topic_prefix(org)
+
+    async def free(s: HubSettings = settings) -> memory.Outcome:
+        conn = await asyncpg.connect(s.endpoints().database_url)
+        try:
+            return await memory.free_share_topic(conn, s, bootstrap, topic, prefix)
+        finally:
+            await conn.close()
+
+    assert await eventually(lambda: topic_holds(settings, topic, len(streams.air)), 30)  # type: ignore[attr-defined]
+    unread = await free()
+    assert not unread.recreated and "none of the consumer's groups" in unread.reason and unread.records > 0
+    ends = await memory._highwaters(settings, bootstrap, topic)
+    assert ends is not None
+    await commit_reading(settings, topic, f"{prefix}dashboard", ends)
+    await commit_reading(settings, topic, f"{prefix}model", {p: max(0, e - 1) for p, e in ends.items()})
+    await commit_reading(settings, topic, "someone-else", {p: 0 for p in ends})  # not the consumer's group
+    behind = await free()
+    assert not behind.recreated and f"{sum(1 for e in ends.values() if e)} records not committed" in behind.reason
+    await commit_reading(settings, topic, f"{prefix}model", ends)
+    freed = await free()
+    assert freed.recreated and freed.unread == 0 and freed.records == sum(ends.values())
+    assert await memory._highwaters(settings, bootstrap, topic) == {p: 0 for p in ends}
+    assert await memory._committed(settings, bootstrap, topic, [f"{prefix}dashboard"], sorted(ends)) == {
+        p: 0 for p in ends
+    }
+    # The bound: recreated whatever was read, the unread records counted.
+    async with FeedWriter(settings, await feed_runtime(settings, streams.partner, "air")) as writer:
+        await writer.send([{**r, "time": r["time"] + 7} for r in streams.air[:20]])  # type: ignore[attr-defined]
+    assert await eventually(lambda: topic_holds(settings, topic, 20), 20)
+    bounded = await free(settings.model_copy(update={"share_local_max_records": 20}))
+    assert bounded.recreated and bounded.unread == 20 and "the bound is 20" in bounded.reason
+    events = await query(settings, "SELECT count(*) FROM hub.land_events WHERE kind = 'share-topic-recreated' "
+                                   "AND topic = $1", topic)  # fmt: skip
+    assert events == 2
+
+
+async def topic_holds(settings: HubSettings, topic: str, n: int) -> bool:
+    ends = await memory._highwaters(settings, settings.endpoints().kafka_bootstrap, topic)
+    return ends is not None and sum(ends.values()) >= n
