@@ -37,3 +37,19 @@ def too_long(org: str | None, provider: str, feed: str) -> str | None:
         if len(name.encode()) > MAX_SQL_NAME_BYTES:
             return name
     return None
+
+
+# Live share streams (docs/agreements.md, `delivery:`): one per consumer and feed of an agreement that asks for
+# them. The names are the share streams' own; the catalog, the page and `hub access` describe them from here.
+def share_kafka_topic(consumer: str, provider: str, feed: str) -> str:
+    return f"share.{consumer}.{provider}.{feed}"
+
+
+def share_subject(consumer: str, provider: str, feed: str) -> str:
+    """The schema registry subject of a share topic's values (Confluent's TopicNameStrategy)."""
+    return share_kafka_topic(consumer, provider, feed) + "-value"
+
+
+def share_mqtt_topic(consumer: str, provider: str, feed: str, device: str = "+") -> str:
+    """The MQTT topic of one device's records in a share stream (`+`: every device, for a subscription)."""
+    return f"share/{consumer}/{provider}/{feed}/{device}"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from hub.agreement import names
 from hub.agreement.grants import AgreementState, Clause, FeedInfo, Org, human, own_clause
 from hub.agreement.model import Form
 
@@ -58,6 +59,21 @@ class Access:
     clause: Clause
     object: str
     agreement: AgreementState | None  # None: the organisation publishes the feed
+    reader: str | None = None  # the organisation this answer is for
+
+    def streams(self) -> list[dict[str, str]]:
+        """The live share streams of this grant: its agreement names the reader and asks for kafka or mqtt."""
+        a, c = self.agreement, self.clause
+        if a is None or self.reader is None or a.consumers is None or self.reader not in a.consumers:
+            return []
+        out = []
+        if "kafka" in a.delivery:
+            topic = names.share_kafka_topic(self.reader, c.provider, c.feed)
+            subject = names.share_subject(self.reader, c.provider, c.feed)
+            out.append({"protocol": "kafka", "topic": topic, "subject": subject})
+        if "mqtt" in a.delivery:
+            out.append({"protocol": "mqtt", "topic": names.share_mqtt_topic(self.reader, c.provider, c.feed)})
+        return out
 
     def to_json(self) -> dict[str, Any]:
         c, a = self.clause, self.agreement
@@ -79,6 +95,7 @@ class Access:
             "purpose": a.purpose if a else "the provider's own data",
             "licence": a.licence if a else None,
             "delivery": list(a.delivery) if a else ["sql"],
+            "streams": self.streams(),
             "file": a.file if a else None,
             "line": c.line if a else None,
         }
@@ -163,7 +180,7 @@ def decide(q: Question, world: World) -> Decision:
     grants: list[Access] = []
     if feed.provider == org.id:
         clause = own_clause(feed)
-        access = Access(feed.key, clause, clause.object(org.id), None)
+        access = Access(feed.key, clause, clause.object(org.id), None, org.id)
         ok, why = _fits(q, clause)
         rules.append(
             Rule("owner", ok, f"{org.id} publishes {feed.key}" + (f", {why}" if why else ""), object=access.object)
@@ -181,7 +198,7 @@ def decide(q: Question, world: World) -> Decision:
             obj = c.object(grantee) if a.names_org(org.id) else None
             rules.append(Rule(f"agreement {a.id}", ok, detail, a.id, c.index, obj, a.file or None, c.line))
             if ok and obj is not None:
-                grants.append(Access(feed.key, c, obj, a))
+                grants.append(Access(feed.key, c, obj, a, org.id))
     if not mentioned and feed.provider != org.id:
         rules.append(Rule("agreements", False, f"no agreement grants {feed.key} to anyone"))
     forms = {g.clause.form for g in grants}
@@ -219,6 +236,24 @@ def _fits(q: Question, c: Clause) -> tuple[bool, str]:
         kind = "not granted" if not c.aggregate else "not granted as an aggregate (numeric fields only)"
         return False, f"field {', '.join(missing)} {kind} (granted: {', '.join(c.fields) or 'none'})"
     return True, ""
+
+
+def open_data(world: World, at: datetime) -> list[Access]:
+    """What everyone can read at `at`, without an agreement of its own: the clauses in force of agreements with
+    `everyone`, checked by the same rules as any organisation's (the public catalog and open-data routes)."""
+    out: list[Access] = []
+    for a in world.agreements:
+        if a.consumers is not None:
+            continue
+        for c in a.clauses:
+            ok, _ = _clause_rule(Question(EVERYONE_READER, c.feed_key, at), a, c)
+            if ok and c.feed_key in world.feeds:
+                out.append(Access(c.feed_key, c, c.object(None), a))
+    out.sort(key=lambda g: (g.feed, g.clause.form != Form.raw, g.object))
+    return out
+
+
+EVERYONE_READER = "everyone"  # not an organisation id (reserved): who asks for open data
 
 
 def readable(world: World, org: str, at: datetime) -> list[Access]:
