@@ -9,6 +9,9 @@ the test's own (tests/integration/sharing_support.py).
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -230,3 +233,35 @@ def revoked(setting: Setting) -> str:
             await conn.close()
 
     return run_sync(make())
+
+
+def hub(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "hub", *args], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_tokens_and_requests_are_made_listed_revoked_and_decided_from_the_command_line(
+    setting: Setting, hub_env: dict[str, str]
+) -> None:
+    reader = setting.ws.org("reader")
+    made = hub(hub_env, "tokens", "create", reader, "--label", "cli")
+    token = re.search(r"hub_[0-9a-f]{8}_[A-Za-z0-9_-]{43}", made)
+    assert token is not None
+    [listed] = [t for t in json.loads(hub(hub_env, "tokens", "list", reader, "--json")) if t["label"] == "cli"]
+    assert token.group() not in json.dumps(listed)  # listed by id, never the token
+    assert call("GET", f"{setting.base}/access", token.group()).status_code == 200
+    hub(hub_env, "tokens", "revoke", listed["id"])
+    assert call("GET", f"{setting.base}/access", token.group()).status_code == 401
+
+    asked = hub(hub_env, "requests", "create", "--org", reader, "--feed", f"{setting.ws.partner}.air",
+                "--form", "aggregate", "--field", "pm25", "--purpose", "a cli study")  # fmt: skip
+    number = re.search(r"request (\d+):", asked)
+    assert number is not None and "pending" in asked
+    hub(hub_env, "requests", "refuse", number.group(1), "--reason", "not this year", "--by", "alice")
+    [row] = [
+        r for r in json.loads(hub(hub_env, "requests", "--org", reader, "--json")) if r["id"] == int(number.group(1))
+    ]
+    assert (row["status"], row["reason"], row["decided_by"]) == ("refused", "not this year", "alice")
+    seen = call("GET", f"{setting.base}/requests/{number.group(1)}", setting.reader).json()
+    assert seen["status"] == "refused" and seen["reason"] == "not this year"
