@@ -108,7 +108,19 @@ async def _form_page(
     feeds = {f.key: f for f in await _feeds_to_ask(request, bearer.org)}
     feed = feeds.get(feed_key)
     if feed is None:
-        raise ApiError(404, 404, f"no feed {feed_key!r} that {bearer.org} can ask for (the catalog lists every feed)")
+        async with pool(request).acquire() as conn:
+            _world, every = await published_feeds(conn)
+        known = next((f for f in every if f.key == feed_key), None)
+        if known is None:
+            raise ApiError(404, 404, f"no feed {feed_key!r}: the catalog lists every feed as provider.feed")
+        if known.publisher.id == bearer.org:
+            raise ApiError(409, 409, f"{bearer.org} publishes {feed_key}: it reads it already")
+        raise ApiError(
+            409,
+            409,
+            f"{bearer.org} reads {feed_key} as raw rows already (`hub access {bearer.org}`, or the page's "
+            "What may I read); its provider changes the terms of that agreement",
+        )
     return page(
         request,
         "request_new.html",
