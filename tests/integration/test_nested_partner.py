@@ -179,7 +179,6 @@ async def test_a_nested_json_partner_onboards_from_its_sample_and_a_replay_lands
     registry = SchemaRegistryClient(
         {
             "url": settings.endpoints().registry_url,
-            "basic.auth.credentials.source": "USER_INFO",
             "basic.auth.user.info": user_info,
         }
     )

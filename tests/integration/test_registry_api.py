@@ -61,7 +61,6 @@ def registry(applied: HubSettings, token: str) -> SchemaRegistryClient:
     return SchemaRegistryClient(
         {
             "url": applied.endpoints().registry_url,
-            "basic.auth.credentials.source": "USER_INFO",
             "basic.auth.user.info": f"uni_air_lab:{token}",
         }
     )
