@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hub.agreement import names
+from hub.mqtt_auth.accounts import consumer_name
 
 
 @dataclass(frozen=True)
@@ -56,27 +57,30 @@ def psql_line(addresses: Addresses, org: str, sql_object: str, aggregate: bool) 
 
 
 def mosquitto_sub_line(addresses: Addresses, org: str, topic: str) -> str:
+    """The organisation's share-stream login (`consumer-<org>`, bound to that client id) reading `topic`."""
     tls = ' --cafile "$HUB_MQTT_CA"' if addresses.mqtt_tls else ""
+    login = consumer_name(org)
     return (
         f"mosquitto_sub -V mqttv5 -h {shlex.quote(addresses.mqtt_host)} -p {addresses.mqtt_port}{tls} "
-        f'-u {org} -i {org} -P "$HUB_MQTT_PASSWORD" -t {shlex.quote(topic)} -v'
+        f'-u {login} -i {login} -P "$HUB_MQTT_PASSWORD" -t {shlex.quote(topic)} -v'
     )
 
 
 def with_start_lines(entry: dict[str, Any], org: str, addresses: Addresses) -> dict[str, Any]:
-    """One entry of `hub access --json`, with a `psql` line and, per live stream, how to subscribe."""
+    """One entry of `hub access --json`, with a `psql` line and, per live stream (its `kafka_topic`,
+    `mqtt_topic`), how to start reading it."""
     out = dict(entry)
     out["psql"] = psql_line(addresses, org, entry["object"], entry["form"] == "aggregate")
     streams = []
-    for s in entry.get("streams", []):
-        s = dict(s)
-        if s["protocol"] == "mqtt":
-            s["command"] = mosquitto_sub_line(addresses, org, s["topic"])
-        else:
-            s["command"] = (
-                f"Kafka topic {s['topic']} at {addresses.kafka_bootstrap}; Avro values, schema subject "
-                f"{s['subject']} at {addresses.registry_url}"
-            )
-        streams.append(s)
+    if entry.get("kafka_topic"):
+        topic = entry["kafka_topic"]
+        command = (
+            f"Kafka topic {topic} at {addresses.kafka_bootstrap}; Avro values, schema subject "
+            f"{names.share_subject(topic)} at {addresses.registry_url} (HTTP Basic: {org} and an API token)"
+        )
+        streams.append({"protocol": "kafka", "topic": topic, "command": command})
+    if entry.get("mqtt_topic"):
+        topic = entry["mqtt_topic"]
+        streams.append({"protocol": "mqtt", "topic": topic, "command": mosquitto_sub_line(addresses, org, topic)})
     out["streams"] = streams
     return out

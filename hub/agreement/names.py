@@ -39,17 +39,29 @@ def too_long(org: str | None, provider: str, feed: str) -> str | None:
     return None
 
 
-# Live share streams (docs/agreements.md, `delivery:`): one per consumer and feed of an agreement that asks for
-# them. The names are the share streams' own; the catalog, the page and `hub access` describe them from here.
-def share_kafka_topic(consumer: str, provider: str, feed: str) -> str:
-    return f"share.{consumer}.{provider}.{feed}"
+# --- live share streams (hub/share/) -------------------------------------------------------
+
+SHARE_TOPIC_PREFIX = "share."  # Kafka: share.<consumer>.<provider>.<feed>
+SHARE_MQTT_ROOT = "share"  # MQTT: share/<consumer>/<provider>/<feed>/<device or pseudonym>
+OPEN_DATA_CONSUMER = OPEN_SCHEMA  # the consumer part of an open-data stream's names
 
 
-def share_subject(consumer: str, provider: str, feed: str) -> str:
-    """The schema registry subject of a share topic's values (Confluent's TopicNameStrategy)."""
-    return share_kafka_topic(consumer, provider, feed) + "-value"
+def stream_consumer(org: str | None) -> str:
+    """The consumer part of a stream's names: the organisation, or open_data for everyone (None)."""
+    return OPEN_DATA_CONSUMER if org is None else org
 
 
-def share_mqtt_topic(consumer: str, provider: str, feed: str, device: str = "+") -> str:
-    """The MQTT topic of one device's records in a share stream (`+`: every device, for a subscription)."""
-    return f"share/{consumer}/{provider}/{feed}/{device}"
+def share_topic(org: str | None, provider: str, feed: str, aggregate: bool = False) -> str:
+    """`share.<consumer>.<provider>.<feed>` (`.agg` appended for aggregates; every part is an identifier)."""
+    return f"{SHARE_TOPIC_PREFIX}{stream_consumer(org)}.{provider}.{feed}" + (".agg" if aggregate else "")
+
+
+def share_mqtt_prefix(org: str | None, provider: str, feed: str, aggregate: bool = False) -> str:
+    """`share/<consumer>/<provider>/<feed>`: a raw record goes to `<prefix>/<device>`; aggregates go to
+    `share/<consumer>/<provider>/<feed>.agg` itself (no device level, and no device id can collide with it)."""
+    return f"{SHARE_MQTT_ROOT}/{stream_consumer(org)}/{provider}/{feed}" + (".agg" if aggregate else "")
+
+
+def share_subject(topic: str) -> str:
+    """The registry subject of a share topic's values (Confluent's TopicNameStrategy)."""
+    return f"{topic}-value"

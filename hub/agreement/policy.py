@@ -59,21 +59,24 @@ class Access:
     clause: Clause
     object: str
     agreement: AgreementState | None  # None: the organisation publishes the feed
-    reader: str | None = None  # the organisation this answer is for
+    grantee: str | None = None  # the organisation the clause names (None: everyone, or the provider itself)
 
-    def streams(self) -> list[dict[str, str]]:
-        """The live share streams of this grant: its agreement names the reader and asks for kafka or mqtt."""
+    @property
+    def kafka_topic(self) -> str | None:
+        """The live share stream on Kafka, where the agreement asks for one (hub/share/)."""
         a, c = self.agreement, self.clause
-        if a is None or self.reader is None or a.consumers is None or self.reader not in a.consumers:
-            return []
-        out = []
-        if "kafka" in a.delivery:
-            topic = names.share_kafka_topic(self.reader, c.provider, c.feed)
-            subject = names.share_subject(self.reader, c.provider, c.feed)
-            out.append({"protocol": "kafka", "topic": topic, "subject": subject})
-        if "mqtt" in a.delivery:
-            out.append({"protocol": "mqtt", "topic": names.share_mqtt_topic(self.reader, c.provider, c.feed)})
-        return out
+        if a is None or "kafka" not in a.delivery:
+            return None
+        return names.share_topic(self.grantee, c.provider, c.feed, c.aggregate)
+
+    @property
+    def mqtt_topic(self) -> str | None:
+        """The live share stream over MQTT (a topic filter), where the agreement asks for one."""
+        a, c = self.agreement, self.clause
+        if a is None or "mqtt" not in a.delivery:
+            return None
+        prefix = names.share_mqtt_prefix(self.grantee, c.provider, c.feed, c.aggregate)
+        return prefix if c.aggregate else prefix + "/+"
 
     def to_json(self) -> dict[str, Any]:
         c, a = self.clause, self.agreement
@@ -95,7 +98,8 @@ class Access:
             "purpose": a.purpose if a else "the provider's own data",
             "licence": a.licence if a else None,
             "delivery": list(a.delivery) if a else ["sql"],
-            "streams": self.streams(),
+            "kafka_topic": self.kafka_topic,
+            "mqtt_topic": self.mqtt_topic,
             "file": a.file if a else None,
             "line": c.line if a else None,
         }
@@ -180,7 +184,7 @@ def decide(q: Question, world: World) -> Decision:
     grants: list[Access] = []
     if feed.provider == org.id:
         clause = own_clause(feed)
-        access = Access(feed.key, clause, clause.object(org.id), None, org.id)
+        access = Access(feed.key, clause, clause.object(org.id), None)
         ok, why = _fits(q, clause)
         rules.append(
             Rule("owner", ok, f"{org.id} publishes {feed.key}" + (f", {why}" if why else ""), object=access.object)
@@ -198,7 +202,7 @@ def decide(q: Question, world: World) -> Decision:
             obj = c.object(grantee) if a.names_org(org.id) else None
             rules.append(Rule(f"agreement {a.id}", ok, detail, a.id, c.index, obj, a.file or None, c.line))
             if ok and obj is not None:
-                grants.append(Access(feed.key, c, obj, a, org.id))
+                grants.append(Access(feed.key, c, obj, a, grantee))
     if not mentioned and feed.provider != org.id:
         rules.append(Rule("agreements", False, f"no agreement grants {feed.key} to anyone"))
     forms = {g.clause.form for g in grants}

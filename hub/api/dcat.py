@@ -242,12 +242,12 @@ class _Builder:
             ("sql", "Rows in SQL (PostgreSQL)", sql_how + ".", None, None),
         ]
         if f.kafka_streams:
-            topic = names.share_kafka_topic("<consumer>", f.publisher.id, f.name)
+            topic = names.share_topic("<consumer>", f.publisher.id, f.name) + "[.agg]"
             out.append(
                 ("kafka", "Live stream on Kafka", f"Each consumer's share topic {topic}, Avro values.", "BIN", None)
             )
         if f.mqtt_streams:
-            topic = names.share_mqtt_topic("<consumer>", f.publisher.id, f.name, "<device>")
+            topic = names.share_mqtt_prefix("<consumer>", f.publisher.id, f.name) + "/<device> (aggregates: .agg)"
             out.append(
                 (
                     "mqtt",

@@ -1,8 +1,8 @@
 """Which schema registry subjects an organisation may read: the registry's routes behind API tokens.
 
 A feed's subject is its provider's and every organisation's that the policy (hub/agreement/policy.py) lets
-read the feed; a share topic's subject (`share.<consumer>.<provider>.<feed>-value`) is its consumer's and its
-provider's. A subject that exists and is none of the token's: 403; listings show only the token's subjects.
+read the feed; a share topic's subject (`share.<consumer>.<provider>.<feed>[.agg]-value`) is its consumer's and
+its provider's (open data's, `share.open_data...`, every organisation's). A subject that exists and is none of the token's: 403; listings show only the token's subjects.
 Routes that name no subject (`/config`, `/mode`, `/schemas/types`) need a token of any organisation.
 """
 
@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from hub.agreement import names
 from hub.agreement.policy import Question, decide
 from hub.agreement.world import load_world
 from hub.api.auth import FORBIDDEN, require
@@ -24,15 +25,17 @@ from hub.catalog import store as catalog
 from hub.catalog.tokens import Bearer
 from hub.schema import registry
 
-SHARE_PREFIX = "share."
 VALUE_SUFFIX = "-value"
 
 
 def share_owners(subject: str) -> tuple[str, str] | None:
-    """(consumer, provider) of a share topic's subject, or None for any other subject."""
-    if not (subject.startswith(SHARE_PREFIX) and subject.endswith(VALUE_SUFFIX)):
+    """(consumer, provider) of a share topic's subject (`share.<consumer>.<provider>.<feed>[.agg]-value`,
+    hub/agreement/names.py), or None for any other subject. The consumer of open data is `open_data`."""
+    if not (subject.startswith(names.SHARE_TOPIC_PREFIX) and subject.endswith(VALUE_SUFFIX)):
         return None
     parts = subject[: -len(VALUE_SUFFIX)].split(".")
+    if len(parts) == 5 and parts[4] == "agg":
+        parts = parts[:4]
     return (parts[1], parts[2]) if len(parts) == 4 else None
 
 
@@ -50,7 +53,7 @@ async def visible_subjects(request: Request, bearer: Bearer) -> set[str]:
     }
     for subject in every:
         owners = share_owners(subject)
-        if owners is not None and org in owners:
+        if owners is not None and (org in owners or owners[0] == names.OPEN_DATA_CONSUMER):
             visible.add(subject)
     return visible
 

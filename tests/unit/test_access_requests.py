@@ -86,7 +86,7 @@ def test_an_approval_writes_an_agreement_the_loader_reads_granting_exactly_what_
     decision = decide(Question("city", "lab.air", NOW, Form.raw), after)
     assert decision.allowed and decision.object == "org_city.lab__air"
     assert decision.grants[0].clause.fields == ("pm25", "no2")
-    assert decision.grants[0].streams() == [{"protocol": "mqtt", "topic": "share/city/lab/air/+"}]
+    assert (decision.grants[0].kafka_topic, decision.grants[0].mqtt_topic) == (None, "share/city/lab/air/+")
 
 
 def test_open_data_is_what_agreements_with_everyone_grant_in_force() -> None:
