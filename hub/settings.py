@@ -148,6 +148,23 @@ class HubSettings(BaseSettings):
         default=10.0, gt=0, description="Longest time to receive a request's line and headers (408, then closed)."
     )
 
+    # The catalog and the web page of `hub serve` (+17): DCAT-AP 3 at /catalog.{ttl,jsonld,rdf}, the page at /.
+    public_url: str | None = Field(
+        default=None, description="The hub's address as people and harvesters reach it (default: each request's own)."
+    )
+    catalog_title: str = "Civic data-sharing hub"
+    catalog_description: str = (
+        "Live sensor feeds the city and its partners share: who publishes them, and on what terms."
+    )
+    catalog_publisher: str = Field(default="Hub operator", description="Who runs the hub and publishes the catalog.")
+    catalog_publisher_type: str = Field(default="LocalAuthority", description="Its ADMS publisher type.")
+    catalog_licence: str = Field(default="CC0-1.0", description="The licence of the catalog's own metadata.")
+    catalog_contact: str | None = Field(default=None, description="An e-mail address for the catalog's services.")
+    catalog_page_size: int = Field(default=100, ge=1, le=1000, description="Datasets per page of /catalog.*.")
+    agreements_dir: Path = Field(
+        default=Path("agreements"), description="Where an approved access request's agreement file is written."
+    )
+
     # Bounding the local broker's memory: it keeps every record until its topic is deleted
     # (hub/landing/broker_memory.py). Only ever done on the local stack's broker.
     land_free_broker_memory: bool = Field(

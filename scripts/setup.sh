@@ -10,6 +10,9 @@ command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || packages+=(postgresql)
 command -v docker-compose >/dev/null 2>&1 || packages+=(docker-compose)
 command -v runuser >/dev/null 2>&1 || packages+=(util-linux)
+# The web page's browser tests: Playwright (PyPI) drives Debian's Chromium and never downloads a browser.
+# --no-install-recommends below matters here: with recommends apt pulls ~130 packages (systemd, CUPS, ...).
+[ -x /usr/bin/chromium ] || packages+=(chromium)
 # Read auditing of organisation roles (hub audit): pgaudit for the installed PostgreSQL major version.
 # Without it the hub runs the same and `hub audit` says read auditing is off.
 for pg in /usr/lib/postgresql/*/bin/initdb; do

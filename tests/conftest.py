@@ -6,6 +6,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,6 +57,16 @@ def hub_env(stack_settings: HubSettings) -> dict[str, str]:
 def applied(stack_settings: HubSettings) -> HubSettings:
     """The example partners of connectors/ applied to the test stack, their credentials saved in the state dir."""
     return apply_examples(stack_settings)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """Playwright (pytest-playwright-asyncio) drives Debian's Chromium: it cannot download a browser here."""
+    from tests.integration.page_support import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"no browser: {CHROMIUM} is absent (scripts/setup.sh installs Debian's chromium)")
+    return {**browser_type_launch_args, "executable_path": str(CHROMIUM), "args": CHROMIUM_ARGS}
 
 
 TIMESCALE_WASM = REPO.parent / "shared" / "timescale-wasm"

@@ -242,6 +242,24 @@ def _fits(q: Question, c: Clause) -> tuple[bool, str]:
     return True, ""
 
 
+def open_data(world: World, at: datetime) -> list[Access]:
+    """What everyone can read at `at`, without an agreement of its own: the clauses in force of agreements with
+    `everyone`, checked by the same rules as any organisation's (the public catalog and open-data routes)."""
+    out: list[Access] = []
+    for a in world.agreements:
+        if a.consumers is not None:
+            continue
+        for c in a.clauses:
+            ok, _ = _clause_rule(Question(EVERYONE_READER, c.feed_key, at), a, c)
+            if ok and c.feed_key in world.feeds:
+                out.append(Access(c.feed_key, c, c.object(None), a))
+    out.sort(key=lambda g: (g.feed, g.clause.form != Form.raw, g.object))
+    return out
+
+
+EVERYONE_READER = "everyone"  # not an organisation id (reserved): who asks for open data
+
+
 def readable(world: World, org: str, at: datetime) -> list[Access]:
     """Everything `org` can read at `at`: one entry per granting clause, raw before aggregates."""
     out: list[Access] = []

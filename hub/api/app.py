@@ -1,7 +1,11 @@
-"""The hub's HTTP API as one Starlette app: the schema registry's routes, `GET /feeds` and `GET /health`.
+"""The hub's HTTP API as one Starlette app: the web page, the DCAT-AP catalog, access requests, the schema
+registry's routes, `GET /feeds` and `GET /health`.
 
-The catalog is read through an asyncpg pool opened in the app's lifespan. Every error, including
-unknown routes and database failures, is a JSON body in the Confluent shape {"error_code", "message"}.
+Public: the page's catalog (`/`), `/catalog.*`, open data, `/feeds`, `/health`, signing in. Every other route
+needs an organisation's API token (hub/api/auth.py): 401 without one, 403 with one of an organisation the
+route's object does not belong to. The catalog is read through an asyncpg pool opened in the app's lifespan.
+Every error, including unknown routes and database failures, is a JSON body in the Confluent shape
+{"error_code", "message"}, or an HTML page for a browser on the page's routes.
 """
 
 from __future__ import annotations
@@ -16,11 +20,17 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
+from hub.api import catalog_routes, page, requests_routes
 from hub.api.errors import STORE_ERROR, ApiError
 from hub.api.limits import ApiLimits, BodyLimit
 from hub.api.registry import ROUTES, RegistryJSON, pool
+from hub.api.registry_access import guard_all
+from hub.api.render import STATIC, wants_html
+from hub.api.render import page as html_page
+from hub.api.site import Site
 from hub.catalog import store as catalog
 from hub.catalog.feeds_view import feed_summaries
 from hub.db import DATABASE_ERRORS, redact
@@ -28,8 +38,10 @@ from hub.errors import ServerUnavailable, shortened
 
 log = logging.getLogger("hub.api")
 
-# Paths served as plain JSON; every other route is the registry's and uses its media type.
-HUB_PATHS = ("/feeds", "/health")
+# Paths served as plain JSON (or HTML to a browser); every other route is the registry's and uses its media type.
+HUB_PATHS = (
+    "/feeds", "/health", "/catalog", "/open-data", "/access", "/orgs", "/matrix", "/requests", "/sign", "/static",
+)  # fmt: skip
 
 
 async def feeds(request: Request) -> Response:
@@ -46,12 +58,17 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok", "database": "ok", "subjects": int(subjects)})
 
 
-async def root(_request: Request) -> Response:
-    return RegistryJSON({})
+def _page_path(path: str) -> bool:
+    return path == "/" or path.startswith(HUB_PATHS)
 
 
 def _error_response(request: Request, status: int, body: dict[str, object], headers: dict[str, str]) -> Response:
-    cls = JSONResponse if request.url.path.startswith(HUB_PATHS) else RegistryJSON
+    if _page_path(request.url.path) and wants_html(request):
+        bearer = request.scope.get("principal")
+        response = html_page(request, "error.html", bearer=bearer, status=status, code=status, message=body["message"])
+        response.headers.update(headers)
+        return response
+    cls = JSONResponse if _page_path(request.url.path) else RegistryJSON
     return cls(body, status_code=status, headers=headers)
 
 
@@ -82,8 +99,11 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     return _error_response(request, 500, body, {})
 
 
-def create_app(database_url: str, *, pool_size: int = 8, limits: ApiLimits | None = None) -> Starlette:
-    """The API reading the catalog at `database_url` (the catalog's tables are created if missing)."""
+def create_app(
+    database_url: str, *, pool_size: int = 8, limits: ApiLimits | None = None, site: Site | None = None
+) -> Starlette:
+    """The API reading the catalog at `database_url` (the catalog's tables are created if missing); `site` says
+    what the catalog and the page need besides (`hub serve` passes the hub's settings and broker)."""
     limits = limits or ApiLimits()
 
     @asynccontextmanager
@@ -105,10 +125,13 @@ def create_app(database_url: str, *, pool_size: int = 8, limits: ApiLimits | Non
             await db.close()
 
     routes: list[BaseRoute] = [
-        Route("/", root, methods=["GET"]),
+        *page.ROUTES,
+        *catalog_routes.ROUTES,
+        *requests_routes.ROUTES,
         Route("/feeds", feeds, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
-        *ROUTES,
+        Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+        *guard_all(ROUTES),
     ]
     handlers: dict[type[Exception], Callable[[Request, Exception], Awaitable[Response]]] = {
         ApiError: _api_error,
@@ -122,4 +145,5 @@ def create_app(database_url: str, *, pool_size: int = 8, limits: ApiLimits | Non
         middleware=[Middleware(BodyLimit, max_body_bytes=limits.max_body_bytes, media_type=_media_type)],
     )
     app.state.limits = limits
+    app.state.site = site or Site.bare(database_url)
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hub.errors import AccessDenied, ConfigError, NotFound, ServerUnavailable
+
 SUBJECT_NOT_FOUND = 40401
 VERSION_NOT_FOUND = 40402
 SCHEMA_NOT_FOUND = 40403
@@ -48,3 +50,16 @@ def invalid_schema(reason: str) -> ApiError:
 
 def read_only(what: str, allow: str) -> ApiError:
     return ApiError(405, METHOD_NOT_ALLOWED, f"{what} is refused: {READ_ONLY}", {"Allow": allow})
+
+
+def from_hub_error(exc: Exception) -> ApiError:
+    """A HubError raised by the planes below, as the HTTP status a client can act on."""
+    if isinstance(exc, NotFound):
+        return ApiError(404, 40401, str(exc))
+    if isinstance(exc, AccessDenied):
+        return ApiError(403, 40301, str(exc))
+    if isinstance(exc, ConfigError):
+        return ApiError(422, 42201, str(exc))
+    if isinstance(exc, ServerUnavailable):
+        return ApiError(503, 50301, str(exc))
+    return ApiError(409, 40901, str(exc))

@@ -46,6 +46,12 @@ def pool(request: Request) -> asyncpg.Pool:
     return found
 
 
+def visible(request: Request, subjects: list[str]) -> list[str]:
+    """The subjects the request's token may read (all of them where no token check ran: hub/api/registry_access.py)."""
+    allowed: set[str] | None = request.scope.get("visible_subjects")
+    return subjects if allowed is None else [s for s in subjects if s in allowed]
+
+
 # --------------------------------------------------------------------------- request parts
 
 
@@ -171,7 +177,8 @@ async def schema_versions(request: Request) -> Response:
     uses = await registry.uses_of_schema(pool(request), schema_id)
     if not uses:
         raise schema_not_found(f"Schema {schema_id} not found")
-    return RegistryJSON([{"subject": s, "version": v} for s, v in uses])
+    shown = set(visible(request, [s for s, _v in uses]))
+    return RegistryJSON([{"subject": s, "version": v} for s, v in uses if s in shown])
 
 
 async def schema_subjects(request: Request) -> Response:
@@ -179,7 +186,7 @@ async def schema_subjects(request: Request) -> Response:
     uses = await registry.uses_of_schema(pool(request), schema_id)
     if not uses:
         raise schema_not_found(f"Schema {schema_id} not found")
-    return RegistryJSON(sorted({s for s, _v in uses}))
+    return RegistryJSON(sorted(set(visible(request, [s for s, _v in uses]))))
 
 
 async def schema_types(_request: Request) -> Response:
@@ -190,7 +197,7 @@ async def schema_types(_request: Request) -> Response:
 
 
 async def list_subjects(request: Request) -> Response:
-    return RegistryJSON(await registry.subjects(pool(request)))
+    return RegistryJSON(visible(request, await registry.subjects(pool(request))))
 
 
 async def list_versions(request: Request) -> Response:

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from hub.catalog.agreements_ddl import AGREEMENTS_DDL
+from hub.catalog.api_ddl import API_DDL
 from hub.catalog.locks import APPLY_LOCK
 from hub.catalog.share_ddl import SHARE_DDL
 
@@ -223,13 +224,15 @@ CREATE TABLE IF NOT EXISTS hub.land_outcomes (
 CATALOG_DDL += AGREEMENTS_DDL
 # (+22) Live share streams: lane positions, counters, aggregate windows, consumers' MQTT logins.
 CATALOG_DDL += SHARE_DDL
+# (+17) Organisations' API tokens and access requests (hub/catalog/api_ddl.py).
+CATALOG_DDL += API_DDL
 
 
 # Bumped whenever CATALOG_DDL changes. The DDL runs only when the database records another
 # version: ALTER TABLE and CREATE OR REPLACE VIEW take exclusive locks even when they change
 # nothing, so running them at every worker start (and catalog reload) would queue behind
 # landing's transactions on hub.land_offsets, and stop every worker behind them.
-CATALOG_VERSION = "hub catalog 6 (+22 kafka logins)"
+CATALOG_VERSION = "hub catalog 6 (+17 api tokens, +22 kafka logins)"
 CATALOG_DDL += f"COMMENT ON SCHEMA hub IS '{CATALOG_VERSION}';\n"
 
 

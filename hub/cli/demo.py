@@ -3,7 +3,8 @@
 Starts the stack, onboards the example partners of connectors/ with the organisations and
 agreements of organisations/ and agreements/, runs the workers in the background, publishes
 simulated device data over MQTT, shows the rows landed, and ends with one consumer
-organisation's view of them, as its own database role, beside what it is refused.
+organisation's view of them, as its own database role, beside what it is refused, and the page's address
+with an API token to sign in there as that organisation.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncpg
 import typer
 from rich.table import Table
 
+from hub.catalog import tokens
 from hub.cli import demo_share
 from hub.cli.common import console, one_line_errors, settings
 from hub.cli.simulate import applied_feeds, print_report
@@ -44,6 +46,14 @@ async def _ingest_subscribed(url: str, timeout_s: float) -> bool:
                 return True
             await asyncio.sleep(0.1)
         return False
+    finally:
+        await conn.close()
+
+
+async def _demo_token(url: str, org: str) -> str:
+    conn = await asyncpg.connect(url)
+    try:
+        return (await tokens.create(conn, org, "hub demo", "hub demo"))[1]
     finally:
         await conn.close()
 
@@ -140,6 +150,11 @@ def demo(
         say(f"\n[bold]6. sharing[/bold]: {org} reads what its agreements grant, in SQL, as its own role "
             f"(`hub access {org}`, `hub explain {org} FEED`)")  # fmt: skip
         demo_share.show(login["url"], say)
+    page = s.endpoints().registry_url
+    token = asyncio.run(_demo_token(url, demo_share.DEMO_ORG))
+    say(f"\n[bold]7. the page[/bold]: {page}/ (the catalog, searchable; DCAT-AP 3 for harvesters at "
+        f"{page}/catalog.ttl). Sign in as {demo_share.DEMO_ORG} with this API token (shown once; `hub tokens create "
+        f"ORG` makes more) to see what it may read, the sharing matrix, and to ask for feeds:\n   {token}")  # fmt: skip
     say(
         '\nNext: `eval "$(.venv/bin/hub stack env)"; psql "$HUB_DATABASE_URL"`, `.venv/bin/hub feeds`, '
         f'`psql "$(.venv/bin/hub db-url {demo_share.DEMO_ORG})"`, `.venv/bin/hub orgs`, `.venv/bin/hub audit`; '

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from hub.cli import connector, dead_letters, logins, onboard, run, share, stack
+from hub.cli.access_requests import app as requests_app
 from hub.cli.agreements import app as agreements_app
 from hub.cli.bench import bench
 from hub.cli.demo import demo
@@ -17,6 +18,7 @@ from hub.cli.query import app as query_app
 from hub.cli.serve import serve
 from hub.cli.simulate import simulate_cmd
 from hub.cli.stats import stats as stats_cmd
+from hub.cli.tokens import app as tokens_app
 from hub.cli.try_payload import try_payload
 
 app = typer.Typer(
@@ -32,6 +34,8 @@ app.add_typer(connector.app, name="connector")
 app.add_typer(agreements_app, name="agreements")
 app.add_typer(logins.partners_app, name="partners")
 app.add_typer(logins.devices_app, name="devices")
+app.add_typer(tokens_app, name="tokens")  # +17: API tokens and access requests
+app.add_typer(requests_app, name="requests")
 app.command()(demo)
 app.command()(maintain)
 app.command()(bench)

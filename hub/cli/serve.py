@@ -1,4 +1,5 @@
-"""`hub serve`: the HTTP API (schema registry, feeds, health) on uvicorn."""
+"""`hub serve`: the HTTP API (the web page, the DCAT-AP catalog, access requests, schema registry, feeds,
+health) on uvicorn."""
 
 from __future__ import annotations
 
@@ -15,23 +16,28 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(help="Port (default: HUB_API_PORT, 18081).")] = None,
 ) -> None:
-    """Serve the Confluent-compatible schema registry (read-only), GET /feeds and GET /health."""
+    """Serve the web page and DCAT-AP catalog, access requests, the schema registry (read-only), /feeds, /health."""
     import uvicorn
 
     from hub.api.app import create_app
     from hub.api.limits import ApiLimits, protocol_with_deadline
+    from hub.api.site import Site
+    from hub.stack.broker_auth import LocalBrokerAuth
 
     s = settings()
     database_url = s.endpoints().database_url  # no stack and no HUB_DATABASE_URL: a one-line error
     port = port if port is not None else s.api_port
-    console.print(f"hub API on http://{host}:{port} (schema registry, /feeds, /health)", highlight=False)
+    console.print(
+        f"hub API on http://{host}:{port}: the page at /, the catalog at /catalog.ttl, the schema registry",
+        highlight=False,
+    )
     limits = ApiLimits(
         max_body_bytes=s.api_max_body_bytes,
         body_timeout_s=s.api_body_timeout_s,
         header_timeout_s=s.api_header_timeout_s,
     )
     config = uvicorn.Config(
-        create_app(database_url, limits=limits),
+        create_app(database_url, limits=limits, site=Site.from_settings(s, LocalBrokerAuth(s))),
         host=host,
         port=port,
         lifespan="on",

@@ -79,6 +79,42 @@ class PayloadFormat(StrEnum):
     csv = "csv"  # one line of comma-separated values
 
 
+class Theme(StrEnum):
+    """The EU data themes (publications.europa.eu/resource/authority/data-theme), as DCAT-AP catalogs use them."""
+
+    AGRI = "AGRI"
+    ECON = "ECON"
+    EDUC = "EDUC"
+    ENER = "ENER"
+    ENVI = "ENVI"
+    GOVE = "GOVE"
+    HEAL = "HEAL"
+    INTR = "INTR"
+    JUST = "JUST"
+    REGI = "REGI"
+    SOCI = "SOCI"
+    TECH = "TECH"
+    TRAN = "TRAN"
+
+
+THEME_LABELS = {
+    "AGRI": "Agriculture, fisheries, forestry and food",
+    "ECON": "Economy and finance",
+    "EDUC": "Education, culture and sport",
+    "ENER": "Energy",
+    "ENVI": "Environment",
+    "GOVE": "Government and public sector",
+    "HEAL": "Health",
+    "INTR": "International issues",
+    "JUST": "Justice, legal system and public safety",
+    "REGI": "Regions and cities",
+    "SOCI": "Population and society",
+    "TECH": "Science and technology",
+    "TRAN": "Transport",
+}
+_KEYWORD = re.compile(r"^[^\x00-\x1f\x7f]{1,50}$")
+
+
 class Partner(Strict):
     id: str = Field(description="Short name used in topics, credentials and SQL, e.g. city_transport.")
     name: str = Field(min_length=1, max_length=200)
@@ -257,8 +293,18 @@ class Feed(Strict):
     chunk_interval: Duration = timedelta(days=1)
     rollup: Duration = Field(default=timedelta(minutes=15), description="Bucket of the continuous aggregate.")
     partitions: int | None = Field(default=None, ge=1, le=256)
+    themes: list[Theme] = Field(default_factory=list, max_length=5, description="EU data themes, for the catalog.")
+    keywords: list[str] = Field(default_factory=list, max_length=20, description="Words to find it by in the catalog.")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("keywords")
+    @classmethod
+    def _keywords(cls, v: list[str]) -> list[str]:
+        for i, word in enumerate(v):
+            if not _KEYWORD.fullmatch(word):
+                raise LocatedError(f"keyword {word!r} must be 1-50 printable characters", (i,))
+        return v
 
     @field_validator("retention", "compress_after", "chunk_interval", "rollup", mode="before")
     @classmethod

@@ -20,13 +20,14 @@ def api_process(state_dir: Path) -> ManagedProcess:
     return ManagedProcess("api", state_dir / "api", MARKER)
 
 
-def start_api(state_dir: Path, port: int) -> ManagedProcess:
-    """`hub serve` on 127.0.0.1:`port`, reading the catalog of the stack in `state_dir`."""
+def start_api(state_dir: Path, port: int, agreements_dir: str | None = None) -> ManagedProcess:
+    """`hub serve` on 127.0.0.1:`port`, reading the catalog of the stack in `state_dir` (and writing approved
+    access requests' agreements to `agreements_dir`: the process runs in a directory of its own)."""
     proc = api_process(state_dir)
-    proc.start(
-        [sys.executable, "-m", "hub", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env={"HUB_STATE_DIR": str(state_dir)},
-    )
+    env = {"HUB_STATE_DIR": str(state_dir)}
+    if agreements_dir:
+        env["HUB_AGREEMENTS_DIR"] = agreements_dir
+    proc.start([sys.executable, "-m", "hub", "serve", "--host", "127.0.0.1", "--port", str(port)], env=env)
     return proc
 
 
@@ -36,4 +37,4 @@ def api_check(base_url: str, timeout_s: float = 5.0) -> str:
     body = response.json()
     if response.status_code != 200:
         raise ConnectionError(f"/health answered {response.status_code}: {body.get('database', body)}")
-    return f"schema registry and feeds API, {body['subjects']} subjects"
+    return f"catalog, page and schema registry, {body['subjects']} subjects"

@@ -102,7 +102,10 @@ class LocalStack:
         # Every binary is looked for before anything starts, so a missing one changes nothing.
         servers.require_binaries()
         endpoints = self.endpoints(self._secrets())
-        write_private_json(self.state / STACK_FILE, {"endpoints": endpoints, "started_at": time.time()})
+        # The API process runs in a directory of its own: where approved access requests go is fixed here (+17).
+        agreements = str(self.settings.agreements_dir.resolve())
+        state = {"endpoints": endpoints, "started_at": time.time(), "agreements_dir": agreements}
+        write_private_json(self.state / STACK_FILE, state)
         for name in SERVERS:
             self.start_server(name)
         if self.settings.stack_supervise:
@@ -132,7 +135,11 @@ class LocalStack:
             self._up_mosquitto(secrets, MqttAddress.parse(self.endpoints(secrets)["mqtt_url"]))
         elif name == "api":
             self._up_simple(
-                "api", api_process(self.state), s.api_port, "HUB_API_PORT", lambda: start_api(self.state, s.api_port)
+                "api",
+                api_process(self.state),
+                s.api_port,
+                "HUB_API_PORT",
+                lambda: start_api(self.state, s.api_port, s.stack_state().get("agreements_dir")),
             )
         else:
             raise StackError(f"no server {name!r} in the local stack (its servers: {', '.join(SERVERS)})")

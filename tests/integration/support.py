@@ -12,11 +12,14 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, context
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import paho.mqtt.client as mqtt
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from hub.catalog import tokens
+from hub.catalog.store import ensure_catalog
 from hub.control import credentials as partner_credentials
 from hub.control import mqtt_logins
 from hub.control.apply import apply
@@ -73,6 +76,20 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to the end from sync code, also when called inside a running event loop (a test)."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+def api_token(settings: HubSettings, org: str) -> str:
+    """A new API token of `org` (`hub tokens create`), for the HTTP API's routes that need one."""
+
+    async def make() -> str:
+        conn = await asyncpg.connect(settings.endpoints().database_url)
+        try:
+            await ensure_catalog(conn)
+            return (await tokens.create(conn, org, "tests", "test-suite"))[1]
+        finally:
+            await conn.close()
+
+    return run_sync(make())
 
 
 def device_login(settings: HubSettings, partner: str, name: str | None = None) -> tuple[str, str]:
@@ -334,7 +351,6 @@ async def read_keys(bootstrap: str, topic: str, keys: set[bytes], *, timeout_s: 
 
 import time  # noqa: E402
 
-import asyncpg  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
 from hub.catalog.runtime import FeedRuntime, load_feeds  # noqa: E402

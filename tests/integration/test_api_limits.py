@@ -21,11 +21,18 @@ import pytest
 from hub.settings import HubSettings
 from hub.stack.local import cli_env
 from hub.stack.process import free_port, wait_for_port
+from tests.integration.support import api_token
 
 REPO = Path(__file__).resolve().parents[2]
 AIR_SUBJECT = "hub.uni_air_lab.air_quality-value"
 MAX_BODY = 64 * 1024
 MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
+
+
+@pytest.fixture(scope="module")
+def auth(applied: HubSettings) -> dict[str, str]:
+    """The registry's routes need a token: without one a body is refused (401) before it is read."""
+    return {"Authorization": f"Bearer {api_token(applied, 'uni_air_lab')}"}
 
 
 @pytest.fixture(scope="module")
@@ -62,17 +69,21 @@ def exchange(address: tuple[str, int], data: bytes, *, wait_s: float = 5.0) -> t
         return received, time.monotonic() - started
 
 
+def header(auth: dict[str, str]) -> bytes:
+    return b"".join(f"{k}: {v}\r\n".encode() for k, v in auth.items())
+
+
 def status_of(response: bytes) -> int:
     return int(response.split(b" ", 2)[1])
 
 
-def test_a_nul_byte_in_a_subject_is_a_client_error_not_a_500(server: tuple[str, int]) -> None:
+def test_a_nul_byte_in_a_subject_is_a_client_error_not_a_500(server: tuple[str, int], auth: dict[str, str]) -> None:
     base = f"http://{server[0]}:{server[1]}"
-    got = httpx.get(f"{base}/subjects/air%00quality/versions")
+    got = httpx.get(f"{base}/subjects/air%00quality/versions", headers=auth)
     assert got.status_code == 400  # it was a 500: "invalid byte sequence for encoding UTF8: 0x00"
     assert "NUL" in got.json()["message"]
     body = json.dumps({"schema": (REPO / "schemas" / "air_quality.avsc").read_text()})
-    posted = httpx.post(f"{base}/subjects/a%00b/versions", content=body, headers={"Content-Type": MEDIA_TYPE})
+    posted = httpx.post(f"{base}/subjects/a%00b/versions", content=body, headers={"Content-Type": MEDIA_TYPE, **auth})
     assert posted.status_code == 400
 
 
@@ -89,18 +100,26 @@ def test_a_body_announced_larger_than_the_limit_is_refused_at_once_and_the_conne
     assert seconds < 1.0  # closed at once, not after the body timeout
 
 
-def test_a_body_streamed_past_the_limit_without_a_length_is_refused(server: tuple[str, int]) -> None:
+def test_a_body_streamed_past_the_limit_without_a_length_is_refused(
+    server: tuple[str, int], auth: dict[str, str]
+) -> None:
     chunk = b"x" * 16_384
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(MAX_BODY // len(chunk) + 1))
     request = (
-        b"POST /subjects/x/versions HTTP/1.1\r\nHost: hub\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+        b"POST /subjects/x/versions HTTP/1.1\r\nHost: hub\r\nTransfer-Encoding: chunked\r\n"
+        + header(auth)
+        + b"\r\n"
+        + chunks
+        + b"0\r\n\r\n"
     )
     response, _ = exchange(server, request)
     assert status_of(response) == 413
 
 
-def test_a_body_that_comes_too_slowly_is_refused(server: tuple[str, int]) -> None:
-    request = b'POST /subjects/x/versions HTTP/1.1\r\nHost: hub\r\nContent-Length: 100\r\n\r\n{"sch'
+def test_a_body_that_comes_too_slowly_is_refused(server: tuple[str, int], auth: dict[str, str]) -> None:
+    request = (
+        b"POST /subjects/x/versions HTTP/1.1\r\nHost: hub\r\nContent-Length: 100\r\n" + header(auth) + b'\r\n{"sch'
+    )
     response, seconds = exchange(server, request)
     assert status_of(response) == 408
     assert 0.9 < seconds < 4.0
@@ -137,7 +156,7 @@ def test_keep_alive_requests_each_get_their_own_header_deadline(server: tuple[st
             time.sleep(0.6)  # under the deadline each time, over it in all
 
 
-def test_a_schema_error_does_not_echo_a_large_submitted_schema(server: tuple[str, int]) -> None:
+def test_a_schema_error_does_not_echo_a_large_submitted_schema(server: tuple[str, int], auth: dict[str, str]) -> None:
     schema = json.loads((REPO / "schemas" / "air_quality.avsc").read_text())
     big = {
         "type": "record",
@@ -149,21 +168,21 @@ def test_a_schema_error_does_not_echo_a_large_submitted_schema(server: tuple[str
     assert len(text) > 25_000
     base = f"http://{server[0]}:{server[1]}"
     for path in (f"/compatibility/subjects/{AIR_SUBJECT}/versions", f"/subjects/{AIR_SUBJECT}/versions"):
-        got = httpx.post(base + path, content=text, headers={"Content-Type": MEDIA_TYPE})
+        got = httpx.post(base + path, content=text, headers={"Content-Type": MEDIA_TYPE, **auth})
         assert got.status_code == 422
         message = got.json()["message"]
         assert "not valid Avro" in message
         assert len(message) < 1_000  # it was the whole schema, 31 KB
 
 
-def test_compatibility_messages_are_bounded_in_number_and_length(server: tuple[str, int]) -> None:
+def test_compatibility_messages_are_bounded_in_number_and_length(server: tuple[str, int], auth: dict[str, str]) -> None:
     schema = json.loads((REPO / "schemas" / "air_quality.avsc").read_text())
     schema["fields"] += [{"name": f"added_{i}", "type": "int"} for i in range(30)]  # 30 fields without defaults
     base = f"http://{server[0]}:{server[1]}"
     got = httpx.post(
         f"{base}/compatibility/subjects/{AIR_SUBJECT}/versions",
         content=json.dumps({"schema": json.dumps(schema)}),
-        headers={"Content-Type": MEDIA_TYPE},
+        headers={"Content-Type": MEDIA_TYPE, **auth},
     )
     assert got.status_code == 200
     messages = got.json()["messages"]

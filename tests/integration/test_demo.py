@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,9 @@ def test_hub_demo_lands_every_valid_message_and_stack_down_stops_everything_it_s
         sharing = result.stdout.split("6. sharing")[1]
         assert "org_city_data_team | uni_air_lab__air_quality" in sharing and "(5 rows)" in sharing
         assert "ERROR:  permission denied for schema uni_air_lab" in sharing
+        # and the page's address, with a token to sign in there as that organisation
+        assert f"7. the page: {settings.endpoints().registry_url}/" in result.stdout
+        assert re.search(r"\n   hub_[0-9a-f]{8}_", result.stdout)
         pids = [
             p.pid
             for p in psutil.process_iter(["cmdline"])

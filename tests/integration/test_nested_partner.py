@@ -34,7 +34,7 @@ from hub.settings import HubSettings
 from hub.stack.local import cli_env
 from hub.stack.process import wait_for_port
 from hub.stack.servers import kafka_process, start_kafka
-from tests.integration.support import Device, eventually, private_stack, running
+from tests.integration.support import Device, api_token, eventually, private_stack, running
 from tests.integration.test_registry_api import first_record
 
 PARTNER, FEED = "nested_wx", "weather"
@@ -175,7 +175,13 @@ async def test_a_nested_json_partner_onboards_from_its_sample_and_a_replay_lands
         await ingest.step()  # a moment for anything a second replay might have sent
     # A Kafka consumer decodes the hub's records through the registry, with the hub's names for the key fields.
     record = await asyncio.to_thread(first_record, settings.endpoints().kafka_bootstrap, f"hub.{TABLE}", b"ok-0")
-    registry = SchemaRegistryClient({"url": settings.endpoints().registry_url})
+    user_info = f"{PARTNER}:{api_token(settings, PARTNER)}"  # the registry's routes need the partner's API token
+    registry = SchemaRegistryClient(
+        {
+            "url": settings.endpoints().registry_url,
+            "basic.auth.user.info": user_info,
+        }
+    )
     decoded = AvroDeserializer(registry)(record.value(), SerializationContext(f"hub.{TABLE}", MessageField.VALUE))
     assert decoded["device_id"] == "ok-0" and decoded["obs_temp_c"] == pytest.approx(100.0)
     landed = await rows(settings)

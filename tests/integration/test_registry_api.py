@@ -1,7 +1,8 @@
 """The hub's schema registry answers as Confluent's does, and the ecosystem's own client decodes the hub's records.
 
 The API is the stack's `api` process (started by `hub stack up`), reached at the registry URL
-of the test stack, with the example connectors applied.
+of the test stack, with the example connectors applied, with an API token of uni_air_lab (the registry's
+routes need one: tests/integration/test_api_auth.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from hub.settings import HubSettings
-from tests.integration.support import REPO, Device, running_ingest, unique
+from tests.integration.support import REPO, Device, api_token, running_ingest, unique
 
 MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
 AIR = "hub.uni_air_lab.air_quality"
@@ -39,15 +40,30 @@ SUBJECTS = {
 }
 
 
+OWN_SUBJECTS = {AIR_SUBJECT, "hub.uni_air_lab.noise_levels-value"}  # uni_air_lab's own feeds
+
+
+@pytest.fixture(scope="module")
+def token(applied: HubSettings) -> str:
+    return api_token(applied, "uni_air_lab")
+
+
 @pytest.fixture
-def api(applied: HubSettings) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=applied.endpoints().registry_url, timeout=10) as client:
+def api(applied: HubSettings, token: str) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=applied.endpoints().registry_url, timeout=10, headers=headers) as client:
         yield client
 
 
 @pytest.fixture
-def registry(applied: HubSettings) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": applied.endpoints().registry_url})
+def registry(applied: HubSettings, token: str) -> SchemaRegistryClient:
+    """Confluent's client with HTTP Basic, as a Kafka consumer configures it (`basic.auth.user.info`)."""
+    return SchemaRegistryClient(
+        {
+            "url": applied.endpoints().registry_url,
+            "basic.auth.user.info": f"uni_air_lab:{token}",
+        }
+    )
 
 
 def air_schema() -> dict[str, Any]:
@@ -92,11 +108,12 @@ def error_of(response: httpx.Response) -> tuple[int, int]:
 # --------------------------------------------------------------------------- reading schemas
 
 
-def test_subjects_are_the_applied_feeds_value_subjects(api: httpx.Client) -> None:
+def test_subjects_are_the_value_subjects_the_tokens_organisation_may_read(api: httpx.Client) -> None:
     response = api.get("/subjects")
     assert response.status_code == 200
     assert response.headers["content-type"] == MEDIA_TYPE
-    assert SUBJECTS <= set(response.json())
+    assert OWN_SUBJECTS <= set(response.json())
+    assert "hub.voltcharge.charger_status-value" not in response.json()  # no agreement grants it to uni_air_lab
 
 
 def test_a_subjects_latest_version_is_the_catalogs_schema(api: httpx.Client, air_in_catalog: tuple[int, str]) -> None:
@@ -260,7 +277,7 @@ def test_health_reports_the_database(api: httpx.Client) -> None:
 
 def test_confluents_client_reads_the_registry(registry: SchemaRegistryClient, air_in_catalog: tuple[int, str]) -> None:
     schema_id, text = air_in_catalog
-    assert SUBJECTS <= set(registry.get_subjects())
+    assert OWN_SUBJECTS <= set(registry.get_subjects())
     latest = registry.get_latest_version(AIR_SUBJECT)
     assert (latest.schema_id, latest.version, latest.schema.schema_str) == (schema_id, 1, text)
     assert registry.get_schema(schema_id).schema_str == text

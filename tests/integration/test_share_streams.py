@@ -37,6 +37,7 @@ from hub.stack.local import cli_env
 from tests.integration.sharing_support import Workspace
 from tests.integration.support import (
     FeedWriter,
+    api_token,
     Subscriber,
     eventually,
     feed_runtime,
@@ -132,7 +133,9 @@ def read_share_topic(
     """A consumer as a partner would write it: confluent-kafka, partition assignment (no group), the hub's registry."""
     ep = settings.endpoints()
     consumer = Consumer({"bootstrap.servers": ep.kafka_bootstrap, "group.id": "reader", "enable.auto.commit": False})
-    deserialize = AvroDeserializer(SchemaRegistryClient({"url": ep.registry_url}))
+    reader = topic.split(".")[1]  # the registry shows a share topic's schema to its consumer's token (+17)
+    registry = SchemaRegistryClient({"url": ep.registry_url, "basic.auth.user.info": f"{reader}:{api_token(settings, reader)}"})
+    deserialize = AvroDeserializer(registry)
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
