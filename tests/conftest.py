@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from hub.settings import Endpoints, HubSettings
 from hub.stack.local import cli_env
+from tests.integration.examples import apply_with_agreements
 from tests.integration.support import apply_examples, private_stack
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,6 +49,13 @@ def hub_env(stack_settings: HubSettings) -> dict[str, str]:
 def applied(stack_settings: HubSettings) -> HubSettings:
     """The example partners of connectors/ applied to the test stack, their credentials saved in the state dir."""
     return apply_examples(stack_settings)
+
+
+@pytest.fixture(scope="session")
+def examples(applied: HubSettings) -> tuple[HubSettings, subprocess.CompletedProcess[str]]:
+    """`applied`, plus the example organisations and agreements (`hub apply`'s output), rows in every example
+    feed, and every organisation's database login saved where `hub db-url` finds it."""
+    return apply_with_agreements(applied)
 
 
 TIMESCALE_WASM = REPO.parent / "shared" / "timescale-wasm"

@@ -12,6 +12,7 @@ from hub.cli import connector, dead_letters, onboard, run, share, stack
 from hub.cli.agreements import app as agreements_app
 from hub.cli.bench import bench
 from hub.cli.demo import demo
+from hub.cli.grafana import app as grafana_app
 from hub.cli.maintain import maintain
 from hub.cli.query import app as query_app
 from hub.cli.serve import serve
@@ -30,6 +31,7 @@ app.add_typer(query_app, name="query")
 app.add_typer(dead_letters.app, name="dead-letters")
 app.add_typer(connector.app, name="connector")
 app.add_typer(agreements_app, name="agreements")
+app.add_typer(grafana_app, name="grafana")
 app.command()(demo)
 app.command()(maintain)
 app.command()(bench)
