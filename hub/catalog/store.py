@@ -185,7 +185,7 @@ CATALOG_DDL += AGREEMENTS_DDL
 # version: ALTER TABLE and CREATE OR REPLACE VIEW take exclusive locks even when they change
 # nothing, so running them at every worker start (and catalog reload) would queue behind
 # landing's transactions on hub.land_offsets, and stop every worker behind them.
-CATALOG_VERSION = "hub catalog 3"
+CATALOG_VERSION = "hub catalog 3 (+16)"
 CATALOG_DDL += f"COMMENT ON SCHEMA hub IS '{CATALOG_VERSION}';\n"
 
 
