@@ -168,7 +168,9 @@ def sync_cmd(
 @app.command()
 @one_line_errors
 def check(
-    org: Annotated[list[str] | None, typer.Option("--org", help="Only this organisation's dashboards.")] = None,
+    org: Annotated[
+        list[str] | None, typer.Option("--org", help="Only this organisation's dashboards (`operators`: the overview).")
+    ] = None,
     hours: Annotated[float, typer.Option("--hours", help="The time range the queries cover.")] = 6.0,
     secrets: SecretsOpt = None,
 ) -> None:
@@ -178,7 +180,13 @@ def check(
     site, report, values = asyncio.run(_prepare(s, secrets_file))
     _report_logins(report, secrets_file)
     runs = asyncio.run(
-        check_site(s.endpoints().database_url, site, values, hours=hours, orgs=set(org) if org else None)
+        check_site(
+            s.endpoints().database_url,
+            site,
+            values,
+            hours=hours,
+            orgs={None if o == "operators" else o for o in org} if org else None,
+        )
     )
     bad = [r for r in runs if not r.ok]
     for r in bad:

@@ -142,6 +142,12 @@ def _aggregate_sections(s: Source, ds: str, freshness_warn: timedelta) -> list[S
     ]
 
 
+def reading_queries(s: Source) -> list[PanelQuery]:
+    """The queries of the panels a source's dashboard gets for its data (raw or aggregate), in order."""
+    sections = _aggregate_sections(s, "-", timedelta(0)) if s.aggregate else _raw_sections(s, "-", timedelta(0))
+    return [q for _, items in sections for _, qs in items for q in qs]
+
+
 def _counter_section(feed: FeedMeta, ds: str) -> Section:
     landed = sql.own_rows_landed(feed.provider, feed.name, "Rows landed (all time)")
     messages = sql.own_messages(feed.provider, feed.name, "Messages by outcome (all time)")

@@ -132,6 +132,10 @@ def test_build_gives_every_feed_organisation_and_grant_a_dashboard_and_again_the
     for path, data in before.items():
         for value in built.secrets.values():
             assert value.encode() not in data, path
+    checked = hub(cli_env(built.settings), "grafana", "check", "--org", "city_data_team", "--org", "operators")
+    assert checked.returncode == 0 and " panel queries ran as their organisation's login" in checked.stdout, (
+        checked.stderr
+    )
     datasources = (built.out / "provisioning" / "datasources" / "hub.yaml").read_text()
     assert "password: ${GRAFANA_DB_PASSWORD}" in datasources and "orgId: 1" in datasources
 
