@@ -26,6 +26,7 @@ class Grafana:
 
     def __init__(self, url: str, credential: str | tuple[str, str], timeout_s: float = 30.0) -> None:
         self.url = url
+        self.login = credential[0] if isinstance(credential, tuple) else None
         self.api = GrafanaApi.from_url(url, credential=credential, timeout=timeout_s)
 
     def send(self, call: Call) -> Any:
@@ -104,6 +105,11 @@ def _targets(
     for o, call in zip(hub_orgs, sync_plan.find_orgs(site), strict=True):
         answer = grafana.send(call)
         found[o.name] = int(answer["id"]) if answer else None
+    for org_id in [i for i in found.values() if i is not None]:
+        for call in sync_plan.join(org_id, grafana.login or "", grafana.send(sync_plan.members(org_id)) or []):
+            result.done.append(call)
+            if not dry_run:
+                grafana.send(call)
     for call in sync_plan.create_orgs(site, found):
         result.done.append(call)
         if not dry_run:

@@ -3,7 +3,8 @@
 Each request is one documented call of Grafana's HTTP API (https://grafana.com/docs/grafana/latest/developers/
 http_api/): organisations `GET /api/orgs/name/:name`, `POST /api/orgs`; data sources `GET|PUT
 /api/datasources/uid/:uid`, `POST /api/datasources`; folders `GET|POST /api/folders`, `PUT /api/folders/:uid`;
-dashboards `GET /api/search`, `GET|DELETE /api/dashboards/uid/:uid`, `POST /api/dashboards/db`. A request for
+dashboards `GET /api/search`, `GET|DELETE /api/dashboards/uid/:uid`, `POST /api/dashboards/db`; members of an
+organisation the syncing admin did not create `GET|POST /api/orgs/:orgId/users`. A request for
 an organisation's content carries `X-Grafana-Org-Id`. Organisations come first, so nothing refers to one that
 does not exist; then, per organisation, its datasource, folders, dashboards, and the deletion of generated
 dashboards it may no longer see. A second run against the same Grafana sends reads only.
@@ -65,6 +66,19 @@ def create_orgs(site: Site, found: Mapping[str, int | None]) -> list[Call]:
         for o in site.orgs
         if o.hub_org is not None and found.get(o.name) is None
     ]
+
+
+def members(org_id: int) -> Call:
+    return Call("GET", f"/api/orgs/{org_id}/users")
+
+
+def join(org_id: int, login: str, users: list[Mapping[str, Any]]) -> list[Call]:
+    """A server admin reaches an organisation's content only as its member (Grafana adds the one who creates an
+    organisation; one made by someone else needs this)."""
+    if any(u.get("login") == login for u in users):
+        return []
+    body = {"loginOrEmail": login, "role": "Admin"}
+    return [Call("POST", f"/api/orgs/{org_id}/users", None, body, f"add {login} to organisation {org_id} as Admin")]
 
 
 def reads(site: Site, hub_org: str | None, org_id: int) -> list[Call]:

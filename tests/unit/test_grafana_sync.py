@@ -12,7 +12,7 @@ from niquests.models import PreparedRequest, Response
 from niquests.structures import CaseInsensitiveDict
 
 from hub.grafana.sync import Grafana
-from hub.grafana.sync_plan import Call, Observed, create_orgs, find_orgs, reads, writes
+from hub.grafana.sync_plan import Call, Observed, create_orgs, find_orgs, join, members, reads, writes
 from tests.unit.grafana_world import site
 
 PASSWORDS = {
@@ -91,7 +91,10 @@ def summary(c: Call) -> str | None:
 
 def one_sync(s: Any, answers: dict[str | None, Observed], found: dict[str, int | None]) -> list[Call]:
     """The calls of one sync, given what Grafana answers (what `hub.grafana.sync.sync` sends, in order)."""
-    calls = find_orgs(s) + create_orgs(s, found)
+    calls = find_orgs(s)
+    for org_id in [i for i in found.values() if i is not None]:  # organisations there already: is admin a member
+        calls += [members(org_id), *join(org_id, "admin", [{"login": "admin"}])]
+    calls += create_orgs(s, found)
     for org, org_id in GRAFANA_IDS.items():
         calls += reads(s, org, org_id)
         calls += writes(s, org, org_id, answers.get(org, Observed()), PASSWORDS).calls
@@ -127,6 +130,7 @@ def test_a_second_sync_only_reads() -> None:
     s = site()
     calls = one_sync(s, as_grafana_holds_it(s), {"city": 2, "lab": 3, "research": 4})
     assert {c.method for c in calls} == {"GET"}
+    assert [c.path for c in calls][3:6] == ["/api/orgs/2/users", "/api/orgs/3/users", "/api/orgs/4/users"]
 
 
 def test_a_revoked_grant_s_dashboard_is_deleted_and_nothing_else_changes() -> None:
@@ -151,6 +155,15 @@ def test_what_grafana_provisions_from_files_is_left_alone_and_a_new_password_is_
     assert put.body is not None and put.body["secureJsonData"] == {"password": "pw-city"}
     unknown = writes(s, "city", 2, Observed(), {}).notes
     assert any("no password for hub_grafana_city" in n for n in unknown)
+
+
+def test_the_admin_joins_an_organisation_someone_else_created_before_it_writes_there() -> None:
+    assert members(2) == Call("GET", "/api/orgs/2/users")
+    (call,) = join(2, "admin", [{"login": "alice", "role": "Admin"}])
+    assert (call.method, call.path, call.org, call.body) == (
+        "POST", "/api/orgs/2/users", None, {"loginOrEmail": "admin", "role": "Admin"},
+    )  # fmt: skip
+    assert join(2, "admin", [{"login": "admin", "role": "Admin"}]) == []
 
 
 class _Recorder(BaseAdapter):
