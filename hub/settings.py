@@ -127,7 +127,7 @@ class HubSettings(BaseSettings):
 
     # Grafana (+16, docs/dashboards.md): `hub grafana build`, `sync` and `check`.
     grafana_dashboards_dir: Path | None = Field(
-        default=None, description="Where `hub grafana build` writes (default <state_dir>/grafana/build)."
+        default=None, description="Where `hub grafana build` writes (default <state_dir>/dashboards)."
     )
     grafana_url: str | None = Field(default=None, description="The Grafana `hub grafana sync` pushes to.")
     grafana_db_host: str | None = Field(

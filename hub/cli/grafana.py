@@ -84,7 +84,7 @@ def _org_ids(path: Path | None) -> dict[str, int]:
 def build(
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Output directory (default HUB_GRAFANA_DASHBOARDS_DIR or <state>/grafana/build)."),
+        typer.Option("--out", help="Output directory (default HUB_GRAFANA_DASHBOARDS_DIR or <state>/dashboards)."),
     ] = None,
     grafana_path: Annotated[
         str | None, typer.Option("--grafana-path", help="Where Grafana sees the output directory (default: --out).")
@@ -97,7 +97,7 @@ def build(
 ) -> None:
     """Write every dashboard (one JSON file each) and Grafana provisioning files; no Grafana needed."""
     s = settings()
-    target = out or s.grafana_dashboards_dir or s.state_dir / "grafana" / "build"
+    target = out or s.grafana_dashboards_dir or s.state_dir / "dashboards"
     secrets_file = secrets or passwords.default_path(s)
     ids = _org_ids(org_ids)
     site, report, _ = asyncio.run(_prepare(s, secrets_file))

@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from niquests.adapters import BaseAdapter
 from niquests.models import PreparedRequest, Response
 from niquests.structures import CaseInsensitiveDict
 
+from hub.errors import AccessDenied, ServerUnavailable
 from hub.grafana.sync import Grafana
 from hub.grafana.sync_plan import Call, Observed, create_orgs, find_orgs, join, members, reads, writes
+from hub.stack.process import free_port
 from tests.unit.grafana_world import site
 
 PASSWORDS = {
@@ -169,16 +172,19 @@ def test_the_admin_joins_an_organisation_someone_else_created_before_it_writes_t
 class _Recorder(BaseAdapter):
     """Keeps every request grafana-client sends and answers 404 to reads, 200 {} otherwise: a transport, no server."""
 
-    def __init__(self) -> None:
+    def __init__(self, refuse_writes: int | None = None) -> None:
         super().__init__()
         self.sent: list[PreparedRequest] = []
+        self.refuse_writes = refuse_writes
 
     def send(self, request: PreparedRequest, **kwargs: Any) -> Response:  # type: ignore[override]
         self.sent.append(request)
         r = Response()
-        r.status_code = 404 if request.method == "GET" else 200
+        r.status_code = 404 if request.method == "GET" else (self.refuse_writes or 200)
         r.headers = CaseInsensitiveDict({"Content-Type": "application/json"})
         r._content = b'{"message": "not found"}' if r.status_code == 404 else b"{}"
+        if self.refuse_writes:
+            r._content = b'{"message": "Permission denied"}'
         r.url = request.url
         r.request = request
         r.raw = type("NoRaw", (), {"_original_response": None, "release_conn": lambda self: None})()
@@ -201,3 +207,16 @@ def test_each_call_leaves_with_its_organisation_header_and_the_chosen_authentica
         assert json.loads(post.body or b"") == {"uid": "f", "title": "F"} and post.headers["X-Grafana-Org-Id"] == "3"
         assert "X-Grafana-Org-Id" not in org.headers
         assert all(str(r.headers["Authorization"]).startswith(scheme + " ") for r in recorder.sent)
+
+
+def test_a_refusal_or_an_unreachable_grafana_is_one_error_that_says_what_to_do() -> None:
+    grafana = Grafana("http://grafana.invalid:3000", "glsa_token")
+    grafana.api.client.s.mount("http://", _Recorder(refuse_writes=403))
+    with pytest.raises(AccessDenied) as refused:
+        grafana.send(Call("POST", "/api/orgs", None, {"name": "city"}))
+    assert "refused POST /api/orgs: 403 Permission denied" in str(refused.value)
+    assert "needs a Grafana server admin (--user)" in str(refused.value)
+    closed = Grafana(f"http://127.0.0.1:{free_port()}", ("admin", "x"), timeout_s=3)
+    with pytest.raises(ServerUnavailable) as down:
+        closed.send(Call("GET", "/api/orgs/name/city"))
+    assert str(down.value).startswith(f"Grafana at {closed.url} is unavailable: GET /api/orgs/name/city")
