@@ -17,9 +17,9 @@ RUN python -m venv /opt/hub \
     && /opt/hub/bin/hub --help >/dev/null
 
 FROM ${PYTHON_IMAGE}
-# uid/gid 1883 is the `mosquitto` user of eclipse-mosquitto: the hub writes Mosquitto's
-# password and ACL files (owner-only) into the shared `mqtt-auth` volume and Mosquitto
-# must be able to read them. Change both together if you change one.
+# uid/gid 1883 is the `mosquitto` user of eclipse-mosquitto: `hub broker-init` writes the broker's
+# first accounts file (owner-only) into the shared `mosquitto-dynsec` volume, mounted here at
+# /mosquitto-dynsec, and the broker must be able to read it and write it. Change both together.
 ARG HUB_UID=1883
 ARG HUB_GID=1883
 ENV PATH=/opt/hub/bin:$PATH \
@@ -29,8 +29,9 @@ ENV PATH=/opt/hub/bin:$PATH \
 RUN groupadd --system --gid "${HUB_GID}" hub \
     && useradd --system --uid "${HUB_UID}" --gid hub --home-dir /var/lib/hub --no-create-home \
        --shell /usr/sbin/nologin hub \
-    && mkdir -p /var/lib/hub /mosquitto-auth /dashboards \
-    && chown hub:hub /var/lib/hub /mosquitto-auth /dashboards
+    && mkdir -p /var/lib/hub /mosquitto-dynsec /dashboards \
+    && chown hub:hub /var/lib/hub /mosquitto-dynsec /dashboards \
+    && chmod 0700 /mosquitto-dynsec
 COPY --from=build /opt/hub /opt/hub
 USER hub
 WORKDIR /var/lib/hub

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import asyncpg
 
-from hub.errors import ServerUnavailable
+from hub.errors import ConfigError, ServerUnavailable
 
 # Whatever the database, or the way to it, can answer instead of a result.
 DATABASE_ERRORS: tuple[type[Exception], ...] = (
@@ -59,13 +60,80 @@ async def connection(url: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-async def timescaledb_available(conn: asyncpg.Connection) -> bool:
-    """Install the extension when the server has it; True if feed tables can be hypertables."""
-    installed = await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
-    if installed:
+# --- TimescaleDB: which mode the hub runs in, decided without changing anything ------------------------
+
+TIMESCALEDB = "timescaledb"
+
+
+@dataclass(frozen=True)
+class TimescaleState:
+    """What a PostgreSQL server says about TimescaleDB (read by `timescale_state`, decided by pure functions)."""
+
+    installed: bool  # CREATE EXTENSION was run in this database
+    available: bool  # the server has the extension's files
+    preloaded: bool  # the library is in shared_preload_libraries
+    config_file: str | None = None  # the server's postgresql.conf, where visible to this role
+
+
+def preload_fix(config_file: str | None) -> str:
+    """The one-line fix for an extension that is available but not preloaded: which setting, which file."""
+    where = config_file or "the server's postgresql.conf (SHOW config_file)"
+    return (
+        f"add {TIMESCALEDB} to shared_preload_libraries in {where} "
+        f"(shared_preload_libraries = '{TIMESCALEDB}', keeping any libraries already listed) and restart PostgreSQL; "
+        "or remove the extension's package to run on plain PostgreSQL"
+    )
+
+
+def uses_timescaledb(state: TimescaleState) -> bool:
+    """True if feed tables are (or will be) hypertables; a ConfigError with the fix if the server cannot load it.
+
+    TimescaleDB must be preloaded: without it `CREATE EXTENSION` fails, and every command failed with a
+    70-line traceback. An extension already installed is used as it is (some builds load it without
+    preloading, such as the WASM engine the tests use).
+    """
+    if state.installed:
         return True
-    available = await conn.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
-    if not available:
+    if not state.available:
         return False
-    await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    if not state.preloaded:
+        raise ConfigError(
+            f"TimescaleDB is installed on this PostgreSQL server but not preloaded: {preload_fix(state.config_file)}"
+        )
+    return True
+
+
+def extension_error(message: str, config_file: str | None) -> str | None:
+    """The hub's one-line explanation of a server error about TimescaleDB, or None if it is another error."""
+    if "must be preloaded" in message and TIMESCALEDB in message:
+        return f"TimescaleDB is not preloaded by this PostgreSQL server: {preload_fix(config_file)}"
+    return None
+
+
+async def timescale_state(conn: asyncpg.Connection) -> TimescaleState:
+    """Read-only: what the server says about TimescaleDB."""
+    row = await conn.fetchrow(
+        """SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = $1) AS installed,
+                  EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = $1) AS available,
+                  $1 = ANY (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ','))
+                      AS preloaded,
+                  current_setting('config_file', true) AS config_file""",
+        TIMESCALEDB,
+    )
+    return TimescaleState(row["installed"], row["available"], row["preloaded"], row["config_file"])
+
+
+async def install_timescaledb(conn: asyncpg.Connection) -> bool:
+    """`hub apply`'s step: create the extension where the server can load it; True if feed tables are hypertables."""
+    state = await timescale_state(conn)
+    if not uses_timescaledb(state):
+        return False
+    if not state.installed:
+        try:
+            await conn.execute(f"CREATE EXTENSION IF NOT EXISTS {TIMESCALEDB}")
+        except asyncpg.PostgresError as exc:
+            explained = extension_error(str(exc), state.config_file)
+            if explained is None:
+                raise
+            raise ConfigError(explained) from None
     return True

@@ -8,6 +8,13 @@ the module that talks to that server, never leaked.
 from __future__ import annotations
 
 
+def shortened(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, saying how long it was: a message never echoes a large input whole."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: max(limit - 30, 0)]}... ({len(text):,} characters)"
+
+
 class HubError(Exception):
     """Something the hub could not do; the message says what to try.
 
@@ -66,6 +73,10 @@ class ServerUnavailable(HubError):
         self.server = server
         self.address = address
         super().__init__(f"{server} at {address} is unavailable: {hint}")
+
+
+class BrokerAccountsError(HubError):
+    """The MQTT broker's accounts cannot be read or changed (its dynamic security API refused or is absent)."""
 
 
 class StackError(HubError):

@@ -30,6 +30,24 @@ def check_identifier(value: str, what: str) -> str:
     return value
 
 
+# A device login's own part: its MQTT user name and client id are `<partner>.<device>`.
+DEVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+def check_device_name(value: str) -> str:
+    if not DEVICE_NAME.fullmatch(value):
+        raise IdentifierError(
+            f"device name {value!r} is not usable in an MQTT login: use 1-40 lower-case letters, digits, "
+            "'-' and '_', starting with a letter or digit"
+        )
+    return value
+
+
+def device_login(partner_id: str, device: str) -> str:
+    """The MQTT user name (and the only client id it may use) of a partner's device."""
+    return f"{check_identifier(partner_id, 'partner id')}.{check_device_name(device)}"
+
+
 def quote_ident(name: str) -> str:
     """Quote a SQL identifier (for names already validated, and as defence in depth)."""
     if "\x00" in name:

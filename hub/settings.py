@@ -45,9 +45,10 @@ class HubSettings(BaseSettings):
     mqtt_keepalive_s: int = 30
     mqtt_namespace_root: str = "partners"
     mqtt_error_root: str = "hub/errors"
-    # Where `hub apply` writes Mosquitto's password and ACL files when the broker is not the local
-    # stack's (docker compose: a volume the broker's entry point watches and reloads).
-    mosquitto_auth_dir: Path | None = None
+    # HUB_MQTT_URL's user name and password are the hub's admin login on the broker (Mosquitto's dynamic
+    # security API); every other login of the hub is provisioned through it, bound to its own client id.
+    # The host part of the ingest workers' client ids (default: this machine's host name).
+    worker_host: str | None = None
 
     # Kafka
     kafka_partitions: int = 4
@@ -95,6 +96,20 @@ class HubSettings(BaseSettings):
         default=True,
         description="Before storing offsets, check that the broker still holds this hub's epoch marker topic, "
         "so that a broker that lost its log (the local broker on restart) is noticed and never skipped into.",
+    )
+
+    # The local stack's supervisor (hub/stack/supervisor.py): restarts a server that crashed.
+    stack_supervise: bool = Field(default=True, description="`hub stack up` starts the supervisor.")
+    stack_supervise_every_s: float = Field(default=1.0, gt=0, description="How often it checks the servers.")
+
+    # hub apply: one transaction. Unset: half of the database's lock table (hub/control/size.py).
+    apply_max_locks: int | None = Field(default=None, gt=0, description="Most locks one apply may hold.")
+
+    # The HTTP API (hub serve): what one client may cost it (hub/api/limits.py).
+    api_max_body_bytes: int = Field(default=1024 * 1024, gt=0, description="Largest request body accepted (413).")
+    api_body_timeout_s: float = Field(default=30.0, gt=0, description="Longest time to receive a request body (408).")
+    api_header_timeout_s: float = Field(
+        default=10.0, gt=0, description="Longest time to receive a request's line and headers (408, then closed)."
     )
 
     # Bounding the local broker's memory: it keeps every record until its topic is deleted

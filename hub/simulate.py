@@ -1,4 +1,4 @@
-"""Simulated partner devices: realistic messages for every applied feed, published with the partner's credentials.
+"""Simulated partner devices: realistic messages for every applied feed, published with the partner's own login.
 
 Values are drawn in the schema's terms and then written the way the feed's devices
 write them: its payload format, field names, units and time format (the connector
@@ -176,12 +176,11 @@ class SimulationReport:
 
 
 class Publisher:
-    """One MQTT client per partner; counts PUBACKs and refusals (MQTT v5 reason codes)."""
+    """One MQTT client per partner (its login is bound to the client id equal to its user name, so one
+    connection per login); counts PUBACKs and refusals (MQTT v5 reason codes)."""
 
-    def __init__(
-        self, address: MqttAddress, username: str, password: str, protocol: MQTTProtocolVersion, client_id: str
-    ) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+    def __init__(self, address: MqttAddress, username: str, password: str, protocol: MQTTProtocolVersion) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=username, protocol=protocol)
         self.client.username_pw_set(username, password)
         self.client.max_inflight_messages_set(1000)
         self.acked = 0
@@ -189,11 +188,21 @@ class Publisher:
         self.lock = threading.Lock()
         self.connected = threading.Event()
         self.client.on_publish = self._on_publish
-        self.client.on_connect = lambda *a: self.connected.set()
+        self.refusal: str | None = None
+        self.client.on_connect = self._on_connect
         self.client.connect(address.host, address.port, 30)
         self.client.loop_start()
-        if not self.connected.wait(10):
-            raise HubError(f"simulated partner {username} could not connect to {address.host}:{address.port}")
+        if not self.connected.wait(10) or self.refusal:
+            self.close()
+            raise HubError(
+                f"simulated partner {username} could not connect to {address.host}:{address.port}: "
+                f"{self.refusal or 'no answer'}; issue new credentials with `hub partners rotate-credentials`"
+            )
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if getattr(reason, "is_failure", False):
+            self.refusal = str(reason)
+        self.connected.set()
 
     def _on_publish(self, _c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
         with self.lock:
@@ -252,7 +261,7 @@ def simulate(
         pid = f.row.partner_id
         if pid not in publishers:
             creds = credentials.load(credentials_dir, pid)
-            publishers[pid] = Publisher(address, creds["username"], creds["password"], protocol, f"sim-{pid}-{seed}")
+            publishers[pid] = Publisher(address, creds["username"], creds["password"], protocol)
     report = SimulationReport()
     ids = [s.device_ids() for s in sims]
     start = time.monotonic()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -16,8 +18,13 @@ from typing import Any
 
 from hub.catalog import store as catalog
 from hub.db import connection
-from hub.ingest.worker import IngestWorker, client_id
+from hub.errors import HubError
+from hub.ingest import identity
+from hub.ingest.worker import IngestWorker
+from hub.kafka import KafkaAdmin
 from hub.landing.worker import LandingWorker
+from hub.outage import DriverNoise, Outages
+from hub.retriable import retriable
 from hub.settings import HubSettings
 
 log = logging.getLogger("hub.supervise")
@@ -29,10 +36,40 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+async def until_reachable(settings: HubSettings, stop: asyncio.Event, log: logging.Logger) -> bool:
+    """Wait until PostgreSQL and Kafka answer (or `stop`); False if stopped first.
+
+    A worker started while one is down would fail while starting and be restarted again and again
+    (a traceback each time, and `hub run` gives up after 5 quick failures): it waits instead, saying
+    so once (hub/outage.py).
+    """
+    outages = Outages(log)
+    ep = settings.endpoints()
+    backoff = 0.2
+    while not stop.is_set():
+        try:
+            async with connection(ep.database_url):
+                outages.back("PostgreSQL")
+            async with KafkaAdmin(settings, ep.kafka_bootstrap):
+                outages.back("Kafka")
+            return True
+        except HubError as exc:
+            if not retriable(exc):
+                raise
+            outages.failed("start a worker", exc)
+        try:
+            await asyncio.wait_for(stop.wait(), backoff)
+        except TimeoutError:
+            backoff = min(backoff * 2, 5.0)
+    return False
+
+
 async def run_ingest(index: int, stop: asyncio.Event | None = None) -> None:
     settings = HubSettings()
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
+    if not await until_reachable(settings, stop, logging.getLogger("hub.ingest")):
+        return
     async with IngestWorker(settings, settings.endpoints(), index) as worker:
         await worker.run(stop)
 
@@ -41,29 +78,76 @@ async def run_land(stop: asyncio.Event | None = None) -> None:
     settings = HubSettings()
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
+    if not await until_reachable(settings, stop, logging.getLogger("hub.land")):
+        return
     async with LandingWorker(settings, settings.endpoints()) as worker:
         await worker.run(stop)
 
 
-async def drain_stale_sessions(settings: HubSettings, keep: int) -> list[str]:
-    """End the broker sessions of ingest workers that no longer run, after taking what waits in them.
+def reserve_ingest_slots(settings: HubSettings, n: int) -> tuple[list[int], contextlib.ExitStack]:
+    """The first `n` worker indices that no other `hub run` (or worker) on this machine holds.
+
+    They stay reserved, across restarts of their workers, until the returned stack is closed (or this
+    process ends): a second `hub run` against the same stack joins with the next indices, so no two
+    workers ever share a client id.
+    """
+    held = contextlib.ExitStack()
+    indices: list[int] = []
+    i = 0
+    while len(indices) < n:
+        try:
+            held.enter_context(identity.claim(settings, f"ingest-slot-{i}"))
+        except HubError:
+            i += 1
+            continue
+        if identity.free(settings, identity.worker_client_id(settings, i)):
+            indices.append(i)
+        else:  # a worker started outside `hub run` (a test, say) uses it
+            held.close()
+            held = _reclaim(settings, indices)
+        i += 1
+    return indices, held
+
+
+def _reclaim(settings: HubSettings, indices: list[int]) -> contextlib.ExitStack:
+    held = contextlib.ExitStack()
+    for i in indices:
+        held.enter_context(identity.claim(settings, f"ingest-slot-{i}"))
+    return held
+
+
+LEGACY_ID = re.compile(r"^hub-ingest-\d+$")  # client ids of versions that did not name the host
+
+
+async def drain_stale_sessions(settings: HubSettings, mine: list[int]) -> list[str]:
+    """End the broker sessions of this machine's ingest workers that no longer run, after taking what waits in them.
 
     A persistent session left behind stays a member of the shared subscription and keeps
-    receiving its share of messages, which would then wait there undelivered. Returns the
-    sessions ended; one whose messages cannot reach Kafka now is left out of the shared
-    group but kept (with its messages), and tried again next time.
+    receiving its share of messages, which would then wait there undelivered. Sessions of other
+    machines' workers are left to their own `hub run`; a session whose index another `hub run`
+    here holds is running. Returns the sessions ended; one whose messages cannot reach Kafka now
+    is left out of the shared group but kept (with its messages), and tried again next time.
     """
     ep = settings.endpoints()
     async with connection(ep.database_url) as conn:
         await catalog.ensure_catalog(conn)
         rows = await conn.fetch("SELECT name FROM hub.resources WHERE kind = 'mqtt-session' AND state = 'active'")
-    wanted = {client_id(i) for i in range(keep)}
-    stale = sorted(r["name"] for r in rows if r["name"] not in wanted)
+    host = identity.this_host(settings)
     ended = []
-    for name in stale:
-        index = int(name.rsplit("-", 1)[1])
-        async with IngestWorker(settings, ep, index, drain_only=True) as worker:
-            pass  # entering resumes the old session; leaving takes what waits in it to Kafka and ends it
+    for name in sorted(r["name"] for r in rows):
+        index = identity.index_on_host(name, host)
+        if index in mine or (index is None and not LEGACY_ID.match(name)):
+            continue
+        try:
+            with contextlib.ExitStack() as held:
+                if index is not None:
+                    held.enter_context(identity.claim(settings, f"ingest-slot-{index}"))
+                async with IngestWorker(settings, ep, index or 0, drain_only=True, client_id=name) as worker:
+                    pass  # entering resumes the old session; leaving takes what waits in it to Kafka and ends it
+        except HubError as exc:
+            if "is in use" in str(exc):
+                continue  # its worker runs
+            raise
         if worker.session_ended:
             ended.append(name)
             log.info("drained and ended stale ingest session %s", name)
@@ -74,6 +158,8 @@ async def drain_stale_sessions(settings: HubSettings, keep: int) -> list[str]:
 
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(DriverNoise())  # a broker away is said once by the worker, not per connection attempt
 
 
 def _for_throughput() -> None:
@@ -130,12 +216,25 @@ def supervise(
     row: a configuration error, say) stops the others; the exit status is then 1.
     """
     _logging()
-    if ingest_workers:
-        asyncio.run(drain_stale_sessions(HubSettings(), ingest_workers))
+    settings = HubSettings()
+    indices, reserved = reserve_ingest_slots(settings, ingest_workers)
+    with reserved:
+        return _supervise(indices, land_workers, max_quick_failures, quick_s, restart_backoff_s)
+
+
+def _supervise(
+    indices: list[int],
+    land_workers: int,
+    max_quick_failures: int,
+    quick_s: float,
+    restart_backoff_s: tuple[float, float],
+) -> int:
+    if indices:
+        asyncio.run(drain_stale_sessions(HubSettings(), indices))
     ctx = mp.get_context("spawn")
     slots = [
         *(_Slot(f"land-{i}", _land_process, ()) for i in range(land_workers)),
-        *(_Slot(f"ingest-{i}", _ingest_process, (i,)) for i in range(ingest_workers)),
+        *(_Slot(f"ingest-{i}", _ingest_process, (i,)) for i in indices),
     ]
 
     def start(slot: _Slot) -> None:

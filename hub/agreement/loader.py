@@ -1,7 +1,8 @@
 """Read organisation and agreement files with errors that name the file, line and key.
 
-The line mapping is the connector loader's (hub/connector/loader.py), so every config file the hub
-reads reports its errors the same way.
+Every YAML file of the hub is read by hub/limited_yaml.py (bounded size, nodes, depth and aliases, the
+line of every key), and validation errors are located as the connector loader locates them, so every
+config file the hub reads reports its errors the same way.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from hub.agreement.model import Agreement, AgreementsFile, Organisation, OrganisationFile
-from hub.connector.loader import _field_name, _line_for, _line_map, _location, _model_of, _strip
+from hub.connector.loader import _location, _model_of, _strip
 from hub.errors import ConfigError
+from hub.limited_yaml import YamlDocument, field_name, parse_yaml
 
 M = TypeVar("M", bound=BaseModel)
 Loc = tuple[str | int, ...]
@@ -27,13 +29,13 @@ class Located:
     """A validated document with the line of every key path, for errors found after validation."""
 
     file: str
-    lines: dict[Loc, int]
+    document: YamlDocument
 
     def line(self, *loc: str | int) -> int | None:
-        return _line_for(loc, self.lines)
+        return self.document.line_of(loc)
 
     def error(self, message: str, *loc: str | int) -> ConfigError:
-        return ConfigError(message, file=self.file, line=self.line(*loc), field=_field_name(loc) or None)
+        return ConfigError(message, file=self.file, line=self.line(*loc), field=field_name(loc) or None)
 
 
 def read_text(path: Path) -> str:
@@ -45,9 +47,9 @@ def read_text(path: Path) -> str:
         raise ConfigError(f"cannot read: {exc}", file=str(path)) from None
 
 
-def compose(text: str, file: str) -> tuple[yaml.Node | None, Any]:
-    """The YAML node tree and its data. Anchors and aliases are refused: the safe loader expands them
-    without limit (a few hundred bytes can take gigabytes), and no agreement needs them."""
+def refuse_anchors(text: str, file: str) -> None:
+    """Anchors and aliases are refused in these files, before anything else: no agreement needs them, and a
+    reviewer should see every value where it applies. (hub/limited_yaml.py bounds them everywhere else.)"""
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
@@ -56,21 +58,18 @@ def compose(text: str, file: str) -> tuple[yaml.Node | None, Any]:
                     file=file,
                     line=event.start_mark.line + 1 if event.start_mark else None,
                 )
-        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        raise ConfigError(f"invalid YAML: {exc.problem}", file=file, line=mark.line + 1 if mark else None) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", file=file) from None
+    except yaml.YAMLError:
+        pass  # parse_yaml reports it, with its line
 
 
 def parse_document(text: str, file: str, model: type[M], shape: str) -> tuple[M, Located]:
     """Validate a YAML document against `model`; `shape` says what the file should look like."""
-    node, data = compose(text, file)
-    if not isinstance(data, dict) or node is None:
+    refuse_anchors(text, file)
+    document = parse_yaml(text, file)
+    data = document.data
+    if not isinstance(data, dict):
         raise ConfigError(f"expected {shape}", file=file, line=1)
-    lines = _line_map(node, file=file)
-    located = Located(file, lines)
+    located = Located(file, document)
     try:
         return model.model_validate(data), located
     except ValidationError as exc:

@@ -13,16 +13,18 @@ from contextlib import asynccontextmanager
 import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from hub.api.errors import STORE_ERROR, ApiError
+from hub.api.limits import ApiLimits, BodyLimit
 from hub.api.registry import ROUTES, RegistryJSON, pool
 from hub.catalog import store as catalog
 from hub.catalog.feeds_view import feed_summaries
 from hub.db import DATABASE_ERRORS, redact
-from hub.errors import ServerUnavailable
+from hub.errors import ServerUnavailable, shortened
 
 log = logging.getLogger("hub.api")
 
@@ -53,9 +55,15 @@ def _error_response(request: Request, status: int, body: dict[str, object], head
     return cls(body, status_code=status, headers=headers)
 
 
+def _media_type(path: str) -> str:
+    return str(JSONResponse.media_type if path.startswith(HUB_PATHS) else RegistryJSON.media_type)
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return _error_response(request, exc.status, exc.body(), exc.headers)
+    limits: ApiLimits = request.app.state.limits
+    body = {"error_code": exc.code, "message": shortened(exc.message, limits.max_message_chars)}
+    return _error_response(request, exc.status, body, exc.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -68,18 +76,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _database_error(request: Request, exc: Exception) -> Response:
     """A database failure is a 500 with Confluent's store error code, not a traceback page."""
-    log.warning("database error on %s %s: %s", request.method, request.url.path, exc)
-    body: dict[str, object] = {"error_code": STORE_ERROR, "message": f"Error in the catalog database: {exc}"}
+    log.warning("database error on %s %s: %s", request.method, shortened(request.url.path, 200), exc)
+    message = shortened(f"Error in the catalog database: {exc}", request.app.state.limits.max_message_chars)
+    body: dict[str, object] = {"error_code": STORE_ERROR, "message": message}
     return _error_response(request, 500, body, {})
 
 
-def create_app(database_url: str, *, pool_size: int = 8) -> Starlette:
+def create_app(database_url: str, *, pool_size: int = 8, limits: ApiLimits | None = None) -> Starlette:
     """The API reading the catalog at `database_url` (the catalog's tables are created if missing)."""
+    limits = limits or ApiLimits()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
-            db = await asyncpg.create_pool(database_url, min_size=1, max_size=pool_size, timeout=10)
+            # No floor: a pool with one reconnects in the background while the database is down, logging a
+            # traceback each time; connections are opened when a request needs one.
+            db = await asyncpg.create_pool(database_url, min_size=0, max_size=pool_size, timeout=10)
         except DATABASE_ERRORS as exc:
             raise ServerUnavailable(
                 "PostgreSQL", redact(database_url), f"{exc}; start it with `hub stack up` or check HUB_DATABASE_URL"
@@ -103,4 +115,11 @@ def create_app(database_url: str, *, pool_size: int = 8) -> Starlette:
         HTTPException: _http_error,
         **dict.fromkeys(DATABASE_ERRORS, _database_error),
     }
-    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        exception_handlers=handlers,
+        lifespan=lifespan,
+        middleware=[Middleware(BodyLimit, max_body_bytes=limits.max_body_bytes, media_type=_media_type)],
+    )
+    app.state.limits = limits
+    return app

@@ -6,6 +6,7 @@ Reference: https://docs.confluent.io/platform/current/schema-registry/develop/ap
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,13 +28,13 @@ from hub.api.errors import (
     subject_not_found,
     version_not_found,
 )
-from hub.errors import SchemaError
+from hub.api.limits import ApiLimits
+from hub.errors import SchemaError, shortened
 from hub.schema import registry
 from hub.schema.registry import RegisteredVersion
 
 MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
 MAX_VERSION = 2**31 - 1  # also the largest schema id (a PostgreSQL serial)
-MAX_BODY_BYTES = 1024 * 1024  # a schema is a few kilobytes
 
 
 class RegistryJSON(JSONResponse):
@@ -66,15 +67,38 @@ def parse_version(text: str) -> int | None:
     return number
 
 
+def subject_param(request: Request) -> str:
+    """The {subject} of a path. It reaches SQL, which cannot hold a NUL character (and answered 500)."""
+    subject: str = request.path_params["subject"]
+    if "\x00" in subject:
+        raise ApiError(400, 400, "a subject name cannot contain a NUL character (%00)")
+    return subject
+
+
 async def read_body(request: Request) -> bytes:
-    """The request body, refused (413) past MAX_BODY_BYTES without reading the rest."""
+    """The request body, refused (413) past the limit without reading the rest, and (408) if it comes too slowly.
+
+    A body announced larger than the limit never gets here (limits.BodyLimit); this counts one sent
+    without a length."""
+    limits: ApiLimits = request.app.state.limits
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, 413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(limits.body_timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limits.max_body_bytes:
+                    raise ApiError(
+                        413,
+                        413,
+                        f"the request body is larger than {limits.max_body_bytes:,} bytes",
+                        {"Connection": "close"},
+                    )
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(
+            408, 408, f"the request body took longer than {limits.body_timeout_s:.0f} s", {"Connection": "close"}
+        ) from None
     return b"".join(chunks)
 
 
@@ -170,25 +194,25 @@ async def list_subjects(request: Request) -> Response:
 
 
 async def list_versions(request: Request) -> Response:
-    subject: str = request.path_params["subject"]
+    subject = subject_param(request)
     return RegistryJSON([r.version for r in await subject_history(request, subject)])
 
 
 async def get_version(request: Request) -> Response:
-    subject: str = request.path_params["subject"]
+    subject = subject_param(request)
     number = parse_version(request.path_params["version"])
     return RegistryJSON(pick(await subject_history(request, subject), subject, number).as_json())
 
 
 async def get_version_schema(request: Request) -> Response:
-    subject: str = request.path_params["subject"]
+    subject = subject_param(request)
     number = parse_version(request.path_params["version"])
     return Response(pick(await subject_history(request, subject), subject, number).schema, media_type=MEDIA_TYPE)
 
 
 async def lookup(request: Request) -> Response:
     """POST /subjects/{subject}: is this schema registered under the subject? Its id and version if so."""
-    subject: str = request.path_params["subject"]
+    subject = subject_param(request)
     found = await subject_history(request, subject)
     data = _parsed(await submitted_schema(request))
     match = registry.find_registered(data, found, normalize=flag(request, "normalize"))
@@ -200,7 +224,7 @@ async def lookup(request: Request) -> Response:
 async def register(request: Request) -> Response:
     """POST /subjects/{subject}/versions: answered only for a schema already registered (serializers that
     auto-register send what is registered); anything new is refused, saying how schemas are registered."""
-    subject: str = request.path_params["subject"]
+    subject = subject_param(request)
     text = await submitted_schema(request)
     data = _parsed(text)
     found = await registry.history(pool(request), subject)
@@ -215,7 +239,7 @@ async def register(request: Request) -> Response:
                 409,
                 INCOMPATIBLE,
                 f"Schema being registered is incompatible with an earlier schema for subject '{subject}' "
-                f"({mode}): {'; '.join(problems)}. Besides, {READ_ONLY}",
+                f"({mode}): {'; '.join(bounded_list(problems))}. Besides, {READ_ONLY}",
             )
     raise read_only(f"registering a new schema under subject '{subject}'", "GET")
 
@@ -226,7 +250,7 @@ async def test_compatibility(request: Request) -> Response:
     Checked with the feed's own compatibility mode: against the given version (and, for a transitive
     mode, every version before it), or against all versions when none is given.
     """
-    subject: str = request.path_params["subject"]
+    subject = subject_param(request)
     found = await subject_history(request, subject)
     text = await submitted_schema(request)
     if "version" in request.path_params:
@@ -234,7 +258,7 @@ async def test_compatibility(request: Request) -> Response:
         found = [r for r in found if r.version <= target.version]
     mode = await registry.compatibility(pool(request), subject) or registry.DEFAULT_COMPATIBILITY
     problems = _problems(text, found, mode)
-    return RegistryJSON({"is_compatible": not problems, "messages": problems})
+    return RegistryJSON({"is_compatible": not problems, "messages": bounded_list(problems)})
 
 
 # --------------------------------------------------------------------------- config and mode
@@ -245,7 +269,7 @@ async def global_config(_request: Request) -> Response:
 
 
 async def subject_config(request: Request) -> Response:
-    subject: str = request.path_params["subject"]
+    subject = subject_param(request)
     mode = await registry.compatibility(pool(request), subject)
     if mode is None:
         if not await registry.versions(pool(request), subject):
@@ -289,6 +313,18 @@ def _parsed(text: str) -> Any:
         return registry.parse_submitted(text)
     except SchemaError as exc:
         raise invalid_schema(str(exc)) from None
+
+
+MAX_PROBLEMS = 20
+MAX_PROBLEM_CHARS = 500
+
+
+def bounded_list(problems: list[str]) -> list[str]:
+    """At most MAX_PROBLEMS problems of at most MAX_PROBLEM_CHARS characters each: they may quote the input."""
+    shown = [shortened(p, MAX_PROBLEM_CHARS) for p in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+        shown.append(f"... and {len(problems) - MAX_PROBLEMS} more")
+    return shown
 
 
 def _problems(text: str, against: list[RegisteredVersion], mode: str) -> list[str]:

@@ -30,6 +30,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from hub.bench.c_clients import CClients
 from hub.bench.measure import PeakMemory, percentile
 from hub.control.apply import apply
 from hub.errors import HubError
@@ -39,9 +40,7 @@ from hub.stack.local import LocalStack, cli_env, private_settings
 from hub.stack.process import require_binary
 
 HERE = Path(__file__).resolve().parent
-CHUNK = 25_000
 DEVICES = 1000
-TOPIC = "partners/bench_lab/air/readings"
 FEED_TABLE = "bench_lab.air"
 
 
@@ -103,10 +102,9 @@ class Bench:
         self.log(f"starting a private stack in {self.state}")
         self.stack = LocalStack(self.settings)
         self.stack.up()
-        result = asyncio.run(apply(self.settings, HERE / "bench.yaml", HERE, broker=LocalBrokerAuth(self.settings)))
-        self.partner_password = result.credentials["bench_lab"]
+        asyncio.run(apply(self.settings, HERE / "bench.yaml", HERE, broker=LocalBrokerAuth(self.settings)))
+        self.c = CClients(self.settings)
         self.ep = self.settings.endpoints()
-        self.service = self.ep.mqtt()
         for name, proc in (
             ("mosquitto", servers.mosquitto_process(self.state)),
             ("kafka", servers.kafka_process(self.state)),
@@ -176,43 +174,10 @@ class Bench:
         )
         return int(landed), int(accepted), int(rejected)
 
-    # --- publishing with C clients -----------------------------------------------------
-
-    def mosquitto_pub(self, username: str, password: str) -> subprocess.Popen[bytes]:
-        """A C publisher (QoS 1, 1,000 in flight) that sends each line of its stdin as one message."""
-        argv = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.settings.mqtt_port), "-u", username, "-P", password]
-        argv += ["-q", "1", "-M", "1000", "-t", TOPIC, "-l"]
-        return subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, bufsize=0
-        )
-
-    def publish_chunks(self, lines: list[bytes], username: str, password: str, parallel: int = 2) -> float:
-        """Publish every line with `mosquitto_pub -l` in chunks; returns the start time (monotonic)."""
-        chunks = [lines[i : i + CHUNK] for i in range(0, len(lines), CHUNK)]
-        start = time.monotonic()
-        running: list[subprocess.Popen[bytes]] = []
-        for chunk in chunks:
-            while len(running) >= parallel:
-                running[0].wait()
-                running = [p for p in running if p.poll() is None]
-            p = self.mosquitto_pub(username, password)
-            assert p.stdin is not None
-            p.stdin.write(b"\n".join(chunk) + b"\n")
-            p.stdin.close()
-            running.append(p)
-        for p in running:
-            p.wait()
-        return start
-
     def ceiling(self, lines: list[bytes]) -> tuple[float, int]:
-        counter = subprocess.Popen(
-            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.settings.mqtt_port), "-u", self.service.username or "",
-             "-P", self.service.password or "", "-q", "1", "-t", TOPIC, "-C", str(len(lines)), "-W", "120"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        counter = self.c.counter(len(lines))
         time.sleep(0.5)  # its SUBACK; publishing earlier would not be counted
-        start = self.publish_chunks(lines, "bench_lab", self.partner_password)
+        start = self.c.publish_chunks(lines)
         out, _ = counter.communicate()
         elapsed = time.monotonic() - start
         received = out.count(b"\n")
@@ -230,7 +195,7 @@ class Bench:
 
             def publish() -> None:
                 nonlocal t0
-                t0 = self.publish_chunks(lines, "bench_lab", self.partner_password)
+                t0 = self.c.publish_chunks(lines)
                 done.set()
 
             threading.Thread(target=publish, daemon=True).start()
@@ -266,7 +231,7 @@ class Bench:
         The C publisher sends a line as soon as it reads it, so the measured latency is the hub's, not a
         Python publisher's queue.
         """
-        procs = [self.mosquitto_pub("bench_lab", self.partner_password) for _ in range(publishers)]
+        procs = [self.c.mosquitto_pub(login) for login in self.c.logins[:publishers]]
         devices = [f"{prefix}-{i:04d}" for i in range(DEVICES)]
         last: dict[str, int] = {}
         start = time.monotonic()
@@ -382,7 +347,7 @@ class Bench:
         conn = await asyncpg.connect(self.ep.database_url)
         try:
             base_landed, base_acc, _ = await self.counts(conn)
-            await asyncio.to_thread(self.publish_chunks, lines, "bench_lab", self.partner_password)
+            await asyncio.to_thread(self.c.publish_chunks, lines)
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 _, acc, _ = await self.counts(conn)

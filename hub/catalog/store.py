@@ -175,6 +175,17 @@ CREATE TABLE IF NOT EXISTS hub.dead_letters (
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_feed ON hub.dead_letters (partner_id, feed, at);
 CREATE INDEX IF NOT EXISTS dead_letters_by_time ON hub.dead_letters (at);
+-- (+21) MQTT logins of a partner's devices or gateways (`hub devices`), each bound on the broker to the
+-- client id equal to its user name; the partner's own login is hub.partners.mqtt_username.
+CREATE TABLE IF NOT EXISTS hub.mqtt_devices (
+    partner_id text NOT NULL REFERENCES hub.partners(id),
+    name text NOT NULL,
+    username text NOT NULL UNIQUE,
+    password_hash text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    rotated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (partner_id, name)
+);
 """
 # (+20) Organisations, agreements, their append-only audit trail and pgaudit's read log (kept in a module
 # of its own for its length: hub/catalog/agreements_ddl.py).
@@ -185,7 +196,7 @@ CATALOG_DDL += AGREEMENTS_DDL
 # version: ALTER TABLE and CREATE OR REPLACE VIEW take exclusive locks even when they change
 # nothing, so running them at every worker start (and catalog reload) would queue behind
 # landing's transactions on hub.land_offsets, and stop every worker behind them.
-CATALOG_VERSION = "hub catalog 3 (+16)"
+CATALOG_VERSION = "hub catalog 4 (+16)"
 CATALOG_DDL += f"COMMENT ON SCHEMA hub IS '{CATALOG_VERSION}';\n"
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hub.cli import connector, dead_letters, onboard, run, share, stack
+from hub.cli import connector, dead_letters, logins, onboard, run, share, stack
 from hub.cli.agreements import app as agreements_app
 from hub.cli.bench import bench
 from hub.cli.demo import demo
@@ -31,6 +31,8 @@ app.add_typer(query_app, name="query")
 app.add_typer(dead_letters.app, name="dead-letters")
 app.add_typer(connector.app, name="connector")
 app.add_typer(agreements_app, name="agreements")
+app.add_typer(logins.partners_app, name="partners")
+app.add_typer(logins.devices_app, name="devices")
 app.add_typer(grafana_app, name="grafana")
 app.command()(demo)
 app.command()(maintain)
@@ -39,7 +41,8 @@ app.command("simulate")(simulate_cmd)
 app.command("stats")(stats_cmd)
 app.command()(serve)
 app.command("try")(try_payload)
-for _cmd in (onboard.plan, onboard.apply, onboard.feeds, onboard.partners):
+app.command("broker-init")(logins.broker_init)
+for _cmd in (onboard.plan, onboard.apply, onboard.feeds):
     app.command()(_cmd)
 for _share in (share.orgs, share.access, share.explain, share.audit):
     app.command()(_share)

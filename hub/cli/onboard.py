@@ -31,7 +31,8 @@ SchemasOpt = Annotated[
 @one_line_errors
 def plan(paths: PathsArg, schemas: SchemasOpt = None) -> None:
     """Show what `hub apply` would change, without changing anything."""
-    result = asyncio.run(applier.plan(settings(), paths, schemas))
+    s = settings()
+    result = asyncio.run(applier.plan(s, paths, schemas, broker=LocalBrokerAuth(s)))
     for line in result.render():
         console.print(line, highlight=False)
     for line in mapping_lines((p.id, f.feed, f.schema) for p in result.partners for f in p.feeds):
@@ -45,7 +46,7 @@ def apply(
     save_credentials: Annotated[
         Path | None,
         typer.Option(
-            help="Also write new partners' MQTT credentials to DIR/<partner>.json and new organisations' database "
+            help="Also write new MQTT logins' credentials to DIR/<username>.json and new organisations' database "
             "logins to DIR/<org>.db.json (owner-only files)."
         ),
     ] = None,
@@ -62,16 +63,7 @@ def apply(
         console.print(f"agreement expectations: {result.expectations} checked against the database, all hold")
     if result.plan.empty:
         return
-    for partner_id, password in result.credentials.items():
-        creds = credentials.describe(s, partner_id, password)
-        console.print(
-            f"\nMQTT credentials for [bold]{partner_id}[/bold] (shown once; only a hash is stored):\n"
-            f"  username {partner_id}\n  password {password}\n"
-            f"  publish under {creds['publish_under']}   error reports on {creds['error_reports']}",
-            highlight=False,
-        )
-        if save_credentials is not None:
-            credentials.save(save_credentials, creds)
+    show_credentials(result.credentials, save_credentials)
     for org, password in result.db_passwords.items():
         login = db_credentials.describe(s, org, password)
         console.print(
@@ -81,9 +73,17 @@ def apply(
         )
         if save_credentials is not None:
             db_credentials.save(save_credentials, login)
-    if not result.mqtt_reloaded:
-        console.print("note: no local Mosquitto to reload; reload your broker to pick up the new ACL")
     console.print(f"applied {len(result.plan.changes)} changes", highlight=False)
+
+
+def show_credentials(passwords: dict[str, str], save_to: Path | None) -> None:
+    """Each new login once on the terminal (and in an owner-only file where asked)."""
+    s = settings()
+    for username, password in passwords.items():
+        creds = credentials.describe(s, username, password)
+        console.print("\n" + credentials.render(creds), highlight=False)
+        if save_to is not None:
+            console.print(f"  saved to {credentials.save(save_to, creds)}", highlight=False)
 
 
 async def _feeds() -> list[dict[str, Any]]:
@@ -106,8 +106,7 @@ def feeds(as_json: Annotated[bool, typer.Option("--json", help="One JSON array f
     console.print(table)
 
 
-@one_line_errors
-def partners(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_partners(as_json: bool) -> None:
     """Every onboarded partner."""
 
     async def fetch() -> list[dict[str, Any]]:

@@ -19,14 +19,26 @@ def serve(
     import uvicorn
 
     from hub.api.app import create_app
+    from hub.api.limits import ApiLimits, protocol_with_deadline
 
     s = settings()
     database_url = s.endpoints().database_url  # no stack and no HUB_DATABASE_URL: a one-line error
     port = port if port is not None else s.api_port
     console.print(f"hub API on http://{host}:{port} (schema registry, /feeds, /health)", highlight=False)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(database_url), host=host, port=port, lifespan="on", access_log=False)
+    limits = ApiLimits(
+        max_body_bytes=s.api_max_body_bytes,
+        body_timeout_s=s.api_body_timeout_s,
+        header_timeout_s=s.api_header_timeout_s,
     )
+    config = uvicorn.Config(
+        create_app(database_url, limits=limits),
+        host=host,
+        port=port,
+        lifespan="on",
+        access_log=False,
+        http=protocol_with_deadline(limits.header_timeout_s),
+    )
+    server = uvicorn.Server(config)
     server.run()
     if not server.started:
         raise HubError(f"the API did not start on {host}:{port}: see the messages above")

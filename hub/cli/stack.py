@@ -14,7 +14,7 @@ app = typer.Typer(help="Start, inspect and stop the local stack (Mosquitto, Post
 
 
 def _print(statuses: list[ComponentStatus]) -> None:
-    table = Table("component", "address", "pid", "health", "memory", "detail")
+    table = Table("component", "address", "pid", "health", "memory", "restarts", "detail")
     for s in statuses:
         table.add_row(
             s.name,
@@ -22,9 +22,13 @@ def _print(statuses: list[ComponentStatus]) -> None:
             str(s.pid or "-"),
             "[green]healthy[/green]" if s.healthy else "[red]down[/red]",
             f"{s.rss_mb:.0f} MB" if s.rss_mb is not None else "-",
+            str(s.restarts),
             s.detail,
         )
     console.print(table)
+    for s in statuses:
+        if s.last_event and s.name != "supervisor":
+            console.print(f"{s.name}: {s.last_event}", highlight=False)
 
 
 @app.command()
@@ -57,6 +61,19 @@ def status(as_json: bool = typer.Option(False, "--json", help="One JSON object f
         _print(statuses)
     if not all(s.healthy for s in statuses):
         raise typer.Exit(1)
+
+
+@app.command(hidden=True)
+@one_line_errors
+def supervise() -> None:
+    """The stack's supervisor (started by `hub stack up`): starts a crashed server again."""
+    import asyncio
+    import logging
+
+    from hub.stack.supervisor import supervise_stack
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(supervise_stack(settings()))
 
 
 @app.command()

@@ -9,74 +9,24 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from hub.connector.model import ConnectorConfig, LocatedError
 from hub.errors import ConfigError
+from hub.limited_yaml import DEFAULT_LIMITS, KeyPath, YamlDocument, YamlLimits, field_name, parse_yaml, read_yaml
 
-Path_ = tuple[str | int, ...]
-
-
-def _line_map(
-    node: yaml.Node, path: Path_ = (), out: dict[Path_, int] | None = None, file: str | None = None
-) -> dict[Path_, int]:
-    """Map each key path of a YAML document to its 1-based line; a key given twice in a mapping is an error.
-
-    YAML loaders keep the last of two equal keys silently, so a pasted duplicate would hide the first value.
-    """
-    out = {} if out is None else out
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        first: dict[object, int] = {}
-        for key, value in node.value:
-            line = key.start_mark.line + 1
-            if isinstance(key, yaml.ScalarNode) and key.value in first:
-                raise ConfigError(
-                    f"key {key.value!r} is given twice in the same mapping (first on line {first[key.value]}); "
-                    "remove one of them",
-                    file=file,
-                    line=line,
-                    field=_field_name((*path, key.value)),
-                )
-            if isinstance(key, yaml.ScalarNode):
-                first[key.value] = line
-            child = (*path, key.value)
-            out[child] = line
-            _line_map(value, child, out, file)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _line_map(item, (*path, i), out, file)
-    return out
+Path_ = KeyPath
 
 
-def _line_for(loc: Path_, lines: dict[Path_, int]) -> int | None:
-    for cut in range(len(loc), -1, -1):
-        if loc[:cut] in lines:
-            return lines[loc[:cut]]
-    return None
+def parse_connector(text: str, file: str, limits: YamlLimits = DEFAULT_LIMITS) -> ConnectorConfig:
+    return _validate(parse_yaml(text, file, limits), file)
 
 
-def _field_name(loc: Path_) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def parse_connector(text: str, file: str) -> ConnectorConfig:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data: Any = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        raise ConfigError(f"invalid YAML: {exc.problem}", file=file, line=mark.line + 1 if mark else None) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", file=file) from None
-    if not isinstance(data, dict) or node is None:
+def _validate(doc: YamlDocument, file: str) -> ConnectorConfig:
+    data: Any = doc.data
+    if not isinstance(data, dict):
         raise ConfigError("a connector config is a mapping with `partner:` and `feeds:`", file=file, line=1)
-    lines = _line_map(node, file=file)
     try:
         return ConnectorConfig.model_validate(data)
     except ValidationError as exc:
@@ -95,7 +45,7 @@ def parse_connector(text: str, file: str) -> ConnectorConfig:
         elif err["type"] == "missing":
             msg = f"required key {loc[-1]!r} is missing"
         more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
-        raise ConfigError(msg + more, file=file, line=_line_for(loc, lines), field=_field_name(loc)) from None
+        raise ConfigError(msg + more, file=file, line=doc.line_of(loc), field=field_name(loc)) from None
 
 
 _KEY = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -166,14 +116,8 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
 
 
-def load_connector(path: Path) -> ConnectorConfig:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("file not found", file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", file=str(path)) from None
-    return parse_connector(text, str(path))
+def load_connector(path: Path, limits: YamlLimits = DEFAULT_LIMITS) -> ConnectorConfig:
+    return _validate(read_yaml(path, limits), str(path))
 
 
 def connector_files(path: Path) -> list[Path]:
@@ -189,7 +133,6 @@ def connector_files(path: Path) -> list[Path]:
 def key_line(path: Path, loc: Path_) -> int | None:
     """Line of a key path in a (valid) YAML file, for errors found after validation."""
     try:
-        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-        return _line_for(loc, _line_map(node)) if node is not None else None
-    except (OSError, yaml.YAMLError, ConfigError):
+        return read_yaml(path).line_of(loc)
+    except ConfigError:
         return None

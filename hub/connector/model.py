@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -357,7 +357,7 @@ class ConnectorConfig(Strict):
     @model_validator(mode="after")
     def _unique_feeds(self) -> ConnectorConfig:
         names: dict[str, int] = {}
-        topics: dict[str, int] = {}
+        topics = _FilterIndex()
         for i, feed in enumerate(self.feeds):
             if feed.name in names:
                 raise LocatedError(
@@ -368,21 +368,45 @@ class ConnectorConfig(Strict):
             names[feed.name] = i
             # Placeholders match any level: 'a/{device_id}' and 'a/x' would receive each other's messages.
             filt = feed.subscription("")
-            clash = next((j for f, j in topics.items() if _filters_overlap(f, filt)), None)
+            clash = topics.overlapping(filt)
             if clash is not None:
                 raise LocatedError(
                     f"topic {feed.topic!r} overlaps the topic of feed {self.feeds[clash].name!r} "
                     f"({self.feeds[clash].topic!r}): a message must belong to exactly one feed",
                     ("feeds", i, "topic"),
                 )
-            topics[filt] = i
+            topics.add(filt, i)
         return self
 
 
-def _filters_overlap(a: str, b: str) -> bool:
-    """Whether two subscription filters (only '+' wildcards) can match the same topic."""
-    la, lb = a.split("/"), b.split("/")
-    return len(la) == len(lb) and all(x == y or "+" in (x, y) for x, y in zip(la, lb, strict=True))
+class _FilterIndex:
+    """Subscription filters (only '+' wildcards) as a tree of levels, to find one that overlaps a new filter.
+
+    Comparing each new filter with every earlier one took a minute for 5,000 feeds; the tree follows only
+    the branches a topic could take (the same level, or '+'), so a lookup costs about the filter's depth.
+    """
+
+    def __init__(self) -> None:
+        self.root: dict[str | None, Any] = {}  # level -> subtree; None -> index of a filter ending here
+
+    def add(self, filt: str, index: int) -> None:
+        node = self.root
+        for level in filt.split("/"):
+            node = node.setdefault(level, {})
+        node[None] = index
+
+    def overlapping(self, filt: str) -> int | None:
+        """The index of an added filter that can match a topic `filt` matches too, if any."""
+        nodes = [self.root]
+        for level in filt.split("/"):
+            if level == "+":
+                nodes = [child for node in nodes for key, child in node.items() if key is not None]
+            else:
+                nodes = [node[key] for node in nodes for key in (level, "+") if key in node]
+            if not nodes:
+                return None
+        ends = [node[None] for node in nodes if None in node]
+        return min(ends) if ends else None
 
 
 def _identifier(value: str, what: str) -> str:

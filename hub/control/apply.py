@@ -2,11 +2,13 @@
 
 Connector configs, organisations and agreements are applied together (hub/control/sources.py sorts the
 files given). Order of effects: every catalog row, schema version, table change, role and shared view
-happens in one database transaction, whose last step checks the invariants of shared objects and the
-agreements' expectations (a failure rolls everything back); Kafka topics are created before it commits
-(an extra empty topic is harmless and reused next time); sessions of organisations whose shared objects
-were dropped or narrowed are ended before the change and again after the commit; the MQTT password and
-ACL files are rewritten from the committed catalog last.
+happens in one database transaction, whose last steps check the invariants of shared objects and the
+agreements' expectations (a failure rolls everything back) and then change the MQTT broker's accounts
+to match the catalog (hub/control/broker_sync.py), so a broker that refuses leaves nothing committed;
+Kafka topics are created before it commits (an extra empty topic is harmless and reused next time);
+sessions of organisations whose shared objects were dropped or narrowed are ended before the change and
+again after the commit. Every plan compares the broker with the catalog, so a second apply repairs
+whatever drifted there.
 """
 
 from __future__ import annotations
@@ -24,25 +26,28 @@ from hub.catalog import agreements as shared
 from hub.catalog import store as catalog
 from hub.catalog.locks import APPLY_LOCK
 from hub.catalog.topics import feed_topic_specs
-from hub.control import share_apply
+from hub.control import broker_sync, share_apply
 from hub.control.desired import load_desired
 from hub.control.plan import CurrentState, DesiredPartner, Plan, make_plan
 from hub.control.share_plan import SharingPlan, make_sharing_plan
+from hub.control.size import LockTable, too_large
 from hub.control.sources import Sources, classify
-from hub.db import connection, timescaledb_available
+from hub.db import connection, install_timescaledb, timescale_state, uses_timescaledb
+from hub.errors import ConfigError
 from hub.kafka import KafkaAdmin
-from hub.mqtt_auth import BrokerAuth, MqttUser, generate_secret, hash_password, hub_service_user
-from hub.settings import Endpoints, HubSettings
+from hub.mqtt_auth.accounts import generate_secret, hash_password
+from hub.mqtt_auth.dynsec import BrokerAuth, DynsecBroker
+from hub.mqtt_auth.reconcile import Diff
+from hub.settings import HubSettings
 
 
 @dataclass
 class ApplyResult:
     plan: Plan
-    credentials: dict[str, str] = field(default_factory=dict)  # partner id -> new MQTT password (shown once)
+    credentials: dict[str, str] = field(default_factory=dict)  # MQTT user name -> new password (shown once)
     db_passwords: dict[str, str] = field(default_factory=dict)  # organisation -> new database password (shown once)
     expectations: int = 0  # agreement expectations that held (every applied agreement's, checked by every run)
     agreement_files: int = 0  # agreement files this run read
-    mqtt_reloaded: bool = False
 
 
 def actor_name() -> str:
@@ -86,9 +91,8 @@ class _Run:
     sharing: SharingPlan
 
 
-async def _make(conn: asyncpg.Connection, admin: KafkaAdmin, files: _Files, now: datetime) -> _Run:
-    ts = await timescaledb_available(conn)
-    the_plan = make_plan(files.desired, await read_current(conn, admin), ts)
+async def _make(conn: asyncpg.Connection, admin: KafkaAdmin, files: _Files, now: datetime, timescale: bool) -> _Run:
+    the_plan = make_plan(files.desired, await read_current(conn, admin), timescale)
     feeds = await share_apply.all_feeds(conn, files.desired)
     wanted = await share_apply.read_desired(conn, files.sharing, files.sources, files.desired, feeds, now)
     sharing = make_sharing_plan(wanted, await share_apply.read_current(conn, feeds), now)
@@ -97,12 +101,62 @@ async def _make(conn: asyncpg.Connection, admin: KafkaAdmin, files: _Files, now:
     return _Run(the_plan, sharing)
 
 
-async def plan(settings: HubSettings, paths: Path | Sequence[Path], schemas_dir: Path | None = None) -> Plan:
-    files = _read_files(settings, paths, schemas_dir)
+async def lock_table(conn: asyncpg.Connection) -> LockTable:
+    names = ("max_locks_per_transaction", "max_connections", "max_prepared_transactions")
+    values = await conn.fetchrow(f"SELECT {', '.join(f'current_setting($${n}$$)::int' for n in names)}")
+    return LockTable(*values)
+
+
+async def plan(
+    settings: HubSettings,
+    paths: Path | Sequence[Path],
+    schemas_dir: Path | None = None,
+    *,
+    broker: BrokerAuth | None = None,
+) -> Plan:
+    """What `apply` would change; it changes nothing, in every case.
+
+    With the catalog at this hub's version the plan is read in a read-only transaction, so even a change
+    slipped in by mistake is refused by the server. A catalog that is missing or older is made as `apply`
+    would make it inside a transaction that is always rolled back, so that organisations and agreements
+    can be planned against it too; no extension is ever created.
+    """
+    files = _read_files(settings, paths, schemas_dir)  # file errors before any server is touched
     ep = settings.endpoints()
     async with connection(ep.database_url) as conn, KafkaAdmin(settings, ep.kafka_bootstrap) as admin:
-        await catalog.ensure_catalog(conn)
-        return (await _make(conn, admin, files, datetime.now(UTC))).plan
+        state = await timescale_state(conn)
+        ts = uses_timescaledb(state)
+        version = await catalog.installed_version(conn)
+        transaction = conn.transaction(readonly=version == catalog.CATALOG_VERSION)
+        await transaction.start()
+        try:
+            if version != catalog.CATALOG_VERSION:
+                await conn.execute(catalog.CATALOG_DDL)
+            the_plan = (await _make(conn, admin, files, datetime.now(UTC), ts)).plan
+            await _with_broker(settings, conn, broker or DynsecBroker.from_settings(settings), the_plan)
+            locks = await lock_table(conn)
+        finally:
+            await transaction.rollback()
+    if version != catalog.CATALOG_VERSION:
+        the_plan.notes.append(
+            f"the hub's catalog (schema hub) is {'created' if version is None else 'upgraded from ' + version} "
+            f"first ({catalog.CATALOG_VERSION})"
+        )
+    refused = too_large(the_plan, locks, settings.apply_max_locks)
+    if refused:
+        the_plan.notes.append(f"`hub apply` will refuse this plan: {refused}")
+    if ts and not state.installed:
+        the_plan.notes.append("the TimescaleDB extension is created first (CREATE EXTENSION timescaledb)")
+    return the_plan
+
+
+async def _with_broker(settings: HubSettings, conn: asyncpg.Connection, broker: BrokerAuth, the_plan: Plan) -> Diff:
+    """Add to the plan what the broker's accounts need (new partners' and whatever drifted there)."""
+    new = [c.target for c in the_plan.of_kind("partner") if c.action == "create"]
+    diff = await broker_sync.broker_diff(settings, conn, broker, new_partners=new, issue=new)
+    the_plan.changes += broker_sync.plan_changes(diff)
+    the_plan.notes += diff.notes
+    return diff
 
 
 async def apply(
@@ -110,20 +164,26 @@ async def apply(
     paths: Path | Sequence[Path],
     schemas_dir: Path | None = None,
     *,
-    broker: BrokerAuth,
+    broker: BrokerAuth | None = None,
     actor: str | None = None,
 ) -> ApplyResult:
     """Apply connector configs, organisations and agreements, all or nothing; the broker's accounts last."""
     files = _read_files(settings, paths, schemas_dir)
     ep = settings.endpoints()
     now = datetime.now(UTC)
+    broker = broker or DynsecBroker.from_settings(settings)
     async with connection(ep.database_url) as conn, KafkaAdmin(settings, ep.kafka_bootstrap) as admin:
+        ts = await install_timescaledb(conn)
         await catalog.ensure_catalog(conn)
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLY_LOCK)
-            run = await _make(conn, admin, files, now)
+            run = await _make(conn, admin, files, now, ts)
+            accounts = await _with_broker(settings, conn, broker, run.plan)
             result = ApplyResult(run.plan, agreement_files=len(files.sources.agreements))
             if not run.plan.empty:
+                refused = too_large(run.plan, await lock_table(conn), settings.apply_max_locks)
+                if refused:
+                    raise ConfigError(f"{refused}; nothing was applied")
                 dropped: list[tuple[str, str]] = []
                 for partner in files.desired:
                     dropped += await _apply_partner(conn, partner, result)
@@ -141,10 +201,11 @@ async def apply(
             if failures:
                 raise share_apply.refuse(failures)
             result.expectations = len(run.sharing.expectations)
+            if not run.plan.empty:  # last, still inside the transaction: a broker that refuses commits nothing
+                result.credentials = await broker_sync.execute(conn, broker, accounts.changes, result.credentials)
         if run.plan.empty:
             return result
         await shared.terminate_sessions(conn, sorted(run.sharing.terminate))
-        result.mqtt_reloaded = await sync_mqtt_auth(settings, ep, conn, broker)
     return result
 
 
@@ -154,7 +215,7 @@ async def _apply_partner(
     """A partner's rows, schemas and tables; the shared views dropped because their table changed shape."""
     p = partner.config.partner
     dropped: list[tuple[str, str]] = []
-    if any(c.target == p.id for c in result.plan.of_kind("credentials")):  # a new partner
+    if any(c.target == p.id and c.action == "create" for c in result.plan.of_kind("partner")):  # a new partner
         password = generate_secret()
         result.credentials[p.id] = password
         await conn.execute(
@@ -192,21 +253,3 @@ async def _apply_partner(
         await catalog.set_resource(conn, "table", target, "ready")
         await catalog.set_resource(conn, "topic", f.kafka_topic, "ready", f"{f.partitions} partitions")
     return dropped
-
-
-async def sync_mqtt_auth(settings: HubSettings, ep: Endpoints, conn: asyncpg.Connection, broker: BrokerAuth) -> bool:
-    """Rewrite the broker's accounts from the catalog and have the broker read them again."""
-    service = ep.mqtt()
-    users = [hub_service_user(settings, hash_password(service.password or ""))]
-    root, errors = settings.mqtt_namespace_root, settings.mqtt_error_root
-    for r in await catalog.partners(conn):
-        users.append(
-            MqttUser(
-                username=r["mqtt_username"],
-                password_hash=r["mqtt_password_hash"],
-                write=(f"{root}/{r['id']}/#",),
-                read=(f"{errors}/{r['id']}/#",),
-            )
-        )
-    broker.write(users)
-    return broker.reload()

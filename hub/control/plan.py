@@ -91,16 +91,17 @@ class CurrentState:
 
 @dataclass(frozen=True)
 class Change:
-    # partner | credentials | feed | schema | topic | table | column | acl; sharing (hub/control/share_plan.py):
+    # partner | feed | schema | topic | table | column; the broker's accounts (hub/control/broker_sync.py):
+    # mqtt-login | mqtt-role | mqtt-group | mqtt-access; sharing (hub/control/share_plan.py):
     # sharing | organisation | db-role | db-schema | agreement | view
     kind: str
-    action: str  # create | update | drop
+    action: str  # create | update | drop (shared objects) | delete (broker accounts)
     target: str
     detail: str = ""
     sql: tuple[str, ...] = ()
 
     def render(self) -> str:
-        sign = {"create": "+", "drop": "-"}.get(self.action, "~")
+        sign = {"create": "+", "drop": "-", "delete": "-"}.get(self.action, "~")
         return f"{sign} {self.kind:11} {self.target}" + (f"  ({self.detail})" if self.detail else "")
 
 
@@ -127,22 +128,16 @@ class Plan:
 def make_plan(desired: list[DesiredPartner], current: CurrentState, timescale: bool) -> Plan:
     plan = Plan(partners=desired, timescale=timescale)
     problems: list[str] = []
-    acl_changed = False
     for partner in desired:
         p = partner.config.partner
         row = current.partners.get(p.id)
         if row is None:
+            # Its MQTT login, role and group follow from the broker's comparison (hub/control/broker_sync.py).
             plan.changes.append(Change("partner", "create", p.id, f"{p.kind}, {p.name}"))
-            plan.changes.append(Change("credentials", "create", p.id, "MQTT username and a generated password"))
-            acl_changed = True
         elif (row["name"], row["kind"], row["contact"]) != (p.name, str(p.kind), p.contact):
             plan.changes.append(Change("partner", "update", p.id, "name, kind or contact"))
         for f in partner.feeds:
             problems += _plan_feed(plan, f, current)
-            if (f.partner_id, f.feed.name) not in current.feeds or (
-                current.feeds[(f.partner_id, f.feed.name)].mqtt_filter != f.mqtt_filter
-            ):
-                acl_changed = True
         configured = {f.feed.name for f in partner.feeds}
         dropped = sorted(name for (pid, name) in current.feeds if pid == p.id and name not in configured)
         if dropped:
@@ -150,8 +145,6 @@ def make_plan(desired: list[DesiredPartner], current: CurrentState, timescale: b
                 f"{p.id}: feeds {', '.join(dropped)} are no longer in {partner.file}; they are kept "
                 "(removing a feed and its data is not done by apply)"
             )
-    if acl_changed:
-        plan.changes.append(Change("acl", "update", "mqtt", "password and ACL files rewritten, broker reloaded"))
     if problems:
         raise SchemaError("incompatible schema change, nothing was applied:\n  " + "\n  ".join(problems))
     return plan

@@ -13,7 +13,7 @@ import asyncpg
 
 from hub.catalog import store as catalog
 from hub.connector.model import Feed
-from hub.db import timescaledb_available
+from hub.db import timescale_state
 from hub.identifiers import qualified
 
 
@@ -26,7 +26,7 @@ class Expired:
 
 async def enforce_retention(conn: asyncpg.Connection, batch: int = 50_000) -> tuple[bool, list[Expired]]:
     """Returns (whether TimescaleDB does it instead, what was deleted per feed table)."""
-    if await timescaledb_available(conn):
+    if (await timescale_state(conn)).installed:  # feed tables are hypertables with retention policies
         return True, []
     out = []
     for row in await catalog.feeds(conn):

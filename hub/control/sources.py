@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from hub.errors import ConfigError
+from hub.limited_yaml import read_yaml
 
 KINDS = {"organisation": "organisations", "agreements": "agreements"}
 
@@ -45,13 +44,17 @@ def yaml_files(path: Path) -> list[Path]:
 
 
 def kind_of(path: Path) -> str:
-    """`connectors`, `organisations` or `agreements`, by the document's top-level keys."""
+    """`connectors`, `organisations` or `agreements`, by the document's top-level keys.
+
+    Read with the same limits as every YAML file (hub/limited_yaml.py); a file that breaks them, or is no
+    YAML, is handed to the connector loader, which reports it with its line.
+    """
     try:
-        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return "connectors"  # the loader reports it with its line
-    if isinstance(node, yaml.MappingNode):
-        keys = {k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+        data = read_yaml(path).data
+    except ConfigError:
+        return "connectors"
+    if isinstance(data, dict):
+        keys = {k for k in data if isinstance(k, str)}
         for key, kind in KINDS.items():
             if key in keys and "partner" not in keys:
                 return kind

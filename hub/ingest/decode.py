@@ -78,7 +78,7 @@ from hub.ingest.describe import avro_kind, clip, found
 from hub.ingest.event_time import out_of_range, plain_time, time_parser
 from hub.ingest.field_converters import MISSING, Builder, Converter
 from hub.ingest.payload_paths import Getter, getter
-from hub.schema.avro import without_timestamp_types
+from hub.schema.timestamps import without_timestamp_types
 
 DeviceReader = Callable[[Mapping[str, Any], str | None], str]
 TimeReader = Callable[[Mapping[str, Any], int], int]

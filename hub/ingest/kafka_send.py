@@ -30,6 +30,7 @@ from hub.errors import ServerUnavailable
 from hub.ingest.outgoing import Outgoing, partition_for
 from hub.ingest.topic_locks import TopicLocks
 from hub.kafka import TRANSIENT_KAFKA_ERRORS, KafkaAdmin, TopicSpec, client_options
+from hub.outage import Outages
 from hub.settings import HubSettings
 
 log = logging.getLogger("hub.ingest")
@@ -60,6 +61,7 @@ class KafkaSender:
         self.partitions: dict[str, int] = {}  # topic -> partition count (shared with the Preparer)
         self.topics_epoch = 0  # moves on each time this sender creates a topic
         self.sent_batches = 0
+        self.outages = Outages(log)  # the worker's: one log line when a server goes away, one when it is back
         self._topic_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -135,7 +137,7 @@ class KafkaSender:
                 )
                 pending = everything
             else:
-                log.warning(
+                log.debug(
                     "%d records are not acknowledged yet; retrying in %.1f s (their messages stay unacknowledged)",
                     len(pending),
                     backoff,
@@ -161,8 +163,9 @@ class KafkaSender:
         try:
             await self.locks.acquire(topics)
         except ServerUnavailable as exc:
-            log.warning("not sending %d records: %s", len(outgoing), exc)
+            self.outages.failed("take the topic locks before a send (the records wait)", exc, "PostgreSQL")
             return outgoing
+        self.outages.back("PostgreSQL")
         try:
             failed = await self.send(outgoing)
         except BaseException:
@@ -231,8 +234,9 @@ class KafkaSender:
         try:
             created = await self.admin.ensure_topics([*self.topic_specs, self.marker])
         except Exception as exc:  # the broker may still be down; the next check tries again
-            log.warning("cannot check Kafka topics yet: %r", exc)
+            self.outages.failed("check Kafka topics (tried again every second)", exc, "Kafka")
             return False
+        self.outages.back("Kafka")
         if created:
             self.topics_epoch += 1
             log.warning("recreated Kafka topics (the broker had forgotten them): %s", created)

@@ -8,6 +8,7 @@ stops cleanly ends its session, so it does not stay a member of the shared group
 
 from __future__ import annotations
 
+import logging
 import ssl
 import threading
 import time
@@ -24,6 +25,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from hub.errors import ServerUnavailable
 from hub.ingest.subscriber_client import TUNED, Publish, SubscriberClient
 from hub.settings import MqttAddress
+
+log = logging.getLogger("hub.ingest")
+SESSION_TAKEN_OVER = 142  # MQTT v5 DISCONNECT reason (sent by Mosquitto 2.0.15+, not by 2.0.11)
 
 
 class Message(NamedTuple):
@@ -74,6 +78,7 @@ class MqttSource:
         self._pending_sub: int | None = None
         self._unsubacks: set[int] = set()  # mids of UNSUBSCRIBEs the broker confirmed
         self._unsubacked = threading.Condition()
+        self._stopping = False
         self.client = self._new_client(clean=False)
 
     @staticmethod
@@ -135,6 +140,16 @@ class MqttSource:
             self._unsubacks.add(mid)
             self._unsubacked.notify_all()
 
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, flags: Any, reason: Any, _p: object) -> None:
+        if self._stopping:
+            return
+        if getattr(reason, "value", None) == SESSION_TAKEN_OVER:
+            log.error("session taken over: the broker closed %s's connection for another with its client id",
+                      self.client_id)  # fmt: skip
+            return
+        by = "the broker" if getattr(flags, "is_disconnect_packet_from_server", False) else "the network or the broker"
+        log.warning("MQTT connection of %s closed by %s (%s); reconnecting", self.client_id, by, reason)
+
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         self._on_publishes([(msg.topic, bytes(msg.payload), msg.mid)])
 
@@ -158,6 +173,7 @@ class MqttSource:
         c.on_subscribe = self._on_subscribe
         c.on_unsubscribe = self._on_unsubscribe
         c.on_message = self._on_message
+        c.on_disconnect = self._on_disconnect
         c.reconnect_delay_set(1, 5)
         try:
             if self.protocol == MQTTProtocolVersion.MQTTv5:
@@ -232,6 +248,7 @@ class MqttSource:
             return self._unsubacked.wait_for(lambda: mid in self._unsubacks, timeout_s)
 
     def stop(self, end_session: bool) -> None:
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
         if end_session:

@@ -10,6 +10,10 @@ for us, so nothing is lost. Memory: what the broker pushes meanwhile waits in th
 to the broker's in-flight limit for this session (`max_inflight_messages` for MQTT 3.1.1
 sessions).
 
+Identity: the worker connects as `hub-ingest-<host>-<index>` with a login of its own, bound to that
+client id and given a new password at every start (identity.py), and watches the broker's log for
+a takeover of its session on a second, idle connection (takeover.py).
+
 The worker subscribes to each partner's whole namespace (`partners/<id>/#`), so a message
 on a topic no feed matches is dead-lettered (`unknown_topic`) rather than dropped unseen.
 """
@@ -29,13 +33,16 @@ from hub.catalog import store as catalog
 from hub.catalog.runtime import FeedRuntime, load_feeds
 from hub.catalog.topics import feed_topic_specs
 from hub.db import DATABASE_ERRORS, connect
+from hub.ingest import identity
 from hub.ingest.decode import FeedDecoder
 from hub.ingest.kafka_send import KafkaSender, marker_spec
 from hub.ingest.mqtt_source import Message, MqttSource
 from hub.ingest.outgoing import UNKNOWN, ErrorReports, Outgoing, Preparer, Stats, partition_for
 from hub.ingest.routes import FeedRoute, Router
+from hub.ingest.takeover import TakeoverWatch
 from hub.ingest.topic_locks import TopicLocks
 from hub.kafka import TopicSpec
+from hub.outage import Outages
 from hub.schema.wire import WireEncoder
 from hub.settings import Endpoints, HubSettings
 
@@ -46,17 +53,12 @@ __all__ = [
     "Outgoing",
     "Stats",
     "build_routes",
-    "client_id",
     "marker_spec",
     "namespace_filters",
     "partition_for",
 ]
 
 log = logging.getLogger("hub.ingest")
-
-
-def client_id(index: int) -> str:
-    return f"hub-ingest-{index}"
 
 
 def namespace_filters(settings: HubSettings, partner_ids: list[str]) -> list[str]:
@@ -96,13 +98,17 @@ class IngestWorker:
         *,
         drain_only: bool = False,
         leave_timeout_s: float = 30.0,
+        client_id: str | None = None,
     ):
         self.settings = settings
         self.endpoints = endpoints
         self.index = index
+        # Draining may take over the session of an id this host would not make now (another version's).
+        self.client_id = client_id or identity.worker_client_id(settings, index)
         self.drain_only = drain_only
         self.leave_timeout_s = leave_timeout_s
         self.stats = Stats()
+        self.outages = Outages(log)  # the servers this worker waits for, logged once when away and once when back
         self._wake = asyncio.Event()
         self._last_flush = time.monotonic()
         self._last_reload = time.monotonic()
@@ -122,6 +128,9 @@ class IngestWorker:
         s, ep = self.settings, self.endpoints
         # What is open when a later step fails (the MQTT broker refuses us, say) is closed again.
         async with contextlib.AsyncExitStack() as opened:
+            self._claim = contextlib.ExitStack()
+            self._claim.enter_context(identity.claim(s, self.client_id))  # no second process with our client id
+            opened.callback(self._claim.close)
             self.db = await connect(ep.database_url)
             opened.push_async_callback(self.db.close)
             self.feeds = await load_feeds(self.db)
@@ -129,32 +138,40 @@ class IngestWorker:
             self.locks = TopicLocks(ep.database_url)
             opened.push_async_callback(self.locks.close)
             self.sender = KafkaSender(s, ep.kafka_bootstrap, self.index, _topic_specs(s, self.feeds), self.locks)
+            self.sender.outages = self.outages
             await self.sender.start()
             opened.push_async_callback(self.sender.stop, self.leave_timeout_s)
             loop = asyncio.get_running_loop()
-            name = client_id(self.index)
+            name = self.client_id
             filters = namespace_filters(s, [r["id"] for r in await catalog.partners(self.db)])
             previous = await self._recorded_filters(name)
+            address, watch_address = await identity.provision_logins(s, ep, self.client_id, self.index, self.drain_only)
             self.source = MqttSource(
-                ep.mqtt(),
+                address,
                 name,
                 filters,
                 subscribe=not self.drain_only,
                 unsubscribe_first=previous,
                 keepalive_s=s.mqtt_keepalive_s,
-                tls_ca=str(s.mqtt_tls_ca) if s.mqtt_tls_ca else None,
+                tls_ca=identity.tls_ca(s),
                 wake=lambda: self._wake_threadsafe(loop),
                 wake_every=s.ingest_batch_size,
             )
             self.preparer = Preparer(s, router, self.sender.partitions, self.stats, self.source.publish)
+            self.watch: TakeoverWatch | None = None
+            if watch_address is not None:
+                self.watch = TakeoverWatch(watch_address, {name}, identity.tls_ca(s))
+                await asyncio.to_thread(self.watch.start)
+                opened.push_async_callback(asyncio.to_thread, self.watch.stop)
             await asyncio.to_thread(self.source.start)
             opened.push_async_callback(asyncio.to_thread, self.source.stop, False)  # the session keeps its messages
             if not self.drain_only:
                 await catalog.set_resource(self.db, "mqtt-session", name, "active", json.dumps({"filters": filters}))
             opened.pop_all()
         log.info(
-            "ingest worker %s: %d feeds, %s %s",
+            "ingest worker %s (client id %s): %d feeds, %s %s",
             self.index,
+            self.client_id,
             len(self.feeds),
             "draining the session of" if self.drain_only else "subscribed to",
             filters,
@@ -184,6 +201,12 @@ class IngestWorker:
             await self._flush_stats(force=True)
             await self.locks.close()
             await self.db.close()
+            if self.watch is not None:
+                await asyncio.to_thread(self.watch.stop)
+            if self.session_ended:  # no login left behind (a new start makes them again)
+                watching = self.watch.address.username if self.watch is not None else None
+                await identity.remove_logins(self.settings, self.endpoints, self.client_id, watching)
+            self._claim.close()
 
     async def leave_cleanly(self, quiet_s: float = 0.5) -> bool:
         """Leave the shared group, finish what was delivered to us, then end our broker session.
@@ -209,7 +232,7 @@ class IngestWorker:
         if self._abandoned or outstanding:
             log.warning(
                 "keeping broker session %s: %d messages delivered to it are not acknowledged (Kafka down?)",
-                client_id(self.index),
+                self.client_id,
                 outstanding,
             )
             await asyncio.to_thread(self.source.stop, False)
@@ -282,8 +305,9 @@ class IngestWorker:
             feeds = await load_feeds(db)
             partners = [r["id"] for r in await catalog.partners(db)]
         except Exception as exc:  # the database may be restarting: try again next time
-            log.warning("cannot reload the catalog yet: %r", exc)
+            self.outages.failed("reload the catalog (tried again every few seconds)", exc, "PostgreSQL")
             return
+        self.outages.back("PostgreSQL")
         if _signature(feeds) == _signature(self.feeds):
             return
         s = self.settings
@@ -307,7 +331,7 @@ class IngestWorker:
         """Record this worker's broker session state; a second try gets over a restart of the database."""
         for attempt in (1, 2):
             try:
-                await catalog.set_resource(await self._database(), "mqtt-session", client_id(self.index), state, detail)
+                await catalog.set_resource(await self._database(), "mqtt-session", self.client_id, state, detail)
                 return
             except DATABASE_ERRORS as exc:
                 if attempt == 2:
@@ -339,6 +363,6 @@ class IngestWorker:
                     sorted(devices),
                 )
         except Exception as exc:  # counters are best effort: keep them for the next flush
-            log.warning("cannot record ingest counters yet: %r", exc)
+            self.outages.failed("record ingest counters (kept for the next try)", exc, "PostgreSQL")
             self.stats.counters.update(counters)
             self.stats.devices |= devices

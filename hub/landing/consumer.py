@@ -85,8 +85,10 @@ class GroupConsumer:
     async def rebuild(self) -> None:
         """A new consumer (after a Kafka error the old one could not get over)."""
         await self.stop()
-        await self.retrying("create topics", lambda: self.admin.ensure_topics(self.feeds.topic_specs(self.settings)))
-        await self.retrying("start a consumer", self.start)
+        await self.retrying(
+            "create topics", lambda: self.admin.ensure_topics(self.feeds.topic_specs(self.settings)), "Kafka"
+        )
+        await self.retrying("start a consumer", self.start, "Kafka")
 
     async def fetch(self) -> dict[TopicPartition, list[Any]]:
         """One batch (partitions with records only); raises TimeoutError if a rebalance holds it up too long."""
@@ -131,7 +133,7 @@ class GroupConsumer:
             async with self.land_lock:
                 await self.position_pending(retry=False)
         except NOT_NOW as exc:  # the next step tries again, before fetching
-            log.warning("cannot read stored offsets yet (%r); retrying before the next fetch", exc)
+            self.retrying.outages.failed("read stored offsets (tried again before the next fetch)", exc, "PostgreSQL")
 
     async def position_pending(self, retry: bool = True) -> None:
         """Seek newly assigned (or fenced) partitions to their stored offsets (the caller holds `land_lock`)."""

@@ -2,7 +2,8 @@
 
 A database restarting, a cut connection, a lock timeout or a Kafka broker away for a while
 are waited out with a doubling backoff (capped by `land_retry_max_s`) and nothing new is taken
-meanwhile; anything else is a bug or a configuration error and stops the worker. A stop
+meanwhile (logged once when the server goes away and once when it is back: hub/outage.py); anything
+else is a bug or a configuration error and stops the worker. A stop
 request ends the wait at once (`Stopping`), so a worker whose database is down still stops.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from hub.errors import HubError
+from hub.outage import Outages
 from hub.retriable import TRANSIENT, database_failure, retriable
 
 log = logging.getLogger("hub.land")
@@ -44,21 +46,28 @@ class Retry:
         self.max_backoff_s = max_backoff_s
         self.after_database_failure = after_database_failure
         self.count = 0  # transient failures waited out
+        self.outages = Outages(log)
 
-    async def __call__(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+    async def __call__(self, what: str, fn: Callable[[], Awaitable[T]], server: str = "PostgreSQL") -> T:
+        """`server`: the one `fn` talks to (most calls are the database's), named in the log if it goes away."""
         backoff = 0.2
+        away: set[str] = set()
         while True:
             try:
-                return await fn()
+                result = await fn()
             except Exception as exc:
                 if not retriable(exc):
                     raise
                 if self.stopping.is_set():
                     raise Stopping(what) from exc
                 self.count += 1
-                log.warning("cannot %s (%r): retrying in %.1f s", what, exc, backoff)
+                away.add(self.outages.failed(what, exc, server))  # one line when a server goes away, not one a retry
                 if database_failure(exc):
                     await self.after_database_failure()
+            else:
+                for name in away:
+                    self.outages.back(name)
+                return result
             try:
                 await asyncio.wait_for(self.stopping.wait(), backoff)
                 raise Stopping(what)

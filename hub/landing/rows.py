@@ -20,7 +20,8 @@ from fastavro import parse_schema, schemaless_reader
 
 from hub.dead_letters import RECEIVED_MS
 from hub.errors import PayloadError
-from hub.schema.avro import MAX_EPOCH_US, MIN_EPOCH_US, FeedSchema
+from hub.schema.avro import FeedSchema
+from hub.schema.timestamps import MAX_EPOCH_US, MIN_EPOCH_US
 from hub.schema.wire import HEADER_SIZE, decode_wire
 
 

@@ -112,7 +112,9 @@ class LandingWorker:
 
     async def __aenter__(self) -> LandingWorker:
         s, ep = self.settings, self.endpoints
-        self.pool = await asyncpg.create_pool(ep.database_url, min_size=1, max_size=3, init=use_epoch_timestamps)
+        # min_size=0: a pool with a floor reconnects in the background while the database is down, and logs
+        # a traceback for each attempt; connections are opened when a batch needs one instead.
+        self.pool = await asyncpg.create_pool(ep.database_url, min_size=0, max_size=3, init=use_epoch_timestamps)
         async with contextlib.AsyncExitStack() as opened:  # closes what is open when a later step fails
             opened.push_async_callback(self.pool.close)
             async with self.pool.acquire() as conn:
@@ -186,7 +188,7 @@ class LandingWorker:
         await self._retrying("read the catalog", read)
         if self.feeds.topics != before_topics:
             await self._retrying(
-                "create topics", lambda: self.admin.ensure_topics(self.feeds.topic_specs(self.settings))
+                "create topics", lambda: self.admin.ensure_topics(self.feeds.topic_specs(self.settings)), "Kafka"
             )
             self.group.subscribe()
 
@@ -208,7 +210,7 @@ class LandingWorker:
             await self._idle()
             return 0
         except KafkaError as exc:
-            log.warning("Kafka fetch failed (%r): rebuilding the consumer", exc)
+            self._retrying.outages.failed("fetch records (the consumer is rebuilt)", exc, "Kafka")
             await self._settle()
             await self.group.rebuild()
             return 0
@@ -330,10 +332,11 @@ class LandingWorker:
                 )
                 if created:
                     log.warning("created missing Kafka topics: %s", created)
+                self._retrying.outages.back("Kafka")
             except Exception as exc:
                 if not retriable(exc):
                     raise
-                log.warning("cannot check Kafka topics: %r", exc)
+                self._retrying.outages.failed("check Kafka topics", exc, "Kafka")
         await self._maybe_free_broker_memory()
         await self._maybe_prune_dead_letters()
 

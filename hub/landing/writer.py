@@ -34,7 +34,7 @@ import asyncpg
 from hub.identifiers import qualified, quote_ident
 from hub.landing import dead_letter_rows
 from hub.landing.rows import FeedRows, Rejected, rejected
-from hub.schema.avro import MAX_EPOCH_US, MIN_EPOCH_US
+from hub.schema.timestamps import MAX_EPOCH_US, MIN_EPOCH_US
 
 TopicPartitionKey = tuple[str, int]
 

@@ -17,7 +17,7 @@ import asyncpg
 import fastavro
 from fastavro.schema import to_parsing_canonical_form
 
-from hub.errors import SchemaError
+from hub.errors import SchemaError, shortened
 from hub.schema.avro import canonical_json, parse_feed_schema
 from hub.schema.compatibility import Compatibility, check_compatibility
 
@@ -82,11 +82,12 @@ def parse_submitted(text: str) -> Any:
     try:
         data = json.loads(text)
     except (json.JSONDecodeError, RecursionError, ValueError) as exc:
-        raise SchemaError(f"the schema is not valid JSON: {exc}") from None
+        raise SchemaError(f"the schema is not valid JSON: {shortened(str(exc), 300)}") from None
     try:
         fastavro.parse_schema(copy.deepcopy(data))
     except Exception as exc:  # fastavro raises many types on malformed schemas
-        raise SchemaError(f"the schema is not valid Avro: {exc}") from None
+        # fastavro quotes the input in its messages, sometimes all of it (a 25 KB schema came back whole).
+        raise SchemaError(f"the schema is not valid Avro: {shortened(str(exc), 300)}") from None
     return data
 
 

@@ -14,7 +14,7 @@ import fastavro
 from fastavro.validation import ValidationError, validate
 
 from hub.errors import PayloadError
-from hub.schema.avro import without_timestamp_types
+from hub.schema.timestamps import without_timestamp_types
 
 MAGIC: Final = 0
 HEADER_SIZE: Final = 5

@@ -1,28 +1,16 @@
-"""The local stack's Mosquitto as `hub apply` sees it: password and ACL files in its directory, reloaded by SIGHUP.
+"""The local stack's Mosquitto as the control plane sees it: its dynamic security API, as the hub's admin.
 
-With `HUB_MOSQUITTO_AUTH_DIR` set (docker compose: a volume the broker's entry point watches),
-the files go there and reloading is left to whoever watches them.
+The same `DynsecBroker` serves any Mosquitto 2 with the plugin (docker compose's included): only the
+address and the admin login differ, and both come from `HUB_MQTT_URL` or the local stack's state.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from hub.mqtt_auth import MqttUser, write_mqtt_auth
+from hub.mqtt_auth.dynsec import DynsecBroker
 from hub.settings import HubSettings
-from hub.stack import servers
 
 
-class LocalBrokerAuth:
+class LocalBrokerAuth(DynsecBroker):
     def __init__(self, settings: HubSettings) -> None:
-        self.state = settings.state_dir.resolve()
-        self.external = settings.mosquitto_auth_dir
-        self.directory: Path = self.external or servers.mosquitto_process(self.state).state_dir
-
-    def write(self, users: list[MqttUser]) -> None:
-        write_mqtt_auth(self.directory, users)
-
-    def reload(self) -> bool:
-        if self.external is not None:
-            return False
-        return servers.reload_mosquitto(self.state)
+        broker = DynsecBroker.from_settings(settings)
+        super().__init__(broker.address, broker.tls_ca)

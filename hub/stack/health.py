@@ -29,8 +29,8 @@ async def postgres_mode(database_url: str, timeout_s: float = 5.0) -> str:
     return mode + ("; reads audited (pgaudit)" if audited else "; read auditing off (no pgaudit)")
 
 
-def mqtt_check(address: MqttAddress, timeout_s: float = 5.0) -> str:
-    """Connect and authenticate; returns the CONNACK reason or raises."""
+def mqtt_check(address: MqttAddress, client_id: str = "", timeout_s: float = 5.0) -> str:
+    """Connect and authenticate (as a login bound to `client_id`); returns the CONNACK reason or raises."""
     done = threading.Event()
     result: dict[str, str] = {}
 
@@ -38,7 +38,7 @@ def mqtt_check(address: MqttAddress, timeout_s: float = 5.0) -> str:
         result["reason"] = str(reason)
         done.set()
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     if address.username:
         client.username_pw_set(address.username, address.password)
     client.on_connect = on_connect

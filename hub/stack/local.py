@@ -18,13 +18,18 @@ import asyncpg
 
 from hub.catalog.topics import ensure_feed_topics
 from hub.errors import StackError
-from hub.mqtt_auth import HUB_MQTT_USER, generate_secret, hash_password, hub_service_user, write_mqtt_auth
+from hub.mqtt_auth.accounts import ADMIN_USER, HEALTH_USER, bootstrap_document, generate_secret
+from hub.mqtt_auth.dynsec import DynsecAdmin, DynsecBroker, provision_login
 from hub.settings import SECRETS_FILE, STACK_FILE, HubSettings, MqttAddress, write_private_json
 from hub.stack import health, servers
 from hub.stack.api_process import api_check, api_process, start_api
+from hub.stack.events import histories, read_events
 from hub.stack.process import ManagedProcess, port_in_use, wait_for_port
+from hub.stack.supervisor_process import events_path, start_supervisor, supervisor_process
 
 DATABASE = "hub"
+# The servers of the local stack, in the order they start; the supervisor starts any that crashed again.
+SERVERS = ("postgres", "kafka", "mosquitto", "api")
 
 
 @dataclass
@@ -35,6 +40,8 @@ class ComponentStatus:
     healthy: bool
     detail: str
     rss_mb: float | None = None
+    restarts: int = 0  # by the supervisor, after a crash
+    last_event: str | None = None  # the supervisor's last event for it, e.g. "2026-11-27 09:12:03 restarted: in 1.3 s"
 
 
 def workers_process(state: Path) -> ManagedProcess:
@@ -69,7 +76,7 @@ class LocalStack:
     def _secrets(self) -> dict[str, str]:
         secrets = self.settings.secrets()
         changed = False
-        for key in ("postgres_password", "mqtt_service_password"):
+        for key in ("postgres_password", "mqtt_admin_password", "mqtt_health_password"):
             if key not in secrets:
                 secrets[key] = generate_secret()
                 changed = True
@@ -79,7 +86,8 @@ class LocalStack:
 
     def endpoints(self, secrets: dict[str, str]) -> dict[str, str]:
         s = self.settings
-        mqtt = MqttAddress("127.0.0.1", s.mqtt_port, HUB_MQTT_USER, secrets["mqtt_service_password"], False)
+        # The hub's admin login: every other login of the hub is provisioned through it.
+        mqtt = MqttAddress("127.0.0.1", s.mqtt_port, ADMIN_USER, secrets["mqtt_admin_password"], False)
         return {
             "database_url": f"postgresql://postgres:{secrets['postgres_password']}@127.0.0.1:{s.pg_port}/{DATABASE}",
             "mqtt_url": mqtt.url(),
@@ -93,33 +101,58 @@ class LocalStack:
         self._check_state_dir()
         # Every binary is looked for before anything starts, so a missing one changes nothing.
         servers.require_binaries()
-        secrets = self._secrets()
-        endpoints = self.endpoints(secrets)
-        s = self.settings
-        self._up_postgres(secrets["postgres_password"], endpoints["database_url"])
-        self._up_simple(
-            "kafka",
-            servers.kafka_process(self.state),
-            s.kafka_port,
-            "HUB_KAFKA_PORT",
-            lambda: servers.start_kafka(self.state, s.kafka_port),
-        )
-        self._write_mqtt_auth_if_missing(secrets["mqtt_service_password"])
-        self._up_simple(
-            "mosquitto",
-            servers.mosquitto_process(self.state),
-            s.mqtt_port,
-            "HUB_MQTT_PORT",
-            lambda: servers.start_mosquitto(self.state, s.mqtt_port, s.ingest_max_in_flight),
-        )
+        endpoints = self.endpoints(self._secrets())
         write_private_json(self.state / STACK_FILE, {"endpoints": endpoints, "started_at": time.time()})
+        for name in SERVERS:
+            self.start_server(name)
+        if self.settings.stack_supervise:
+            self._up_simple(
+                "supervisor", supervisor_process(self.state), None, "", lambda: start_supervisor(self.settings)
+            )
+        return self.status()
+
+    def start_server(self, name: str) -> list[str]:
+        """Start one server of the stack unless it runs (`up`, and the supervisor after a crash).
+
+        Returns the Kafka topics created again (the broker forgets them when it stops)."""
+        s = self.settings
+        secrets = self._secrets()
+        if name == "postgres":
+            self._up_postgres(secrets["postgres_password"], self.endpoints(secrets)["database_url"])
+        elif name == "kafka":
+            self._up_simple(
+                "kafka",
+                servers.kafka_process(self.state),
+                s.kafka_port,
+                "HUB_KAFKA_PORT",
+                lambda: servers.start_kafka(self.state, s.kafka_port),
+            )
+            return self.recreate_topics()
+        elif name == "mosquitto":
+            self._up_mosquitto(secrets, MqttAddress.parse(self.endpoints(secrets)["mqtt_url"]))
+        elif name == "api":
+            self._up_simple(
+                "api", api_process(self.state), s.api_port, "HUB_API_PORT", lambda: start_api(self.state, s.api_port)
+            )
+        else:
+            raise StackError(f"no server {name!r} in the local stack (its servers: {', '.join(SERVERS)})")
+        return []
+
+    def recreate_topics(self) -> list[str]:
+        """The local broker keeps nothing when it stops: create the applied feeds' topics again."""
         created = asyncio.run(ensure_feed_topics(self.settings))
         if created:
             self.log(f"kafka: recreated {len(created)} topics of applied feeds")
-        self._up_simple(
-            "api", api_process(self.state), s.api_port, "HUB_API_PORT", lambda: start_api(self.state, s.api_port)
-        )
-        return self.status()
+        return created
+
+    def process(self, name: str) -> ManagedProcess:
+        return {
+            "postgres": servers.postgres_process,
+            "kafka": servers.kafka_process,
+            "mosquitto": servers.mosquitto_process,
+            "api": api_process,
+            "supervisor": supervisor_process,
+        }[name](self.state)
 
     def _claim_port(self, name: str, port: int, setting: str) -> None:
         if port_in_use(port):
@@ -129,10 +162,13 @@ class LocalStack:
             )
 
     def _up_simple(
-        self, name: str, proc: ManagedProcess, port: int, setting: str, start: Callable[[], ManagedProcess]
+        self, name: str, proc: ManagedProcess, port: int | None, setting: str, start: Callable[[], ManagedProcess]
     ) -> None:
         if proc.pid() is not None:
             self.log(f"{name}: already running (pid {proc.pid()})")
+            return
+        if port is None:  # no port: the supervisor
+            self.log(f"{name}: started (pid {start().pid()})")
             return
         self._claim_port(name, port, setting)
         started = start()
@@ -150,20 +186,55 @@ class LocalStack:
             self.log(f"postgres: already running (pid {proc.pid()})")
         asyncio.run(_ensure_database(url))
 
-    def _write_mqtt_auth_if_missing(self, service_password: str) -> None:
-        d = self.state / "mosquitto"
-        d.mkdir(parents=True, exist_ok=True)
-        passwd = d / "passwd"
-        if passwd.exists() and HUB_MQTT_USER in passwd.read_text():
+    def _up_mosquitto(self, secrets: dict[str, str], admin: MqttAddress) -> None:
+        s = self.settings
+        proc = servers.mosquitto_process(self.state)
+        self._bootstrap_accounts(secrets)
+        changed = servers.write_mosquitto_conf(self.state, s.mqtt_port, s.ingest_max_in_flight)
+        if changed and proc.pid() is not None:
+            self.log("mosquitto: its configuration changed; restarting it (sessions and queues are persistent)")
+            proc.stop()
+        self._up_simple(
+            "mosquitto",
+            proc,
+            s.mqtt_port,
+            "HUB_MQTT_PORT",
+            lambda: servers.start_mosquitto(self.state, s.mqtt_port, s.ingest_max_in_flight),
+        )
+        # A plugin that cannot read its file leaves the broker running with no accounts at all.
+        try:
+            with DynsecAdmin(admin, timeout_s=10) as check:
+                check.read_accounts()
+        except Exception as exc:
+            raise StackError(
+                f"mosquitto runs but its accounts do not work ({exc}); see {proc.log_path}. If its accounts "
+                f"file {servers.dynsec_file(proc.state_dir)} belongs to another state, stop the stack, remove "
+                "that file and run `hub stack up` again, then `hub apply` (partners get new passwords)"
+            ) from exc
+        asyncio.run(provision_login(DynsecBroker(admin), HEALTH_USER, None, secrets["mqtt_health_password"]))
+
+    def _bootstrap_accounts(self, secrets: dict[str, str]) -> None:
+        """The plugin's first file: written once, before the broker first starts; the broker owns it after."""
+        path = servers.dynsec_file(servers.mosquitto_process(self.state).state_dir)
+        if path.is_file():
             return
-        user = hub_service_user(self.settings, hash_password(service_password))
-        write_mqtt_auth(d, [user])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        doc = bootstrap_document(self.settings, secrets["mqtt_admin_password"], secrets["mqtt_health_password"])
+        write_private_json(path, doc)
+
+    def health_address(self, secrets: dict[str, str]) -> MqttAddress:
+        password = secrets.get("mqtt_health_password", "")  # absent in a state from before the accounts API
+        return MqttAddress("127.0.0.1", self.settings.mqtt_port, HEALTH_USER, password, False)
 
     # --- down --------------------------------------------------------------------------
 
     def down(self) -> list[str]:
         stopped = []
-        # Workers first (they end their broker sessions cleanly), then the servers they use.
+        # The supervisor first (it would start again what is stopped next), then the workers (they end
+        # their broker sessions cleanly), then the servers they use.
+        if supervisor_process(self.state).stop(timeout_s=30):
+            stopped.append("supervisor")
         if workers_process(self.state).stop(timeout_s=60):
             stopped.append("workers")
         if api_process(self.state).stop():
@@ -209,7 +280,7 @@ class LocalStack:
                 "mosquitto",
                 f"127.0.0.1:{s.mqtt_port}",
                 mq,
-                lambda: health.mqtt_check(MqttAddress.parse(ep["mqtt_url"])),
+                lambda: health.mqtt_check(self.health_address(secrets), client_id=HEALTH_USER),
             )
         )
         out.append(
@@ -217,12 +288,34 @@ class LocalStack:
                 "api", f"127.0.0.1:{s.api_port}", api_process(self.state), lambda: api_check(ep["registry_url"])
             )
         )
-        return out
+        if s.stack_supervise:
+            out.append(self._supervisor_status())
+        return self._with_history(out)
+
+    def _supervisor_status(self) -> ComponentStatus:
+        proc = supervisor_process(self.state)
+        pid = proc.pid()
+        if pid is None:
+            return ComponentStatus("supervisor", "-", None, False, "not running: a crashed server stays down")
+        detail = f"restarts a crashed {', '.join(SERVERS)}; events in {events_path(self.state)}"
+        return ComponentStatus("supervisor", "-", pid, True, detail, proc.rss_mb())
+
+    def _with_history(self, statuses: list[ComponentStatus]) -> list[ComponentStatus]:
+        found = histories(read_events(events_path(self.state)))
+        for status in statuses:
+            history = found.get(status.name)
+            if history is not None:
+                status.restarts = history.restarts
+                status.last_event = history.last.describe() if history.last else None
+        return statuses
 
     def _probe(self, name: str, address: str, proc: ManagedProcess, check: Callable[[], str]) -> ComponentStatus:
         pid = proc.pid()
         if pid is None:
-            return ComponentStatus(name, address, None, False, "stopped")
+            crashed = proc.crashed() and self.settings.stack_supervise
+            return ComponentStatus(
+                name, address, None, False, "crashed: the supervisor is starting it again" if crashed else "stopped"
+            )
         try:
             detail = check()
             healthy = True
@@ -262,7 +355,15 @@ def _shell_quote(value: str) -> str:
 
 def stack_summary(statuses: list[ComponentStatus]) -> dict[str, Any]:
     return {
-        s.name: {"address": s.address, "pid": s.pid, "healthy": s.healthy, "detail": s.detail, "rss_mb": s.rss_mb}
+        s.name: {
+            "address": s.address,
+            "pid": s.pid,
+            "healthy": s.healthy,
+            "detail": s.detail,
+            "rss_mb": s.rss_mb,
+            "restarts": s.restarts,
+            "last_event": s.last_event,
+        }
         for s in statuses
     }
 

@@ -2,6 +2,10 @@
 
 A process is ours only if its PID file exists *and* the live process still runs the
 binary we started: a PID reused by the system is never signalled.
+
+The PID file also says what is wanted: it is written when a server is started and removed
+*before* it is stopped on purpose, so a PID file whose process is gone means a crash, which the
+stack's supervisor (supervisor.py) repairs.
 """
 
 from __future__ import annotations
@@ -70,11 +74,14 @@ class ManagedProcess:
         return self.state_dir / f"{self.name}.log"
 
     def pid(self) -> int | None:
-        """The PID if our process is alive, else None (and a stale PID file is removed)."""
+        """The PID if our process is alive, else None (a PID file left by a crash stays: see `crashed`)."""
         try:
             pid = int(self.pid_path.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
+        return pid if self.runs_as_ours(pid) else None
+
+    def runs_as_ours(self, pid: int) -> bool:
         try:
             proc = psutil.Process(pid)
             cmdline = " ".join(proc.cmdline())
@@ -83,10 +90,11 @@ class ManagedProcess:
             alive = proc.status() != psutil.STATUS_ZOMBIE and (not cmdline or self.binary_marker in cmdline)
         except psutil.Error:
             alive = False
-        if not alive:
-            self.pid_path.unlink(missing_ok=True)
-            return None
-        return pid
+        return alive
+
+    def crashed(self) -> bool:
+        """Started and not stopped on purpose, yet not running: killed, or it died."""
+        return self.pid_path.exists() and self.pid() is None
 
     def start(self, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -105,8 +113,16 @@ class ManagedProcess:
 
     def stop(self, timeout_s: float = 10.0) -> bool:
         pid = self.pid()
+        self.pid_path.unlink(missing_ok=True)  # first: a stop on purpose is never taken for a crash
         if pid is None:
             return False
+        self.end(pid, timeout_s)
+        return True
+
+    def end(self, pid: int, timeout_s: float = 10.0) -> None:
+        """Terminate `pid`, then kill it after `timeout_s`; only if it still runs our program."""
+        if not self.runs_as_ours(pid):
+            return
         try:
             proc = psutil.Process(pid)
             proc.terminate()
@@ -120,8 +136,6 @@ class ManagedProcess:
                 time.sleep(0.02)
         except psutil.NoSuchProcess:
             pass
-        self.pid_path.unlink(missing_ok=True)
-        return True
 
     def rss_mb(self) -> float | None:
         pid = self.pid()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import shutil
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,9 +18,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from hub.control import credentials as partner_credentials
+from hub.control import mqtt_logins
 from hub.control.apply import apply
 from hub.ingest.worker import IngestWorker
 from hub.landing.worker import LandingWorker
+from hub.mqtt_auth.accounts import ROLE_INGEST, SHARE_GROUP, generate_secret
+from hub.mqtt_auth.dynsec import DynsecBroker, provision_login
 from hub.settings import HubSettings
 from hub.stack.broker_auth import LocalBrokerAuth
 from hub.stack.local import LocalStack, private_settings
@@ -61,6 +65,35 @@ def credentials(settings: HubSettings, partner: str) -> dict[str, Any]:
     return partner_credentials.load(partner_credentials.default_dir(settings), partner)
 
 
+T = TypeVar("T")
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to the end from sync code, also when called inside a running event loop (a test)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def device_login(settings: HubSettings, partner: str, name: str | None = None) -> tuple[str, str]:
+    """A new login for one device of `partner` (`hub devices add`): (user name = client id, password)."""
+    [(username, password)] = run_sync(mqtt_logins.add_devices(settings, partner, [name or unique("d")])).items()
+    return username, password
+
+
+def hub_login(settings: HubSettings, role: str = ROLE_INGEST) -> tuple[str, str]:
+    """A login of the hub's own (as an ingest worker has: it may read partners' namespaces in the hub's group)."""
+    username, password = unique("hub-test"), generate_secret()
+    broker = DynsecBroker.from_settings(settings)
+    run_sync(provision_login(broker, username, role, password))
+    return username, password
+
+
+def hub_listener(settings: HubSettings, topic_filter: str) -> Subscriber:
+    """Reads `topic_filter` in the hub's own shared group, as the hub does (no ingest worker may run meanwhile)."""
+    username, password = hub_login(settings)
+    return Subscriber(settings, username, password, f"$share/{SHARE_GROUP}/{topic_filter}")
+
+
 W = TypeVar("W", IngestWorker, LandingWorker)
 
 
@@ -88,7 +121,8 @@ def running_land(settings: HubSettings) -> AbstractAsyncContextManager[LandingWo
 
 
 class Device:
-    """A partner's device: publishes QoS 1 with the partner's credentials and records each PUBACK's reason."""
+    """A partner's device with a login of its own (`hub devices add`, removed again on `close`): publishes
+    QoS 1 and records each PUBACK's reason."""
 
     def __init__(
         self,
@@ -97,10 +131,11 @@ class Device:
         protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
         password: str | None = None,
     ) -> None:
-        creds = credentials(settings, partner)
+        self.settings, self.partner = settings, partner
+        self.username, own_password = device_login(settings, partner)
         address = settings.endpoints().mqtt()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=unique("test"), protocol=protocol)
-        self.client.username_pw_set(creds["username"], password or creds["password"])
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.username, protocol=protocol)
+        self.client.username_pw_set(self.username, password or own_password)
         if address.tls:
             self.client.tls_set(ca_certs=str(settings.mqtt_tls_ca) if settings.mqtt_tls_ca else None)
         self.acks: dict[int, str] = {}
@@ -133,19 +168,20 @@ class Device:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        device = self.username.split(".", 1)[1]
+        run_sync(mqtt_logins.remove_devices(self.settings, self.partner, [device]))
 
 
 class Subscriber:
-    """Reads a topic filter as some MQTT user (e.g. a partner reading its error reports)."""
+    """Reads a topic filter as some MQTT login (e.g. a partner reading its error reports), with the client id
+    bound to it (its user name)."""
 
     def __init__(self, settings: HubSettings, username: str, password: str, topic: str) -> None:
         address = settings.endpoints().mqtt()
         self.messages: list[tuple[str, bytes]] = []
         self.granted: list[str] = []
         self._ready = threading.Event()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=unique("sub"), protocol=MQTTProtocolVersion.MQTTv5
-        )
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=username, protocol=MQTTProtocolVersion.MQTTv5)
         self.client.username_pw_set(username, password)
         self.client.on_connect = lambda c, *_a: c.subscribe(topic, qos=1)
 
@@ -210,15 +246,20 @@ class TopicsSubscriber:
     an allowed filter that the hub published after others is a barrier for those others.
     """
 
-    def __init__(self, settings: HubSettings, username: str, password: str, topics: list[str]) -> None:
+    def __init__(
+        self,
+        settings: HubSettings,
+        username: str,
+        password: str,
+        topics: list[str],
+        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
+    ) -> None:
         address = settings.endpoints().mqtt()
         self.messages: list[tuple[str, bytes]] = []
         self.granted: list[str] = []
         self.granted_failures: list[bool] = []
         self._ready = threading.Event()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=unique("sub"), protocol=MQTTProtocolVersion.MQTTv5
-        )
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=username, protocol=protocol)
         self.client.username_pw_set(username, password)
         self.client.on_connect = lambda c, *_a: c.subscribe([(t, 1) for t in topics])
 

@@ -31,18 +31,20 @@ DEPLOY = REPO / "deploy"
 # Distinctive dummy values, so that any place a secret ends up can be found.
 SECRETS = {
     "HUB_DB_PASSWORD": "dummy-db-secret-7f3a",
-    "HUB_MQTT_SERVICE_PASSWORD": "dummy-mqtt-secret-91c2",
+    "HUB_MQTT_ADMIN_PASSWORD": "dummy-mqtt-secret-91c2",
+    "HUB_MQTT_HEALTH_PASSWORD": "dummy-mqtt-health-secret-3a77",
     "GRAFANA_ADMIN_PASSWORD": "dummy-grafana-admin-secret-5be8",
     "GRAFANA_DB_PASSWORD": "dummy-grafana-db-secret-0d4e",
 }
 HUB_SERVICES = ("hub-api", "hub-ingest", "hub-land", "hub-apply")
+INIT_SERVICES = ("mosquitto-init",)  # one-shot, from the hub's image, before the broker first starts
 INFRA_SERVICES = ("mosquitto", "kafka", "timescaledb", "grafana")
 # The only places a secret may reach: the environment entries that need it.
 SECRET_ENV_KEYS = {
     "POSTGRES_PASSWORD",
     "GF_SECURITY_ADMIN_PASSWORD",
     "GRAFANA_DB_PASSWORD",
-    "HUB_MQTT_SERVICE_PASSWORD",
+    "HUB_MQTT_HEALTH_PASSWORD",
     "HUB_DATABASE_URL",
     "HUB_MQTT_URL",
 }
@@ -166,7 +168,7 @@ def test_compose_refuses_to_render_without_any_secret(empty_env_file: Path) -> N
 
 
 def test_compose_describes_the_infrastructure_and_the_hub_services(rendered: dict[str, Any]) -> None:
-    assert set(rendered["services"]) == {*INFRA_SERVICES, *HUB_SERVICES}
+    assert set(rendered["services"]) == {*INFRA_SERVICES, *HUB_SERVICES, *INIT_SERVICES}
     images = {name: rendered["services"][name]["image"] for name in INFRA_SERVICES}
     assert images == {
         "mosquitto": "eclipse-mosquitto:2.0",
@@ -178,10 +180,10 @@ def test_compose_describes_the_infrastructure_and_the_hub_services(rendered: dic
 
 def test_hub_services_are_built_from_one_image_and_run_their_commands(rendered: dict[str, Any]) -> None:
     services = rendered["services"]
-    for name in HUB_SERVICES:
+    for name in (*HUB_SERVICES, *INIT_SERVICES):
         assert services[name]["build"]["dockerfile"] == "Dockerfile"
         assert Path(services[name]["build"]["context"]) == REPO
-    assert len({services[name]["image"] for name in HUB_SERVICES}) == 1
+    assert len({services[name]["image"] for name in (*HUB_SERVICES, *INIT_SERVICES)}) == 1
     commands = {name: services[name]["command"] for name in HUB_SERVICES}
     assert commands == {
         "hub-api": ["hub", "serve", "--host", "0.0.0.0", "--port", "8081"],
@@ -196,11 +198,10 @@ def test_hub_services_get_every_server_address_from_compose(rendered: dict[str, 
     expected = {
         "HUB_DATABASE_URL": f"postgresql://postgres:{SECRETS['HUB_DB_PASSWORD']}@timescaledb:5432/hub",
         "HUB_KAFKA_BOOTSTRAP": "kafka:9092",
-        "HUB_MQTT_URL": f"mqtt://hub-service:{SECRETS['HUB_MQTT_SERVICE_PASSWORD']}@mosquitto:1883",
+        "HUB_MQTT_URL": f"mqtt://hub-admin:{SECRETS['HUB_MQTT_ADMIN_PASSWORD']}@mosquitto:1883",
         "HUB_REGISTRY_URL": "http://hub-api:8081",
-        "HUB_MOSQUITTO_AUTH_DIR": "/mosquitto-auth",
     }
-    for name in HUB_SERVICES:
+    for name in (*HUB_SERVICES, *INIT_SERVICES):
         environment = rendered["services"][name]["environment"]
         assert {key: environment.get(key) for key in expected} == expected, name
 
@@ -242,30 +243,41 @@ def test_timescaledb_creates_database_hub_and_is_checked_with_pg_isready(rendere
     assert init and all((REPO / Path(volumes[target][0]).relative_to(REPO)).is_file() for target in init)
 
 
-def test_mosquitto_requires_passwords_and_acl_and_never_drops_messages(rendered: dict[str, Any]) -> None:
+def test_mosquitto_enforces_accounts_with_the_dynamic_security_plugin_alone_and_never_drops_messages(
+    rendered: dict[str, Any],
+) -> None:
     conf = mosquitto_directives()
     assert conf["listener"] == ["1883"]
     assert conf["allow_anonymous"] == ["false"]
-    assert conf["password_file"] == ["/mosquitto/config/passwd"]
-    assert conf["acl_file"] == ["/mosquitto/config/acl"]
+    assert conf["plugin"] == ["/usr/lib/mosquitto_dynamic_security.so"]
+    assert conf["plugin_opt_config_file"] == ["/mosquitto/dynsec/dynsec.json"]
+    # An acl_file next to the plugin would grant every SUBSCRIBE the plugin has no rule for.
+    assert "acl_file" not in conf and "password_file" not in conf
+    assert "topic" in conf["log_dest"], "the workers read who took over a session from the broker's log"
     assert conf["max_queued_messages"] == ["0"]
     assert conf["max_inflight_messages"] == ["0"]
     assert conf["persistence"] == ["true"]
     assert conf["persistent_client_expiration"] == ["1h"]
     service = rendered["services"]["mosquitto"]
     volumes = mounts(service)
-    assert volumes["/mosquitto/config"][0] == "mqtt-auth"
+    assert volumes["/mosquitto/dynsec"][0] == "mosquitto-dynsec"
     assert volumes["/mosquitto/data"][0] == "mosquitto-data"
     config_dir = Path(volumes["/etc/hub-mosquitto"][0])
     assert (config_dir / "mosquitto.conf").is_file() and (config_dir / "entrypoint.sh").is_file()
     assert service["entrypoint"][-1] == "/etc/hub-mosquitto/entrypoint.sh"
+    health = " ".join(service["healthcheck"]["test"])
+    assert "-u hub-health -i hub-health" in health, "the health check has a login of its own, bound to its id"
 
 
-def test_the_hub_control_plane_shares_the_mosquitto_auth_volume(rendered: dict[str, Any]) -> None:
-    for name in ("hub-api", "hub-apply"):
-        service = rendered["services"][name]
-        source, read_only = mounts(service)[service["environment"]["HUB_MOSQUITTO_AUTH_DIR"]]
-        assert (source, read_only) == ("mqtt-auth", False), name
+def test_the_brokers_first_accounts_are_written_by_the_hub_before_it_starts(rendered: dict[str, Any]) -> None:
+    services = rendered["services"]
+    init = services["mosquitto-init"]
+    assert init["command"] == ["hub", "broker-init", "/mosquitto-dynsec/dynsec.json"]
+    assert init["restart"] == "no"
+    assert mounts(init)["/mosquitto-dynsec"] == ("mosquitto-dynsec", False)
+    assert services["mosquitto"]["depends_on"]["mosquitto-init"] == {"condition": "service_completed_successfully"}
+    for name in HUB_SERVICES:  # they reach the broker's accounts through its API, not its files
+        assert "/mosquitto-dynsec" not in mounts(services[name]), name
 
 
 def test_grafana_provisions_the_timescaledb_datasource_and_the_hub_dashboards(rendered: dict[str, Any]) -> None:

@@ -33,7 +33,8 @@ from paho.mqtt.enums import MQTTProtocolVersion
 
 from hub.catalog.runtime import FeedRuntime, load_feeds, schema_by_id
 from hub.control import credentials as partner_credentials
-from hub.ingest.worker import IngestWorker, client_id
+from hub.ingest.identity import worker_client_id
+from hub.ingest.worker import IngestWorker
 from hub.schema.wire import decode_wire
 from hub.settings import HubSettings
 from hub.stack.broker_auth import LocalBrokerAuth
@@ -304,7 +305,8 @@ async def test_each_kind_of_invalid_message_is_dead_lettered_with_its_reason_and
     assert "time.max_age" in reports[cases["time_out_of_range"][0]][1]["message"]
     assert "pm25" in reports[cases["wrong_type"][0]][1]["message"]
 
-    # Mosquitto 2.0 grants the subscription and enforces `topic read` on delivery: nothing arrives.
+    # The broker refuses the other partner's reports at SUBSCRIBE (reason 135), and nothing of them arrives.
+    assert intruder.granted_failures == [False, True], intruder.granted
     assert intruder.messages, "the intruder's own report (the barrier) arrived"
     assert all(t.startswith(f"{applied.mqtt_error_root}/{TRANSPORT}/") for t, _ in intruder.messages)
 
@@ -371,7 +373,7 @@ async def test_a_worker_killed_mid_stream_and_restarted_loses_no_message(
     try:
         since = datetime.now(UTC)
         worker = worker_process()
-        assert await eventually(lambda: session_since(applied, client_id(0), since), timeout_s=30)
+        assert await eventually(lambda: session_since(applied, worker_client_id(applied, 0), since), timeout_s=30)
         stream = asyncio.create_task(publish_all(dev, [(air_topic(d), air_payload()) for d in devices], per_second=400))
         # Killed while the stream goes on: some of it is in Kafka, some delivered but not acknowledged.
         assert await eventually(lambda: len(dev.acks) >= 800, timeout_s=30)
@@ -381,7 +383,7 @@ async def test_a_worker_killed_mid_stream_and_restarted_loses_no_message(
         since = datetime.now(UTC)
         restarted = worker_process()
         await stream
-        assert await eventually(lambda: session_since(applied, client_id(0), since), timeout_s=30)
+        assert await eventually(lambda: session_since(applied, worker_client_id(applied, 0), since), timeout_s=30)
         found = await read_keys(
             applied.endpoints().kafka_bootstrap, kafka_topic, {d.encode() for d in devices}, timeout_s=60
         )
@@ -392,7 +394,7 @@ async def test_a_worker_killed_mid_stream_and_restarted_loses_no_message(
     duplicates = sum(len(v) - 1 for v in found.values())
     print(f"killed at {killed_at} of {len(devices)} published: {len(missing)} missing, {duplicates} duplicates")
     assert not missing, f"{len(missing)} of {len(devices)} messages never reached Kafka, e.g. {missing[:3]}"
-    assert await session_state(applied, client_id(0)) == "ended"
+    assert await session_state(applied, worker_client_id(applied, 0)) == "ended"
 
 
 def worker_children(supervisor_pid: int) -> list[psutil.Process]:
@@ -409,7 +411,7 @@ async def test_hub_run_ingest_starts_a_worker_that_died_again_and_it_resumes_its
     try:
         since = datetime.now(UTC)
         supervisor = worker_process()
-        assert await eventually(lambda: session_since(applied, client_id(0), since), timeout_s=30)
+        assert await eventually(lambda: session_since(applied, worker_client_id(applied, 0), since), timeout_s=30)
         [worker] = worker_children(supervisor.pid)
         worker.kill()  # the worker alone, as the OOM killer would
         await asyncio.to_thread(worker.wait, 10)
@@ -422,7 +424,7 @@ async def test_hub_run_ingest_starts_a_worker_that_died_again_and_it_resumes_its
     finally:
         dev.close()
     assert len(found) == len(devices)
-    assert await session_state(applied, client_id(0)) == "ended"
+    assert await session_state(applied, worker_client_id(applied, 0)) == "ended"
 
 
 # --- workers sharing the subscription -------------------------------------------------
@@ -442,7 +444,7 @@ async def test_two_workers_share_the_stream_and_one_stopping_cleanly_leaves_ever
                 assert len(found) == len(shared)
                 assert first.stats.accepted > 0 and second.stats.accepted > 0, "both workers took a share"
             # The second worker left its shared group and ended its session: nothing waits for it.
-            assert await session_state(applied, client_id(1)) == "ended"
+            assert await session_state(applied, worker_client_id(applied, 1)) == "ended"
             before = first.stats.accepted
             await publish_all(dev, [(air_topic(d), air_payload()) for d in after])
             found = await read_keys(bootstrap, kafka_topic, {d.encode() for d in after})
@@ -462,7 +464,7 @@ async def test_draining_a_stale_session_while_devices_publish_loses_nothing_and_
     with pytest.raises(Crash):
         async with IngestWorker(applied, applied.endpoints(), 1):
             raise Crash
-    assert await session_state(applied, client_id(1)) == "active"
+    assert await session_state(applied, worker_client_id(applied, 1)) == "active"
     dev = Device(applied, AIR)
     try:
         async with running_ingest(applied, 0) as worker:
@@ -472,9 +474,9 @@ async def test_draining_a_stale_session_while_devices_publish_loses_nothing_and_
             stream = asyncio.create_task(
                 publish_all(dev, [(air_topic(d), air_payload()) for d in during], per_second=400)
             )
-            assert await drain_stale_sessions(applied, keep=1) == [client_id(1)]
+            assert await drain_stale_sessions(applied, mine=[0]) == [worker_client_id(applied, 1)]
             await stream
-            assert await session_state(applied, client_id(1)) == "ended"
+            assert await session_state(applied, worker_client_id(applied, 1)) == "ended"
             before = worker.stats.accepted
             await publish_all(dev, [(air_topic(d), air_payload()) for d in after])
             found = await read_keys(bootstrap, kafka_topic, {d.encode() for d in waiting + during + after})
@@ -604,7 +606,7 @@ async def test_while_the_database_is_down_ingest_sends_nothing_and_delivers_ever
             start_postgres(state, applied.pg_port)
     assert len(found) == len(devices)
     # The worker's own connection was cut by the restart: leaving, it recorded its session on a new one.
-    assert await session_state(applied, client_id(0)) == "ended"
+    assert await session_state(applied, worker_client_id(applied, 0)) == "ended"
 
 
 # --- backpressure: Kafka down and back (last in the file: it restarts a broker, if only its own) ---
@@ -712,7 +714,9 @@ async def test_a_worker_stopped_while_kafka_is_down_stops_and_leaves_its_message
             stop.set()
             await task
         assert worker.source.acked == 0 and not worker.session_ended
-        assert await session_state(settings, client_id(0)) == "active", "the session, and what it holds, stays"
+        assert await session_state(settings, worker_client_id(settings, 0)) == "active", (
+            "the session, and what it holds, stays"
+        )
 
         await own_kafka.start()
         async with running_ingest(settings):

@@ -30,7 +30,7 @@ from hub.catalog import store as catalog
 from hub.catalog.locks import producer_lock_sql
 from hub.catalog.topics import ensure_feed_topics
 from hub.control.apply import apply
-from hub.ingest.worker import client_id
+from hub.ingest.identity import worker_client_id
 from hub.landing.broker_memory import free_landed_topics, log_ends
 from hub.landing.worker import LandingWorker
 from hub.settings import HubSettings
@@ -607,7 +607,7 @@ async def test_fully_landed_topics_are_recreated_while_ingest_runs_and_every_pub
         async with running_landing(settings) as landing, running_ingest(settings):
             assert await assigned_topic(landing, topic)
             session = "SELECT state FROM hub.resources WHERE kind = 'mqtt-session' AND name = $1"
-            assert await query(settings, session, client_id(0)) == "active"
+            assert await query(settings, session, worker_client_id(settings, 0)) == "active"
             recreated_before = landing.topics_recreated
             stream = asyncio.create_task(publish_steadily())
             try:

@@ -1,13 +1,14 @@
 """Ingest over TLS: `mqtts://` and `HUB_MQTT_TLS_CA`, as against a production broker.
 
 A second Mosquitto, with a TLS listener and a certificate from a CA made for this module,
-shares the session stack's password and ACL files, so the hub's service account and the
-partners' credentials work on it as they do on the plain one.
+starts from a copy of the session stack's accounts (the dynamic security plugin's file), so the
+hub's admin login and the partners' logins work on it as they do on the plain one.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import pytest
 from hub.errors import ServerUnavailable
 from hub.settings import HubSettings, MqttAddress
 from hub.stack.process import free_port, wait_for_port
-from hub.stack.servers import current_user, mosquitto_process
+from hub.stack.servers import current_user, dynsec_file, dynsec_plugin, mosquitto_process
 from tests.integration.support import Device, eventually, feed_runtime, read_topic, running_ingest, unique
 
 AIR = ("uni_air_lab", "air_quality")
@@ -45,21 +46,22 @@ def tls_settings(applied: HubSettings, tmp_path_factory: pytest.TempPathFactory)
     """The session stack's settings, with MQTT over TLS to a broker of this module's own."""
     d = tmp_path_factory.mktemp("mqtt-tls")
     ca, cert, key = make_certificates(d)
-    plain = mosquitto_process(applied.state_dir.resolve()).state_dir
+    accounts = d / "dynsec.json"
+    shutil.copyfile(dynsec_file(mosquitto_process(applied.state_dir.resolve()).state_dir), accounts)
     port = free_port()
     conf = d / "mosquitto.conf"
     conf.write_text(
         f"user {current_user()}\nper_listener_settings false\nlistener {port} 127.0.0.1\n"
         f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\nallow_anonymous false\n"
-        f"password_file {plain / 'passwd'}\nacl_file {plain / 'acl'}\n"
-        "max_queued_messages 0\nmax_inflight_messages 20000\n"
+        f"plugin {dynsec_plugin()}\nplugin_opt_config_file {accounts}\n"
+        "log_dest topic\nmax_queued_messages 0\nmax_inflight_messages 20000\n"
     )
     broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, 10)
         ep = applied.endpoints()
-        service = ep.mqtt()
-        url = MqttAddress("127.0.0.1", port, service.username, service.password, tls=True).url()
+        admin = ep.mqtt()
+        url = MqttAddress("127.0.0.1", port, admin.username, admin.password, tls=True).url()
         yield applied.model_copy(
             update={
                 "database_url": ep.database_url,

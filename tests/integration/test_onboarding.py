@@ -23,10 +23,11 @@ import pytest
 
 from hub.control.apply import apply
 from hub.kafka import KafkaAdmin
+from hub.mqtt_auth.dynsec import DynsecBroker
 from hub.settings import HubSettings
 from hub.stack.broker_auth import LocalBrokerAuth
 from tests.feeds import FLOW_M3S, LEVEL_M, RIVERTON_PARTNER, river_level
-from tests.integration.support import REPO, Device, Subscriber, unique
+from tests.integration.support import REPO, Device, hub_listener, unique
 
 HUB = [sys.executable, "-m", "hub"]
 
@@ -134,7 +135,7 @@ def with_field(*fields: dict[str, Any], replace: str | None = None) -> dict[str,
 
 
 async def snapshot(settings: HubSettings) -> dict[str, Any]:
-    """Everything `hub apply` could change: catalog, registry, tables and columns, topics, MQTT auth files."""
+    """Everything `hub apply` could change: catalog, registry, tables and columns, topics, the broker's accounts."""
     conn = await asyncpg.connect(settings.endpoints().database_url)
     try:
         queries = {
@@ -156,8 +157,7 @@ async def snapshot(settings: HubSettings) -> dict[str, Any]:
         await conn.close()
     async with KafkaAdmin(settings, settings.endpoints().kafka_bootstrap) as admin:
         state["topics"] = sorted(await admin.topics())
-    mosquitto = settings.state_dir / "mosquitto"
-    state["mqtt_auth"] = ((mosquitto / "passwd").read_text(), (mosquitto / "acl").read_text())
+    state["mqtt_accounts"] = await DynsecBroker.from_settings(settings).accounts()
     return state
 
 
@@ -216,12 +216,13 @@ def test_plan_lists_every_resource_a_new_partner_gets(water: Onboarded) -> None:
     lines = water.plan.stdout.splitlines()
     for expected in (
         f"+ partner     {p}",
-        f"+ credentials {p}",
         f"+ feed        {p}.river_levels",
         f"+ schema      {water.ws.subject}",
         f"+ topic       {water.ws.topic}  (3 partitions)",
         f"+ table       {p}.river_levels",
-        "~ acl         mqtt",
+        f"+ mqtt-role   partner-{p}  (",
+        f"+ mqtt-group  partner-{p}",
+        f"+ mqtt-login  {p}  (bound to client id {p}; new password, shown once)",
     ):
         assert any(line.startswith(expected) for line in lines), (expected, lines)
 
@@ -318,9 +319,7 @@ async def test_the_new_credentials_publish_only_into_the_partners_namespace(
     water: Onboarded, stack_settings: HubSettings
 ) -> None:
     p = water.ws.partner
-    hub_user = stack_settings.endpoints().mqtt()
-    assert hub_user.username and hub_user.password
-    listener = Subscriber(stack_settings, hub_user.username, hub_user.password, f"partners/{p}/#")
+    listener = hub_listener(stack_settings, f"partners/{p}/#")
     device = Device(stack_settings, p)
     try:
         assert device.connect_reason == "Success"

@@ -24,7 +24,7 @@ def test_status_reports_every_component_healthy_and_the_database_mode(hub_env: d
     result = run_hub(["stack", "status", "--json"], hub_env)
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
-    assert set(status) == {"postgres", "kafka", "mosquitto", "api"}
+    assert set(status) == {"postgres", "kafka", "mosquitto", "api", "supervisor"}
     assert all(c["healthy"] for c in status.values()), status
     assert "PostgreSQL" in status["postgres"]["detail"]
     assert ("TimescaleDB" in status["postgres"]["detail"]) or ("no TimescaleDB" in status["postgres"]["detail"])
@@ -110,7 +110,7 @@ def test_down_stops_only_ours_and_restart_keeps_database_data(state_dir: Path) -
 
     asyncio.run(sql("CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)"))
     pids = [s.pid for s in stack.status()]
-    assert sorted(stack.down()) == ["api", "kafka", "mosquitto", "postgres"]
+    assert sorted(stack.down()) == ["api", "kafka", "mosquitto", "postgres", "supervisor"]
     import psutil
 
     for pid in pids:

@@ -254,6 +254,31 @@ def test_feeds_whose_topics_could_match_the_same_message_are_rejected() -> None:
     assert "overlaps the topic of feed 'river_levels'" in error.reason
 
 
+@pytest.mark.parametrize(
+    ("earlier", "later"),
+    [
+        ("a/{device_id}", "a/x"),
+        ("a/x", "a/{device_id}"),
+        ("{device_id}/zz/b", "a/{device_id}/b"),
+        ("a/b/c", "a/b/d"),  # no overlap
+    ],
+)
+def test_topic_overlap_is_found_among_many_feeds_whatever_their_order(earlier: str, later: str) -> None:
+    topics = [f"t{i}/{{device_id}}" for i in range(50)] + [earlier, later]
+    feeds = "".join(
+        f"  - {{name: f{i}, description: d, licence: CC-BY-4.0, schema: river_level, topic: '{t}', format: json,"
+        " device_id: {source: field, field: id}, time: {field: ts, format: epoch_s}}\n"
+        for i, t in enumerate(topics)
+    )
+    text = RIVERTON_PARTNER.format(partner="many") + "feeds:\n" + feeds
+    if later == "a/b/d":
+        assert len(parse_connector(text, FILE).feeds) == 52
+        return
+    error = rejected(text)
+    assert error.field == "feeds[51].topic"
+    assert "overlaps the topic of feed 'f50'" in error.reason
+
+
 def test_only_the_first_problem_is_detailed_and_the_rest_are_counted() -> None:
     text = CONFIG.replace("kind: city", "kind: charity").replace("retention: 400d", "retention: forever")
     error = rejected(text)

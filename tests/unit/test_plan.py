@@ -106,16 +106,14 @@ def refusal(avro: dict[str, Any], config: str = CONFIG, *, timescale: bool = Fal
 # --------------------------------------------------------------------------- new and unchanged
 
 
-def test_a_new_partner_gets_every_resource() -> None:
+def test_a_new_partner_gets_every_resource_but_its_broker_accounts_which_the_broker_comparison_plans() -> None:
     plan = make_plan(desired(), CurrentState(), timescale=False)
     assert kinds(plan) == [
         ("partner", "create", "riverton_water"),
-        ("credentials", "create", "riverton_water"),
         ("feed", "create", "riverton_water.river_levels"),
         ("schema", "create", SUBJECT),
         ("topic", "create", "hub.riverton_water.river_levels"),
         ("table", "create", TABLE),
-        ("acl", "update", "mqtt"),
     ]
     create = table_sql(plan)
     assert any('CREATE TABLE IF NOT EXISTS "riverton_water"."river_levels"' in s for s in create)

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from hub.errors import PayloadError
 from hub.landing import rows as rows_module
 from hub.landing.rows import FeedRows, RowBuilder
-from hub.schema.avro import MAX_EPOCH_US, MIN_EPOCH_US, FeedSchema, parse_feed_schema
+from hub.schema.avro import FeedSchema, parse_feed_schema
+from hub.schema.timestamps import MAX_EPOCH_US, MIN_EPOCH_US
 from hub.schema.wire import WireEncoder, decode_wire
 from tests.unit.kafka_records import RECEIVED_MS, consumer_record
 
