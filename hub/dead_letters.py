@@ -16,6 +16,11 @@ FEED = "feed"  # "_unknown" for a topic no feed matches
 MQTT_TOPIC = "mqtt_topic"
 RECEIVED_MS = "received_ms"  # when the MQTT message reached the ingest worker, epoch milliseconds
 DEVICE = "device"  # on feed records: the device id (also the record key)
+# On feed records the hub sent more than once: "mqtt" when the MQTT broker delivered the message again
+# (DUP flag: a worker did not acknowledge it before it stopped), "resend" when ingest sent the record
+# again itself (Kafka or the broker epoch did not confirm the first send). Landing counts such a record
+# that meets an identical row as `redelivered`, not as a duplicate a device sent.
+REDELIVERY = "redelivery"
 
 Headers = list[tuple[str, bytes]]
 

@@ -43,6 +43,12 @@ def client_options(settings: HubSettings, bootstrap: str) -> dict[str, Any]:
     return opts
 
 
+def is_local_broker(settings: HubSettings, bootstrap: str) -> bool:
+    """True when `bootstrap` is the local stack's broker (Tansu: its log lives in memory only)."""
+    local = settings.stack_state().get("endpoints", {}).get("kafka_bootstrap")
+    return bool(local) and local == bootstrap
+
+
 def dead_letter_spec(settings: HubSettings) -> TopicSpec:
     return TopicSpec(
         settings.kafka_dead_letter_topic,

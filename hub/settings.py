@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 from pydantic import Field
@@ -70,6 +70,15 @@ class HubSettings(BaseSettings):
     ingest_max_in_flight: int = 20_000
     ingest_max_payload_bytes: int = 64 * 1024
     ingest_workers: int = 1
+    ingest_ack: Literal["auto", "kafka", "landed"] = Field(
+        default="auto",
+        description="When ingest acknowledges (PUBACK) a message to the MQTT broker: `kafka` once Kafka acknowledged "
+        "its record; `landed` once landing stored it (its offset in hub.land_offsets, committed with the row); "
+        "`auto`: `landed` where the Kafka broker is the local stack's (memory only), `kafka` elsewhere.",
+    )
+    ingest_landed_poll_ms: int = Field(
+        default=20, gt=0, description="With `landed` acknowledgement: how often a worker looks for landed offsets."
+    )
 
     # How often running workers look for partners, feeds and schema versions applied since they started.
     catalog_reload_s: float = 5.0
@@ -95,7 +104,8 @@ class HubSettings(BaseSettings):
     land_check_broker_epoch: bool = Field(
         default=True,
         description="Before storing offsets, check that the broker still holds this hub's epoch marker topic, "
-        "so that a broker that lost its log (the local broker on restart) is noticed and never skipped into.",
+        "so that a broker that lost its log (the local broker on restart) is noticed and never skipped into; "
+        "ingest sends in that epoch, so that what a lost log took with it is counted. Off: neither is done.",
     )
 
     # The local stack's supervisor (hub/stack/supervisor.py): restarts a server that crashed.

@@ -25,6 +25,15 @@ def stack_settings() -> Iterator[HubSettings]:
         yield settings
 
 
+@pytest.fixture(scope="session")
+def spare_stack() -> Iterator[HubSettings]:
+    """A second whole stack, for tests that apply configs from a database of their own (a small PostgreSQL,
+    the TimescaleDB engine): `hub apply` makes a broker's accounts match its catalog, so pairing another
+    catalog with the session stack's broker would remove the example partners' logins there."""
+    with private_stack("hub-spare-") as settings:
+        yield settings
+
+
 @pytest.fixture
 def state_dir() -> Iterator[Path]:
     """A fresh state directory that PostgreSQL (run as `postgres` under root) can enter."""

@@ -3,11 +3,14 @@
 Phases (each counted at the far end, never assumed):
 1. ceiling   - `mosquitto_pub` (C, QoS 1, -M 1000, chunks of at most 25,000 lines, one process per
                chunk, two at a time) -> Mosquitto -> `mosquitto_sub -C N` (C) counting every message.
-2. end to end - the same publishers -> ingest workers (PUBACK after Kafka's ack) -> Kafka -> landing
-               -> committed rows; lost = published - landed - dead-lettered.
+2. end to end - the same publishers -> ingest workers (PUBACK after Kafka's ack, or after landing:
+               `--ack`) -> Kafka -> landing -> committed rows; lost = published - landed - dead-lettered.
 3. latency   - a steady publisher at half the end-to-end rate; publish -> Kafka append and
-               publish -> committed row, per message.
-4. backlog   - landing stopped while `backlog` records are ingested, then started: the drain rate.
+               publish -> committed row, per message; arrival at ingest -> its PUBACK (the workers'
+               own histograms, hub/ingest/ack_latency.py).
+4. backlog   - landing stopped while `backlog` records are ingested (acknowledging after Kafka's
+               ack whatever `--ack` says: waiting for landing, ingest would stop at the broker's
+               in-flight window), then started: the drain rate.
 5. COPY      - the raw `COPY` rate of the same database, as the landing reference.
 """
 
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,16 +36,25 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hub.bench.c_clients import CClients
 from hub.bench.measure import PeakMemory, percentile
+from hub.bench.payloads import DEVICES, event_time_ms, make_lines
 from hub.control.apply import apply
 from hub.errors import HubError
+from hub.ingest import ack_latency
+from hub.ingest.landed_acks import ack_mode
 from hub.stack import servers
 from hub.stack.broker_auth import LocalBrokerAuth
 from hub.stack.local import LocalStack, cli_env, private_settings
 from hub.stack.process import require_binary
 
 HERE = Path(__file__).resolve().parent
-DEVICES = 1000
 FEED_TABLE = "bench_lab.air"
+# Records ingest acknowledged after Kafka's ack (hub.ingest_acked) that are beyond their partition's landed position.
+UNLANDED_SQL = """
+SELECT coalesce(sum(greatest(0, a.next_position
+                                - greatest(a.first_position, coalesce(o.base_offset + o.next_offset, 0)))), 0)
+FROM hub.ingest_acked a
+LEFT JOIN hub.land_offsets o ON o.topic = a.topic AND o.kafka_partition = a.kafka_partition
+"""
 
 
 @dataclass
@@ -53,6 +66,7 @@ class BenchConfig:
     # The drain is timed from the first batch landed to the last: at ~100,000 records it lasts about
     # a second on 2 cores, too short for a sustained rate, hence its own, larger, size.
     backlog: int = 300_000
+    ack: str = "auto"  # HUB_INGEST_ACK for the end-to-end and latency phases
     keep: bool = False
     log: Callable[[str], None] = print
 
@@ -60,28 +74,6 @@ class BenchConfig:
 @dataclass
 class BenchResult:
     figures: dict[str, Any] = field(default_factory=dict)
-
-
-def make_lines(n: int, start_ms: int) -> list[bytes]:
-    """Realistic readings (~130 bytes) from DEVICES stations; (device, time) unique per line."""
-    import random
-
-    rng = random.Random(n)
-    out = []
-    for i in range(n):
-        doc = {
-            "id": f"st-{i % DEVICES:04d}",
-            "t": start_ms + i,
-            "pm2_5": round(rng.uniform(2, 40), 1),
-            "pm10": round(rng.uniform(5, 70), 1),
-            "no2": round(rng.uniform(5, 90), 1),
-            "temperature_c": round(rng.uniform(-5, 32), 1),
-            "rh": round(rng.uniform(25, 98), 1),
-            "pressure_hpa": round(rng.uniform(980, 1040), 1),
-            "battery_v": round(rng.uniform(3.3, 4.2), 2),
-        }
-        out.append(orjson.dumps(doc))
-    return out
 
 
 class Bench:
@@ -93,6 +85,7 @@ class Bench:
         self.env = cli_env(self.settings)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.memory = PeakMemory()
+        self.ingest_ack = "kafka"  # what `cfg.ack` means on this stack, once it is up
 
     # --- set-up ------------------------------------------------------------------------
 
@@ -124,9 +117,10 @@ class Bench:
 
     # --- processes ---------------------------------------------------------------------
 
-    def start_workers(self, name: str, args: list[str]) -> None:
+    def start_workers(self, name: str, args: list[str], ack: str | None = None) -> None:
         log = (self.state / f"{name}.log").open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "hub", "run", *args], env=self.env, stdout=log, stderr=log)
+        env = {**self.env, "HUB_INGEST_ACK": ack or self.cfg.ack}
+        proc = subprocess.Popen([sys.executable, "-m", "hub", "run", *args], env=env, stdout=log, stderr=log)
         self.procs[name] = proc
         self.memory.watch(name, proc.pid)
 
@@ -165,14 +159,25 @@ class Bench:
             await conn.close()
 
     async def counts(self, conn: asyncpg.Connection) -> tuple[int, int, int]:
+        """(rows landed, records acknowledged after Kafka's ack and not landed yet, messages refused)."""
         landed = await conn.fetchval("SELECT coalesce(sum(rows), 0) FROM hub.land_counters")
-        accepted = await conn.fetchval(
-            "SELECT coalesce(sum(messages), 0) FROM hub.ingest_counters WHERE reason = 'accepted'"
-        )
+        unlanded = await conn.fetchval(UNLANDED_SQL)
         rejected = await conn.fetchval(
             "SELECT coalesce(sum(messages), 0) FROM hub.ingest_counters WHERE reason <> 'accepted'"
         )
-        return int(landed), int(accepted), int(rejected)
+        return int(landed), int(unlanded), int(rejected)
+
+    async def ack_latencies(self) -> Counter[int]:
+        """The ingest workers' PUBACK latency histograms, merged (cumulative since each worker started)."""
+        conn = await asyncpg.connect(self.ep.database_url)
+        try:
+            found = await conn.fetch("SELECT detail FROM hub.resources WHERE kind = $1", ack_latency.KIND)
+        finally:
+            await conn.close()
+        merged: Counter[int] = Counter()
+        for r in found:
+            merged.update(ack_latency.parse(r["detail"]))
+        return merged
 
     def ceiling(self, lines: list[bytes]) -> tuple[float, int]:
         counter = self.c.counter(len(lines))
@@ -260,8 +265,10 @@ class Bench:
             proc.wait()
 
     async def latency(self, rate: float) -> dict[str, Any]:
-        """A steady load at `rate`: publish -> Kafka append and publish -> committed row, per message."""
+        """A steady load at `rate`: publish -> Kafka append, publish -> committed row and arrival -> PUBACK."""
         n = int(rate * self.cfg.latency_seconds)
+        await asyncio.sleep(2.5)  # the workers' last histograms of the phase before (written every 2 s)
+        acks_before = await self.ack_latencies()
         await asyncio.to_thread(self.paced_publish, rate, n, "lat")
         conn = await asyncpg.connect(self.ep.database_url)
         try:
@@ -280,7 +287,12 @@ class Bench:
             await conn.close()
         kafka_ms = await self.kafka_latency()
         row_ms = [float(r["row_ms"]) for r in rows]
+        await asyncio.sleep(2.5)  # the workers write their histograms every 2 s
+        acks = await self.ack_latencies()
+        acks.subtract(acks_before)
         return {
+            "p50_puback_ms": round(ack_latency.percentile(acks, 50), 1),
+            "p99_puback_ms": round(ack_latency.percentile(acks, 99), 1),
             "latency_rate_msgs_per_s": round(rate, 1),
             "latency_messages": n,
             "latency_landed": len(rows),
@@ -311,7 +323,7 @@ class Bench:
                 for records in batch.values():
                     for r in records:
                         if r.key and r.key.startswith(b"lat-"):
-                            device_t = _event_time_ms(r.value)
+                            device_t = event_time_ms(r.value)
                             if device_t is not None:
                                 out.append(r.timestamp - device_t)
                 positions = [await consumer.position(tp) for tp in tps]
@@ -342,16 +354,20 @@ class Bench:
             await conn.close()
 
     async def backlog(self, lines: list[bytes]) -> dict[str, Any]:
-        """Stop landing, let ingest fill Kafka, then start landing and time the drain."""
+        """Stop landing, let ingest fill Kafka (acknowledging after Kafka's ack), start landing, time the drain."""
+        if self.ingest_ack != "kafka":
+            self.stop_workers("ingest")  # it leaves once landing stored what it waits for
+            self.start_workers("ingest", ["ingest", "--workers", str(self.cfg.ingest_workers)], ack="kafka")
+            await self.wait_ingest_ready(self.cfg.ingest_workers)
         self.stop_workers("land")
         conn = await asyncpg.connect(self.ep.database_url)
         try:
-            base_landed, base_acc, _ = await self.counts(conn)
+            base_landed, _, _ = await self.counts(conn)
             await asyncio.to_thread(self.c.publish_chunks, lines)
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
-                _, acc, _ = await self.counts(conn)
-                if acc - base_acc >= len(lines):
+                _, unlanded, _ = await self.counts(conn)
+                if unlanded >= len(lines):
                     break
                 await asyncio.sleep(0.2)
             self.start_workers("land", ["land", "--workers", str(self.cfg.land_workers)])
@@ -385,30 +401,6 @@ class Bench:
             await conn.close()
 
 
-def _event_time_ms(value: bytes | None) -> float | None:
-    """The event time (ms) from a wire-format record of the bench feed: device_id string, then time long."""
-    if not value or len(value) < 6:
-        return None
-    body = value[5:]
-    # Avro: zig-zag varint length + string bytes, then the zig-zag varint time.
-    pos, length = _varint(body, 0)
-    pos += length
-    _, t = _varint(body, pos)
-    return float(t)
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            break
-        shift += 7
-    return pos, (result >> 1) ^ -(result & 1)
-
-
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     bench = Bench(cfg)
     figures: dict[str, Any] = {
@@ -418,6 +410,9 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     }
     try:
         bench.start()
+        figures["ack"] = bench.ingest_ack = ack_mode(
+            bench.settings.model_copy(update={"ingest_ack": cfg.ack}), bench.ep
+        )
         log = cfg.log
         now = int(time.time() * 1000)
         log(f"1/5 ceiling: mosquitto_pub -> Mosquitto -> mosquitto_sub, {cfg.messages:,} messages")
@@ -425,7 +420,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         figures.update(ceiling_msgs_per_s=round(ceiling, 1), ceiling_counted=counted)
         log(f"    {ceiling:,.0f} msg/s ({counted:,} counted)")
 
-        log(f"2/5 end to end with {cfg.ingest_workers} ingest and {cfg.land_workers} landing workers")
+        log(
+            f"2/5 end to end with {cfg.ingest_workers} ingest and {cfg.land_workers} landing workers, "
+            f"acknowledging once {'Kafka has the records' if bench.ingest_ack == 'kafka' else 'they are landed'}"
+        )
         bench.start_workers("ingest", ["ingest", "--workers", str(cfg.ingest_workers)])
         bench.start_workers("land", ["land", "--workers", str(cfg.land_workers)])
         asyncio.run(bench.wait_ingest_ready(cfg.ingest_workers))
@@ -439,7 +437,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         rate = max(100.0, e2e["e2e_msgs_per_s"] / 2)
         log(f"3/5 latency at {rate:,.0f} msg/s for {cfg.latency_seconds:.0f} s")
         figures.update(asyncio.run(bench.latency(rate)))
-        log(f"    publish->row p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms")
+        log(
+            f"    publish->row p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms; "
+            f"PUBACK p50 {figures['p50_puback_ms']} ms, p99 {figures['p99_puback_ms']} ms"
+        )
 
         log("4/5 backlog drain: landing stopped while ingest fills Kafka")
         figures.update(asyncio.run(bench.backlog(make_lines(cfg.backlog, now + cfg.messages + 60_000))))

@@ -186,6 +186,36 @@ CREATE TABLE IF NOT EXISTS hub.mqtt_devices (
     rotated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (partner_id, name)
 );
+-- (+21) Acknowledgement after landing, exact loss counts, duplicate keys., exact loss counts, duplicate keys.
+-- A partition's landed position in the epoch, counted across recreations of its topic:
+-- base_offset + next_offset only grows (broker_memory.py adds next_offset to base_offset when it
+-- recreates a fully landed topic); generation moves on whenever records beyond next_offset may have
+-- been lost (a new epoch, a log found shorter), so a producer waiting for its records sends them again.
+ALTER TABLE hub.land_offsets ADD COLUMN IF NOT EXISTS base_offset bigint NOT NULL DEFAULT 0;
+ALTER TABLE hub.land_offsets ADD COLUMN IF NOT EXISTS generation int NOT NULL DEFAULT 0;
+-- What ingest acknowledged to devices after Kafka's ack (HUB_INGEST_ACK=kafka), as ranges of landed
+-- positions (base_offset + offset) per epoch: a broker that loses its log loses exactly the acknowledged
+-- records beyond the landed position (hub/landing/epoch.py). Ranges below it are pruned.
+CREATE TABLE IF NOT EXISTS hub.ingest_acked (
+    epoch text NOT NULL,
+    topic text NOT NULL,
+    kafka_partition int NOT NULL,
+    first_position bigint NOT NULL,
+    next_position bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ingest_acked_partition ON hub.ingest_acked (epoch, topic, kafka_partition, next_position);
+-- What landing made of the records of acknowledged messages besides rows (those are hub.land_counters):
+-- outcome `duplicate` (byte-identical to the landed row), `redelivered` (the hub's own copy of a
+-- message it had already sent: an MQTT redelivery or a resend), `lost` (acknowledged, then lost with
+-- the broker's log), or the reason of a dead letter landing wrote (`duplicate_key`, `refused_by_database`, ...).
+CREATE TABLE IF NOT EXISTS hub.land_outcomes (
+    partner_id text NOT NULL,
+    feed text NOT NULL,
+    outcome text NOT NULL,
+    records bigint NOT NULL DEFAULT 0,
+    last_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (partner_id, feed, outcome)
+);
 """
 # (+20) Organisations, agreements, their append-only audit trail and pgaudit's read log (kept in a module
 # of its own for its length: hub/catalog/agreements_ddl.py).
@@ -196,7 +226,7 @@ CATALOG_DDL += AGREEMENTS_DDL
 # version: ALTER TABLE and CREATE OR REPLACE VIEW take exclusive locks even when they change
 # nothing, so running them at every worker start (and catalog reload) would queue behind
 # landing's transactions on hub.land_offsets, and stop every worker behind them.
-CATALOG_VERSION = "hub catalog 4 (+16)"
+CATALOG_VERSION = "hub catalog 5 (+16)"
 CATALOG_DDL += f"COMMENT ON SCHEMA hub IS '{CATALOG_VERSION}';\n"
 
 

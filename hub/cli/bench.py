@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
 
 from hub.bench.runner import BenchConfig, print_figures, run_bench
 from hub.cli.common import console, one_line_errors
+
+
+class Ack(StrEnum):
+    auto = "auto"
+    kafka = "kafka"
+    landed = "landed"
 
 
 @one_line_errors
@@ -19,12 +26,20 @@ def bench(
     backlog: Annotated[
         int, typer.Option(min=1000, help="Records landing drains in the backlog phase (a few seconds' worth).")
     ] = 300_000,
+    ack: Annotated[
+        Ack,
+        typer.Option(
+            help="When ingest acknowledges (HUB_INGEST_ACK): kafka, landed, or auto (landed: the private stack's "
+            "broker keeps its log in memory only)."
+        ),
+    ] = Ack.auto,
     keep: Annotated[bool, typer.Option(help="Keep the private stack's state directory (logs) afterwards.")] = False,
 ) -> None:
     """Start a private stack and measure: C-client ceiling, end to end, latency, backlog drain, raw COPY.
 
-    Ends with one JSON line (e2e_msgs_per_s, offered_msgs_per_s, published, landed, dead_lettered, lost,
-    p50_ms, p99_ms, peak_rss_mb, ceiling_msgs_per_s, ratio, ...) so runs can be compared.
+    Ends with one JSON line (ack, e2e_msgs_per_s, offered_msgs_per_s, published, landed, dead_lettered, lost,
+    p50_ms, p99_ms, p50_puback_ms, p99_puback_ms, peak_rss_mb, ceiling_msgs_per_s, ratio, ...) so runs can be
+    compared.
     """
     cfg = BenchConfig(
         messages=messages,
@@ -32,6 +47,7 @@ def bench(
         land_workers=land_workers,
         latency_seconds=latency_seconds,
         backlog=backlog,
+        ack=ack.value,
         keep=keep,
         log=lambda m: console.print(m, highlight=False),
     )

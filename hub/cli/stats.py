@@ -1,4 +1,4 @@
-"""`hub stats`: accepted and rejected messages per partner and feed, with the most common reasons."""
+"""`hub stats`: what became of the messages the hub acknowledged, per partner and feed (hub/ingest/stats.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def stats(
     top: Annotated[int, typer.Option("--top", min=1, help="Reasons shown per feed in the table.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array for scripts, every reason included.")] = False,
 ) -> None:
-    """Messages ingest accepted and rejected per partner and feed, and why (updated every few seconds)."""
+    """What became of the messages the hub acknowledged, per partner and feed: accepted (landed as rows),
+    duplicates, refused (with the most common reasons) and lost; acknowledged = the four together."""
     rows = asyncio.run(_stats(partner))
     if as_json:
         print(json.dumps([r.as_json() for r in rows]))
@@ -35,7 +36,7 @@ def stats(
     if not rows:
         console.print(f"no feeds{f' for partner {partner!r}' if partner else ''} in the catalog; run `hub apply`")
         return
-    table = Table("partner", "feed", "accepted", "rejected", "most common reasons", "last message")
+    table = Table("partner", "feed", "accepted", "duplicates", "refused", "lost", "most common reasons", "last message")
     for r in rows:
         shown = ", ".join(f"{reason} {n:,}" for reason, n in r.reasons[:top])
         more = len(r.reasons) - top
@@ -43,8 +44,11 @@ def stats(
             r.partner,
             r.feed,
             f"{r.accepted:,}",
-            f"[red]{r.rejected:,}[/red]" if r.rejected else "0",
+            f"{r.duplicates:,}",
+            f"[red]{r.refused:,}[/red]" if r.refused else "0",
+            f"[bold red]{r.lost:,}[/bold red]" if r.lost else "0",
             shown + (f", +{more} more" if more > 0 else "") or "-",
             r.last_at.strftime("%Y-%m-%d %H:%M:%S %Z") if r.last_at else "-",
         )
     console.print(table)
+    console.print("accepted = rows landed; acknowledged = accepted + duplicates + refused + lost", style="dim")

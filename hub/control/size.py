@@ -23,6 +23,9 @@ LOCKS_PER_NEW_TABLE = {False: 10, True: 30}
 LOCKS_PER_TABLE_CHANGE = 6  # ALTER TABLE, a rollup dropped and created again
 LOCKS_PER_CATALOG_CHANGE = 1  # rows in hub.partners, hub.feeds, schema versions
 
+# Changes that come with each feed; the others come once per partner, organisation or login.
+PER_FEED_KINDS = frozenset({"table", "column", "feed", "schema", "topic", "view"})
+
 # The share of the server's lock table one apply may use: workers and other sessions hold locks too.
 SHARE_FOR_ONE_APPLY = 0.5
 
@@ -71,8 +74,12 @@ def too_large(plan: Plan, table: LockTable, limit: int | None = None) -> str | N
     if needed <= budget:
         return None
     new_tables = len([c for c in plan.changes if c.kind == "table" and c.action == "create"])
-    # A new feed comes with its own catalog rows, schema version and topic: count it at the plan's average.
-    fits = int(budget / (needed / new_tables)) if new_tables else 0
+    # A new feed comes with its own catalog rows, schema version, topic and shared views: count those at the
+    # plan's average per new table, after what the run needs whatever its size (a new partner's own rows,
+    # logins and database role).
+    per_feed = sum(locks_for(c, plan.timescale) for c in plan.changes if c.kind in PER_FEED_KINDS)
+    fixed = needed - per_feed
+    fits = max(0, int((budget - fixed) / (per_feed / new_tables))) if new_tables else 0
     connections = table.max_connections + table.max_prepared_transactions
     locks_per_transaction = -(-int(needed / SHARE_FOR_ONE_APPLY) // connections)  # rounded up
     source = f"HUB_APPLY_MAX_LOCKS={limit:,}" if budget == limit else f"half of the server's {table.describe()}"

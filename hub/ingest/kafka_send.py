@@ -1,16 +1,19 @@
 """Ingest's Kafka side: record batches per topic-partition, retried until acknowledged, topics kept alive.
 
-`deliver` returns only when Kafka acknowledged every record of a batch, so the caller can
-PUBACK its MQTT messages. While Kafka (or the database holding the topic locks) is down it
-retries with backoff, at most 5 s apart, and takes nothing new: the unacknowledged messages
-stay with the MQTT broker.
+`deliver` returns only when Kafka acknowledged every record of a batch in the broker epoch landing
+lands (hub/catalog/broker_epoch.py), and what must be durable with the acknowledgement is written
+(ack_ledger.py), so the caller can PUBACK its MQTT messages (or, with `HUB_INGEST_ACK=landed`,
+wait for landing). While Kafka (or the database holding the topic locks) is down it retries with
+backoff, at most 5 s apart, and takes nothing new: the unacknowledged messages stay with the MQTT
+broker.
 
 A restarted local broker has forgotten every topic, and acknowledges records for topics it
 recreates by itself with its own defaults (4 partitions) and may lose again. So each worker
 keeps a marker topic of its own (`marker_spec`) and recreates the hub's topics with their
 settings when they go missing (`recover_topics`, also every second beside the hot path);
-acknowledgements only count when the marker survived the whole send, else everything is
-sent again (at least once; landing is idempotent).
+acknowledgements only count when our marker and the epoch's marker survived the whole send, else
+the whole batch is sent again, each record marked as a resend (at least once; landing is
+idempotent and counts such copies apart from a device's duplicates).
 
 Each send holds the shared lock of its feed topics (topic_locks.py), so landing never
 recreates a topic to free the broker's memory while a record for it is in flight.
@@ -20,20 +23,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 from collections.abc import Awaitable
+from dataclasses import replace
 
+import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
 
+from hub.catalog.broker_epoch import Epoch, record_first
 from hub.errors import ServerUnavailable
-from hub.ingest.outgoing import Outgoing, partition_for
+from hub.ingest.ack_ledger import Released, needs_round_trip, release_args
+from hub.ingest.outgoing import Outgoing, mark_resent, partition_for
 from hub.ingest.topic_locks import TopicLocks
 from hub.kafka import TRANSIENT_KAFKA_ERRORS, KafkaAdmin, TopicSpec, client_options
 from hub.outage import Outages
 from hub.settings import HubSettings
 
 log = logging.getLogger("hub.ingest")
+
+# With `land_check_broker_epoch` off: records are sent without a broker epoch (and no loss can be counted).
+UNCHECKED = Epoch("", "")
 
 
 def marker_spec(settings: HubSettings, index: int) -> TopicSpec:
@@ -62,12 +73,32 @@ class KafkaSender:
         self.topics_epoch = 0  # moves on each time this sender creates a topic
         self.sent_batches = 0
         self.outages = Outages(log)  # the worker's: one log line when a server goes away, one when it is back
+        self.epoch: Epoch | None = None  # the broker epoch, while the broker has its marker topic
         self._topic_watch: asyncio.Task[None] | None = None
+        self._waiting_logged = 0.0
 
-    async def start(self) -> None:
+    @property
+    def landed_topics(self) -> set[str]:
+        """The topics landing stores offsets for, which an acknowledgement after landing waits for.
+
+        The feed topics, and the dead-letter topic where landing stores it in the database with its
+        offsets (`dead_letter_store`, the default): a dead letter's PUBACK then waits until it is
+        stored too. (ack_ledger.py records loss ranges for feed topics only, whatever this holds.)
+        """
+        dead_letters = self.settings.kafka_dead_letter_topic
+        return {s.name for s in self.topic_specs if s.name != dead_letters or self.settings.dead_letter_store}
+
+    async def start(self, database_url: str | None = None) -> None:
+        """Connect; with `database_url`, also record the first broker epoch if no landing worker ever ran."""
         s = self.settings
         self.admin = await KafkaAdmin(s, self.bootstrap).__aenter__()
         await self.admin.ensure_topics([*self.topic_specs, self.marker])
+        if database_url is not None and s.land_check_broker_epoch:
+            conn = await asyncpg.connect(database_url)
+            try:  # the first epoch, if no landing worker ever ran: what is acknowledged before it starts is counted
+                await record_first(conn, self.admin, s)
+            finally:
+                await conn.close()
         self.producer = AIOKafkaProducer(
             **client_options(s, self.bootstrap),
             acks="all",
@@ -115,72 +146,116 @@ class KafkaSender:
 
     # --- sending -----------------------------------------------------------------------
 
-    async def deliver(self, everything: list[Outgoing]) -> None:
-        """Send the records; return only when Kafka acknowledged every one.
+    async def deliver(
+        self, everything: list[Outgoing], *, record: bool = False, counts: Counter[tuple[str, str, str]] | None = None
+    ) -> Released:
+        """Send the records; return only when Kafka acknowledged every one, in the current broker epoch.
 
-        While Kafka is down this retries (with backoff, at most 5 s apart) the records it has not
-        acknowledged yet. A broker that restarted meanwhile may have acknowledged records for topics it
-        had forgotten (the local broker does, and then loses them), so acknowledgements only count when
-        our marker topic survived the whole send; otherwise everything is sent again (at least once).
+        `record`: write the batch's counters (its dead letters', and `counts` of messages that sent
+        nothing) and record positions with the release of its topic locks (ack_ledger.py), for an
+        acknowledgement that follows at once; otherwise read the baseline its wait for landing needs.
+        While Kafka or the database is down this retries with backoff, at most 5 s apart. A batch
+        that was not wholly confirmed (Kafka failed part of it, the broker restarted, the locks were
+        lost, landing started a new epoch) is sent again whole, marked as a resend.
         """
-        pending = everything
-        epoch = self.topics_epoch
         backoff = 0.2
+        resent = False
         while True:
-            pending = await self.send_locked(pending)
-            if not pending:
-                if await self.topics_intact(epoch):
-                    break
-                log.warning(
-                    "the Kafka broker forgot our topics while %d records were sent (restarted?): sending them again",
-                    len(everything),
-                )
-                pending = everything
-            else:
-                log.debug(
-                    "%d records are not acknowledged yet; retrying in %.1f s (their messages stay unacknowledged)",
-                    len(pending),
-                    backoff,
-                )
+            outcome = await self._attempt(everything, record, counts or Counter())
+            if isinstance(outcome, Released):
+                return outcome
+            why, sent = outcome
+            # Once per outage at most as a warning (`outages`); each retry at DEBUG.
+            log.debug("%s: sending %d records again in %.1f s (their messages stay unacknowledged)",
+                      why, len(everything), backoff)  # fmt: skip
+            if sent and not resent:  # a copy may be in Kafka: the next one is the hub's own
+                mark_resent(everything)
+                resent = True
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
-            recovered = await self.recover_topics()
-            if self.topics_epoch != epoch:
+            before = self.topics_epoch
+            await self.recover_topics()
+            if self.topics_epoch != before:
                 self.repartition(everything)
-            if recovered and pending is everything:
-                epoch = self.topics_epoch
 
-    async def send_locked(self, outgoing: list[Outgoing]) -> list[Outgoing]:
-        """`send`, holding the shared lock of each feed topic from before the send until it is settled.
-
-        Returns the records to send again: those Kafka did not acknowledge; all of them when the
-        database cannot be reached (nothing is sent then); and those of feed topics when the locks
-        were lost during the send (the database connection dropped), since landing may then have
-        recreated a topic after the broker acknowledged one of them.
-        """
+    async def _attempt(
+        self, everything: list[Outgoing], record: bool, counts: Counter[tuple[str, str, str]]
+    ) -> Released | tuple[str, bool]:
+        """One send of the whole batch under its topic locks: what the release found, or (why not, whether sent)."""
+        try:
+            epoch = await self.landing_epoch()
+        except ServerUnavailable as exc:
+            return f"cannot read the broker epoch: {exc}", False
+        if epoch is None:
+            return "the Kafka broker lost its log and no landing worker has started a new epoch yet", False
+        start = self.topics_epoch
         dead_letters = self.settings.kafka_dead_letter_topic
-        topics = sorted({o.topic for o in outgoing if o.topic != dead_letters})
+        topics = sorted({o.topic for o in everything if o.topic != dead_letters})
         try:
             await self.locks.acquire(topics)
         except ServerUnavailable as exc:
             self.outages.failed("take the topic locks before a send (the records wait)", exc, "PostgreSQL")
-            return outgoing
+            return f"not sent: {exc}", False
         self.outages.back("PostgreSQL")
         try:
-            failed = await self.send(outgoing)
+            failed = await self.send(everything)
+            intact = not failed and await self.topics_intact(start, epoch)
         except BaseException:
             self.locks.drop()
             raise
-        if await self.locks.release(topics):
-            return failed
-        log.warning("the topic locks were lost during a send (database connection dropped): sending it again")
-        return [o for o in outgoing if o.topic != dead_letters] + [o for o in failed if o.topic == dead_letters]
+        checked = None if epoch is UNCHECKED else epoch.epoch
+        args = release_args(topics, checked, intact, everything, self.landed_topics, record=record, counts=counts)
+        result: Released | None = Released(checked, [], {})
+        if needs_round_trip(args) if intact else topics:  # else nothing to unlock, record or read
+            result = await self.locks.release(topics, args)
+        if failed:
+            return f"Kafka did not acknowledge {len(failed)} of {len(everything)} records", True
+        if not intact:
+            return "the Kafka broker forgot our topics or the broker epoch while they were sent (restarted?)", True
+        if result is None:
+            return "the topic locks were lost during the send (database connection dropped)", True
+        if checked is None:
+            return replace(result, epoch=None)
+        if result.epoch != checked:
+            self.epoch = None
+            return f"a landing worker started a new broker epoch ({result.epoch}) while they were sent", True
+        return result
+
+    async def landing_epoch(self) -> Epoch | None:
+        """The broker epoch to send in: the recorded one, while the broker still has its marker topic.
+
+        None when the broker lost its log (it has no marker) and landing has not started a new epoch
+        yet: records sent now could be counted in neither log, so nothing is sent until it has.
+        """
+        if self.epoch is not None:
+            return self.epoch
+        if not self.settings.land_check_broker_epoch:
+            return UNCHECKED
+        row = await self.locks.run("SELECT epoch, marker_topic FROM hub.land_broker")
+        if row is None:
+            return None
+        try:
+            present = row["marker_topic"] in await self.admin.topics()
+        except Exception as exc:
+            raise ServerUnavailable("Kafka", self.bootstrap, f"cannot list topics: {exc!r}") from exc
+        if not present:
+            now = time.monotonic()
+            if now - self._waiting_logged > 10:
+                self._waiting_logged = now
+                log.warning("waiting for a landing worker to start a new broker epoch (epoch %s is gone)", row["epoch"])
+            return None
+        self.epoch = Epoch(row["epoch"], row["marker_topic"])
+        return self.epoch
 
     async def send(self, outgoing: list[Outgoing]) -> list[Outgoing]:
-        """One record batch per topic-partition (split when full); returns the records Kafka did not acknowledge."""
+        """One record batch per topic-partition (split when full); returns the records Kafka did not acknowledge.
+
+        Each acknowledged record gets its offset (`Outgoing.offset`).
+        """
         producer = self.producer
         by_tp: dict[tuple[str, int], list[Outgoing]] = defaultdict(list)
         for o in outgoing:
+            o.offset = -1
             by_tp[(o.topic, o.partition)].append(o)
         sent: list[tuple[Awaitable[object], list[Outgoing]]] = []
         failed: list[Outgoing] = []
@@ -215,6 +290,10 @@ class KafkaSender:
                 if not isinstance(result, TRANSIENT_KAFKA_ERRORS):
                     raise result
                 failed += members
+                continue
+            base = result.offset  # type: ignore[attr-defined]  # RecordMetadata: the batch's first offset
+            for i, o in enumerate(members):
+                o.offset = base + i
         self.sent_batches += len(sent)
         return failed
 
@@ -252,14 +331,18 @@ class KafkaSender:
                 return False
         return True
 
-    async def topics_intact(self, epoch: int) -> bool:
-        """True if the broker kept our topics since `epoch`: our marker topic is still there, not recreated."""
+    async def topics_intact(self, topics_epoch: int, epoch: Epoch) -> bool:
+        """True if the broker kept our topics since `topics_epoch` (our marker topic is still there, not
+        recreated) and still has the broker epoch's marker: what it acknowledged is in the log landing lands."""
         try:
             topics = await self.admin.topics()
         except Exception as exc:
             log.warning("cannot check Kafka topics: %r", exc)
             return False
-        return self.marker.name in topics and self.topics_epoch == epoch
+        if epoch is not UNCHECKED and epoch.marker_topic not in topics:
+            self.epoch = None
+            return False
+        return self.marker.name in topics and self.topics_epoch == topics_epoch
 
     async def _watch_topics(self, every_s: float = 1.0) -> None:
         """Check our topics every second, beside the hot path, so a broker restart is noticed even between batches."""

@@ -36,6 +36,7 @@ class Message(NamedTuple):
     mid: int
     received_ms: int
     generation: int  # connection generation: a mid is only valid on the connection that delivered it
+    dup: bool = False  # the broker delivered it again (it had sent it before and got no PUBACK)
 
 
 class MqttSource:
@@ -151,14 +152,14 @@ class MqttSource:
         log.warning("MQTT connection of %s closed by %s (%s); reconnecting", self.client_id, by, reason)
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self._on_publishes([(msg.topic, bytes(msg.payload), msg.mid)])
+        self._on_publishes([(msg.topic, bytes(msg.payload), msg.mid, bool(msg.dup))])
 
     def _on_publishes(self, batch: list[Publish]) -> None:
         now = time.time()
         received_ms, generation = int(now * 1000), self.generation
         inbox = self.inbox
         before = len(inbox)
-        inbox.extend([Message(topic, payload, mid, received_ms, generation) for topic, payload, mid in batch])
+        inbox.extend([Message(topic, payload, mid, received_ms, generation, dup) for topic, payload, mid, dup in batch])
         self.last_message_at = now
         self.received += len(batch)
         self._delivered_now += len(batch)

@@ -5,29 +5,34 @@ map and validate the payload, encode it in the Confluent wire format, and key it
 id on the partition the Java client would pick. A message no feed takes, or one that fails
 decoding or validation, becomes a record for the dead-letter topic instead, and its partner
 gets an error report over MQTT (rate-limited per partner). A CSV header line is neither: it is
-acknowledged and counted (`header_line`), and nothing is sent for it.
+acknowledged and counted (`header_line`), and nothing is sent for it. A message the MQTT broker
+delivered again (DUP flag) carries a `redelivery` header, so landing can tell the hub's own copies
+from a device's duplicates.
 """
 
 from __future__ import annotations
 
 import functools
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import orjson
 from aiokafka.partitioner import murmur2
 
 from hub import dead_letters
-from hub.dead_letters import DEVICE, MQTT_TOPIC, RECEIVED_MS
+from hub.dead_letters import DEVICE, MQTT_TOPIC, RECEIVED_MS, REDELIVERY
+from hub.error_reports import ErrorReports, report_payload, report_topic
 from hub.errors import PayloadError
 from hub.ingest.mqtt_source import Message
 from hub.ingest.routes import Router
 from hub.settings import HubSettings
 
+__all__ = ["UNKNOWN", "ErrorReports", "Outgoing", "Preparer", "Stats", "mark_resent", "partition_for"]
+
 UNKNOWN = "_unknown"
 HEADER_LINE = "header_line"  # PayloadError code of a CSV header line: skipped, acknowledged, counted
+_MQTT_REDELIVERY = (REDELIVERY, b"mqtt")
+_RESEND = (REDELIVERY, b"resend")
 
 
 @functools.lru_cache(maxsize=200_000)
@@ -48,32 +53,27 @@ class Outgoing:
     key: bytes
     value: bytes
     headers: list[tuple[str, bytes]]
+    refused: tuple[str, str, str] | None = None  # a dead letter's (partner, feed, reason), counted when acknowledged
+    offset: int = -1  # the record's Kafka offset once the broker acknowledged it
+
+
+def mark_resent(outgoing: list[Outgoing]) -> None:
+    """Records about to be sent again: landing counts a copy of one that was landed as the hub's own."""
+    for o in outgoing:
+        if not any(name == REDELIVERY for name, _ in o.headers):
+            o.headers.append(_RESEND)
 
 
 @dataclass
 class Stats:
-    counters: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (partner, feed, reason) -> n
-    devices: set[tuple[str, str, str]] = field(default_factory=set)
+    """What this worker saw (in memory; the durable counts are written with each acknowledgement)."""
+
+    devices: set[tuple[str, str, str]] = field(default_factory=set)  # (partner, feed, device) seen since the last flush
+    # Messages acknowledged without a record, by (partner, feed, reason): the worker takes them per
+    # batch and records them with the batch's acknowledgement (dead letters are counted from `Outgoing`).
+    counters: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     accepted: int = 0
     rejected: int = 0
-
-
-class ErrorReports:
-    """At most `per_second` error reports per partner, so a broken device cannot flood its owner."""
-
-    def __init__(self, per_second: float = 20.0) -> None:
-        self.per_second = per_second
-        self._allowance: dict[str, tuple[float, float]] = {}
-
-    def allow(self, partner: str) -> bool:
-        now = time.monotonic()
-        tokens, last = self._allowance.get(partner, (self.per_second, now))
-        tokens = min(self.per_second, tokens + (now - last) * self.per_second)
-        if tokens < 1:
-            self._allowance[partner] = (tokens, now)
-            return False
-        self._allowance[partner] = (tokens - 1, now)
-        return True
 
 
 class Preparer:
@@ -104,7 +104,7 @@ class Preparer:
         append = out.append
         route_of = self.router.route
         partitions = self.partitions
-        accepted: Counter[tuple[str, str, str]] = Counter()
+        accepted = 0
         devices = self.stats.devices
         last_ms, received = -1, b""
         for m in messages:
@@ -131,47 +131,34 @@ class Preparer:
                 continue
             device_id = record["device_id"]
             key = device_id.encode()
-            accepted[route.accepted_key] += 1
+            accepted += 1
             devices.add((route.partner_id, route.feed, device_id))
             topic = route.kafka_topic
-            append(
-                Outgoing(
-                    topic,
-                    partition_for(key, partitions[topic]),
-                    key,
-                    value,
-                    [*route.headers, (DEVICE, key), (RECEIVED_MS, received), (MQTT_TOPIC, m.topic.encode())],
-                )
-            )
-        if accepted:
-            self.stats.counters.update(accepted)
-            self.stats.accepted += accepted.total()
+            headers = [*route.headers, (DEVICE, key), (RECEIVED_MS, received), (MQTT_TOPIC, m.topic.encode())]
+            if m.dup:
+                headers.append(_MQTT_REDELIVERY)
+            append(Outgoing(topic, partition_for(key, partitions[topic]), key, value, headers))
+        self.stats.accepted += accepted
         return out
 
     def dead_letter(self, m: Message, partner: str, feed: str, reason: str, message: str) -> Outgoing:
-        self.stats.counters[(partner, feed, reason)] += 1
         self.stats.rejected += 1
         if partner != UNKNOWN and self.reports.allow(partner):
-            report = {
-                "topic": m.topic,
-                "feed": feed,
-                "reason": reason,
-                "message": message,
-                "received_ms": m.received_ms,
-            }
-            self._report(f"{self.settings.mqtt_error_root}/{partner}/{feed}", orjson.dumps(report))
+            self._report(
+                report_topic(self.settings.mqtt_error_root, partner, feed),
+                report_payload(m.topic, feed, reason, message, m.received_ms),
+            )
         topic = self.settings.kafka_dead_letter_topic
         key = m.topic.encode()
+        headers = [
+            *dead_letters.refused(reason, message),
+            (dead_letters.PARTNER, partner.encode()),
+            (dead_letters.FEED, feed.encode()),
+            (dead_letters.MQTT_TOPIC, m.topic.encode()),
+            (dead_letters.RECEIVED_MS, str(m.received_ms).encode()),
+        ]
+        if m.dup:
+            headers.append(_MQTT_REDELIVERY)
         return Outgoing(
-            topic,
-            partition_for(key, self.partitions[topic]),
-            key,
-            m.payload,
-            [
-                *dead_letters.refused(reason, message),
-                (dead_letters.PARTNER, partner.encode()),
-                (dead_letters.FEED, feed.encode()),
-                (dead_letters.MQTT_TOPIC, m.topic.encode()),
-                (dead_letters.RECEIVED_MS, str(m.received_ms).encode()),
-            ],
+            topic, partition_for(key, self.partitions[topic]), key, m.payload, headers, (partner, feed, reason)
         )

@@ -11,7 +11,7 @@ subscribe, reconnect, TLS) and changes three things:
 - socket reads go through a 64 KiB buffer (`BufferedSocket`), whose `pending()` tells paho's
   select loop that data is waiting, as an SSL socket's does;
 - complete QoS 1 PUBLISH packets at the head of that buffer are parsed in one loop and handed to
-  `on_publishes` as a list of (topic, payload, packet id); any other packet (CONNACK, SUBACK,
+  `on_publishes` as a list of (topic, payload, packet id, DUP flag); any other packet (CONNACK, SUBACK,
   PINGRESP, QoS 0/2, MQTT v5 properties, a packet split across reads) takes paho's own path;
 - `ack_many` queues a batch's PUBACKs as one write.
 
@@ -39,7 +39,7 @@ log = logging.getLogger("hub.ingest.mqtt")
 READ_SIZE = 65536
 PUBACK_HEAD = 0x4002 << 16  # PUBACK, remaining length 2; the packet id fills the low 16 bits
 
-Publish = tuple[str, bytes, int]  # (topic, payload, packet id)
+Publish = tuple[str, bytes, int, bool]  # (topic, payload, packet id, DUP flag: delivered again)
 
 TUNED = all(
     hasattr(mqtt.Client, name)
@@ -122,7 +122,7 @@ def parse_publishes(buf: bytes, pos: int, v5: bool, out: list[Publish]) -> int:
             topic = buf[i + 2 : topic_end].decode()
         except UnicodeDecodeError:
             break
-        out.append((topic, buf[body:packet_end], (buf[topic_end] << 8) | buf[topic_end + 1]))
+        out.append((topic, buf[body:packet_end], (buf[topic_end] << 8) | buf[topic_end + 1], bool(buf[pos] & 0x08)))
         pos = packet_end
     return pos
 

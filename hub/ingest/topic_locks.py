@@ -9,18 +9,22 @@ failed; landing only tries the exclusive form, so it skips a topic that is being
 
 The locks live on a connection of their own: session-level advisory locks belong to the
 connection, and closing it is a release that cannot fail. Cost per batch: one round trip
-to take every lock of the batch, one to release them.
+to take every lock of the batch, one to release them, which also writes what must be
+durable with the acknowledgement (ack_ledger.py). The same connection serves the worker's
+other acknowledgement queries (`run`), one at a time.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import asyncpg
 
 from hub.catalog.locks import producer_lock_sql
 from hub.db import DATABASE_ERRORS, redact
 from hub.errors import ServerUnavailable
+from hub.ingest.ack_ledger import RELEASE_SQL, Released, released
 
 log = logging.getLogger("hub.ingest")
 
@@ -31,9 +35,17 @@ class TopicLocks:
     def __init__(self, database_url: str, timeout_s: float = 15.0) -> None:
         self.database_url = database_url
         self.timeout_s = timeout_s
-        self._lock_sql, self._unlock_sql = producer_lock_sql()
+        self._lock_sql, _unlock_sql = producer_lock_sql()
         self._conn: asyncpg.Connection | None = None
         self.failures = 0  # batches not sent because the database could not be reached
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(self.database_url, timeout=self.timeout_s)
+        return self._conn
+
+    def _unavailable(self, exc: BaseException, what: str) -> ServerUnavailable:
+        return ServerUnavailable("PostgreSQL", redact(self.database_url), f"{what}: {exc!r}")
 
     async def acquire(self, topics: list[str]) -> None:
         """Take the shared lock of each topic; waits while landing is recreating one of them.
@@ -43,38 +55,48 @@ class TopicLocks:
         if not topics:
             return
         try:
-            if self._conn is None or self._conn.is_closed():
-                self._conn = await asyncpg.connect(self.database_url, timeout=self.timeout_s)
-            await self._conn.execute(self._lock_sql, topics, timeout=self.timeout_s)
+            conn = await self._connection()
+            await conn.execute(self._lock_sql, topics, timeout=self.timeout_s)
         except BaseException as exc:
             self.drop()  # whichever of the locks were taken go with the connection
             if isinstance(exc, DATABASE_ERRORS):
                 self.failures += 1
-                where = redact(self.database_url)
-                raise ServerUnavailable("PostgreSQL", where, f"cannot lock feed topics: {exc!r}") from exc
+                raise self._unavailable(exc, "cannot lock feed topics") from exc
             raise
 
-    async def release(self, topics: list[str]) -> bool:
-        """Release the topics' locks; True if every one was still held, i.e. held for the whole send.
+    async def release(self, topics: list[str], args: tuple[Any, ...]) -> Released | None:
+        """Release the topics' locks with `RELEASE_SQL` (`args` from `ack_ledger.release_args`, `$1` = `topics`).
 
-        False when the connection was lost meanwhile (the server then released the locks at
-        some unknown moment): what the send delivered cannot be trusted and must be sent again.
+        None when a lock was not held for the whole send (the connection was lost meanwhile, and the
+        server released the locks at some unknown moment): what the send delivered cannot be trusted
+        and must be sent again. Nothing was recorded then.
         """
-        if not topics:
-            return True
-        conn = self._conn
-        if conn is None or conn.is_closed():
-            return False
+        if topics and (self._conn is None or self._conn.is_closed()):
+            return None
         try:
-            rows = await conn.fetch(self._unlock_sql, topics, timeout=self.timeout_s)
+            conn = await self._connection()
+            row = await conn.fetchrow(RELEASE_SQL, *args, timeout=self.timeout_s)
         except DATABASE_ERRORS as exc:
             log.warning("cannot release topic locks: %r", exc)
             self.drop()
-            return False
+            return None
         except BaseException:
             self.drop()
             raise
-        return len(rows) == len(topics) and all(r[0] for r in rows)
+        assert row is not None
+        result = released(row)
+        if len(result.unlocked) != len(topics) or not all(result.unlocked):
+            return None
+        return result
+
+    async def run(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        """One statement on this connection (no lock may be held by the caller); ServerUnavailable if it fails."""
+        try:
+            conn = await self._connection()
+            return await conn.fetchrow(sql, *args, timeout=self.timeout_s)
+        except DATABASE_ERRORS as exc:
+            self.drop()
+            raise self._unavailable(exc, "cannot record acknowledgements") from exc
 
     def drop(self) -> None:
         """Close the connection at once, and with it every lock it holds (safe while being cancelled)."""

@@ -1,14 +1,22 @@
-"""The ingest worker: MQTT messages in, Avro records (or dead letters) to Kafka, PUBACK after Kafka's ack.
+"""The ingest worker: MQTT messages in, Avro records (or dead letters) to Kafka, PUBACK once they are durable.
 
 Per batch: drain the inbox filled by paho's thread, turn each message into a record for
 its feed topic or the dead-letter topic (outgoing.py), send them as one Kafka record batch
 per topic-partition under the feed topics' shared locks (kafka_send.py, topic_locks.py),
 and only when every record is acknowledged (and the broker provably kept our topics
-meanwhile) send the PUBACKs. While Kafka or the database is down the batch is retried with
-backoff and nothing new is processed: unacknowledged messages stay in the broker's session
-for us, so nothing is lost. Memory: what the broker pushes meanwhile waits in the inbox, up
-to the broker's in-flight limit for this session (`max_inflight_messages` for MQTT 3.1.1
-sessions).
+meanwhile) acknowledge the messages, in one of two modes (`HUB_INGEST_ACK`):
+
+- `kafka`: PUBACK at once; the round trip that releases the topic locks has recorded the
+  batch's counters and what it acknowledged (ack_ledger.py), so a broker that later loses
+  its log loses an exactly counted number of acknowledged records;
+- `landed` (the default on the local stack, whose broker keeps its log in memory only): the
+  batch waits until landing has stored its records (landed_acks.py) while the next batches
+  are sent; its counters are recorded with the PUBACK.
+
+While Kafka or the database is down the batch is retried with backoff and nothing new is
+processed: unacknowledged messages stay in the broker's session for us, so nothing is lost.
+Memory: what the broker pushes meanwhile waits in the inbox (or for landing), up to the
+broker's in-flight limit for this session (`max_inflight_messages` for MQTT 3.1.1 sessions).
 
 Identity: the worker connects as `hub-ingest-<host>-<index>` with a login of its own, bound to that
 client id and given a new password at every start (identity.py), and watches the broker's log for
@@ -33,11 +41,14 @@ from hub.catalog import store as catalog
 from hub.catalog.runtime import FeedRuntime, load_feeds
 from hub.catalog.topics import feed_topic_specs
 from hub.db import DATABASE_ERRORS, connect
-from hub.ingest import identity
+from hub.errors import ServerUnavailable
+from hub.ingest import ack_latency, identity
+from hub.ingest.ack_ledger import COUNT_SQL, POLL_SQL, PRUNE_SQL, counter_args, landed
 from hub.ingest.decode import FeedDecoder
 from hub.ingest.kafka_send import KafkaSender, marker_spec
+from hub.ingest.landed_acks import LandedAcks, Waiting, ack_mode
 from hub.ingest.mqtt_source import Message, MqttSource
-from hub.ingest.outgoing import UNKNOWN, ErrorReports, Outgoing, Preparer, Stats, partition_for
+from hub.ingest.outgoing import UNKNOWN, ErrorReports, Outgoing, Preparer, Stats, mark_resent, partition_for
 from hub.ingest.routes import FeedRoute, Router
 from hub.ingest.takeover import TakeoverWatch
 from hub.ingest.topic_locks import TopicLocks
@@ -109,9 +120,12 @@ class IngestWorker:
         self.leave_timeout_s = leave_timeout_s
         self.stats = Stats()
         self.outages = Outages(log)  # the servers this worker waits for, logged once when away and once when back
+        self.waiting = LandedAcks()
+        self.latency = ack_latency.AckLatency()
         self._wake = asyncio.Event()
-        self._last_flush = time.monotonic()
-        self._last_reload = time.monotonic()
+        self._last_flush = self._last_reload = self._last_prune = time.monotonic()
+        self._stale: list[Waiting] = []  # batches whose log was lost: the step loop sends them again
+        self._poller: asyncio.Task[None] | None = None
         self._abandoned = False  # a batch was given up unacknowledged: the session must be kept
         self.session_ended = False  # set on leaving: the broker session was ended (nothing left in it)
 
@@ -135,11 +149,14 @@ class IngestWorker:
             opened.push_async_callback(self.db.close)
             self.feeds = await load_feeds(self.db)
             router = Router(build_routes(self.feeds, s))
+            self.mode = ack_mode(s, ep)
             self.locks = TopicLocks(ep.database_url)
             opened.push_async_callback(self.locks.close)
+            self.landed_db = TopicLocks(ep.database_url)  # the poller's own connection; it takes no lock
+            opened.push_async_callback(self.landed_db.close)
             self.sender = KafkaSender(s, ep.kafka_bootstrap, self.index, _topic_specs(s, self.feeds), self.locks)
             self.sender.outages = self.outages
-            await self.sender.start()
+            await self.sender.start(ep.database_url)
             opened.push_async_callback(self.sender.stop, self.leave_timeout_s)
             loop = asyncio.get_running_loop()
             name = self.client_id
@@ -167,11 +184,14 @@ class IngestWorker:
             opened.push_async_callback(asyncio.to_thread, self.source.stop, False)  # the session keeps its messages
             if not self.drain_only:
                 await catalog.set_resource(self.db, "mqtt-session", name, "active", json.dumps({"filters": filters}))
+            if self.mode == "landed":
+                self._poller = asyncio.create_task(self._poll_landed(), name="ingest-landed-acks")
             opened.pop_all()
         log.info(
-            "ingest worker %s (client id %s): %d feeds, %s %s",
+            "ingest worker %s (client id %s, acknowledging once %s): %d feeds, %s %s",
             self.index,
             self.client_id,
+            "Kafka has the records" if self.mode == "kafka" else "the records are landed",
             len(self.feeds),
             "draining the session of" if self.drain_only else "subscribed to",
             filters,
@@ -197,9 +217,14 @@ class IngestWorker:
             else:
                 self.source.stop(end_session=False)  # keep the session: a restart gets what it missed
         finally:
+            if self._poller is not None:
+                self._poller.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._poller
             await self.sender.stop(self.leave_timeout_s)
             await self._flush_stats(force=True)
             await self.locks.close()
+            await self.landed_db.close()
             await self.db.close()
             if self.watch is not None:
                 await asyncio.to_thread(self.watch.stop)
@@ -219,10 +244,17 @@ class IngestWorker:
         group, for this index's next worker or `drain_stale_sessions`, and this returns False.
         """
         leaving = asyncio.ensure_future(asyncio.to_thread(self.source.leave_group))
+        self.waiting.last_progress = time.monotonic()
         try:
             while not self._abandoned:
                 await asyncio.wait_for(self.step(), self.leave_timeout_s)
-                if leaving.done() and not self.source.inbox and time.time() - self.source.last_message_at > quiet_s:
+                if self.waiting.pending and time.monotonic() - self.waiting.last_progress > self.leave_timeout_s:
+                    log.warning("stopping: %d messages are not landed after %.0f s (is landing running?)",
+                                self.waiting.messages, self.leave_timeout_s)  # fmt: skip
+                    self._abandoned = True
+                    break
+                quiet = time.time() - self.source.last_message_at > quiet_s
+                if leaving.done() and not self.source.inbox and quiet and not self.waiting.pending:
                     break
         except TimeoutError:
             self._abandoned = True
@@ -281,14 +313,79 @@ class IngestWorker:
         messages = self.source.drain(s.ingest_batch_size * 4)
         if messages:
             await self.process(messages)
+        await self.resend_stale()
         await self._flush_stats()
         await self._maybe_reload()
         return len(messages)
 
     async def process(self, messages: list[Message]) -> None:
-        """Send the messages' records; PUBACK them only once Kafka acknowledged every one (`KafkaSender.deliver`)."""
-        await self.sender.deliver(self.preparer.prepare_all(messages))
+        """Send the messages' records; PUBACK them once Kafka acknowledged every one (`KafkaSender.deliver`),
+        or, acknowledging after landing, leave them waiting for landing (`ack_landed`)."""
+        outgoing = self.preparer.prepare_all(messages)
+        counts, self.stats.counters = self.stats.counters, Counter()  # messages that sent nothing
+        if self.mode == "kafka":
+            await self.sender.deliver(outgoing, record=True, counts=counts)
+            self._ack(messages)
+            return
+        released = await self.sender.deliver(outgoing, record=False)
+        self.waiting.add(Waiting.of(messages, outgoing, self.sender.landed_topics, released, counts))
+
+    def _ack(self, messages: list[Message]) -> None:
         self.source.ack(messages)
+        self.latency.record((m.received_ms for m in messages), time.time() * 1000)
+
+    async def _poll_landed(self) -> None:
+        """Beside the step loop, every `ingest_landed_poll_ms` while batches wait: PUBACK what landing stored.
+
+        On a connection of its own, so an acknowledgement never waits for the next batch's send.
+        """
+        every = self.settings.ingest_landed_poll_ms / 1000
+        while True:
+            await asyncio.sleep(every)
+            if not self.waiting.pending:
+                continue
+            try:
+                await self.ack_landed()
+            except ServerUnavailable as exc:
+                self.outages.failed("see what landing stored (the PUBACKs wait)", exc, "PostgreSQL")
+                continue
+            self.outages.back("PostgreSQL")
+
+    async def ack_landed(self) -> None:
+        """PUBACK the waiting batches landing has stored, oldest first; hand those whose log was lost to `step`."""
+        waiting = self.waiting
+        if waiting.drop_older(self.source.generation):
+            log.info("reconnected to the MQTT broker: batches of the earlier connection are delivered again")
+        state = landed(await self.landed_db.run(POLL_SQL, waiting.topics()))
+        ready, stale = waiting.check(state)
+        counts = sum((w.refused for w in list(waiting.pending)[:ready]), Counter[tuple[str, str, str]]())
+        if counts:
+            await self.landed_db.run(COUNT_SQL, *counter_args(counts))
+        for w in waiting.pop(ready):
+            self._ack(w.messages)
+        fresh = [w for w in stale if not w.resending]
+        for w in fresh:
+            w.resending = True
+        self._stale += fresh
+        if fresh:
+            self._wake.set()
+
+    async def resend_stale(self) -> None:
+        """Send again, in one delivery, the records of batches whose log was lost before they landed."""
+        stale, self._stale = self._stale, []
+        if not stale:
+            return
+        records = [o for w in stale for o in w.records]
+        log.warning(
+            "%d records of %d messages were not landed when the Kafka broker's log was lost or set back: "
+            "sending them again", len(records), sum(len(w.messages) for w in stale),
+        )  # fmt: skip
+        mark_resent(records)  # the first copy may have landed before the log was lost
+        self.sender.repartition(records)
+        released = await self.sender.deliver(records, record=False)
+        for w in stale:
+            w.rebase(released)
+            w.resending = False
 
     async def _maybe_reload(self) -> None:
         """Pick up partners, feeds and schema versions applied while we run.
@@ -340,29 +437,28 @@ class IngestWorker:
                 self.db.terminate()  # opened again by `_database`
 
     async def _flush_stats(self, force: bool = False) -> None:
+        """Every two seconds: devices seen (last seen), PUBACK latencies, and landed ranges of acknowledged records.
+
+        The counters of `hub stats` are not here: they are written with each acknowledgement.
+        """
         now = time.monotonic()
         if not force and now - self._last_flush < 2.0:
             return
         self._last_flush = now
-        counters, devices = self.stats.counters, self.stats.devices
-        if not counters and not devices:
-            return
-        self.stats.counters, self.stats.devices = Counter(), set()
+        devices, self.stats.devices = self.stats.devices, set()
         try:
             db = await self._database()
             async with db.transaction():
-                await db.executemany(
-                    """INSERT INTO hub.ingest_counters (partner_id, feed, reason, messages) VALUES ($1, $2, $3, $4)
-                       ON CONFLICT (partner_id, feed, reason)
-                       DO UPDATE SET messages = hub.ingest_counters.messages + $4, last_at = now()""",
-                    [(p, f, r, n) for (p, f, r), n in counters.items()],
-                )
                 await db.executemany(
                     """INSERT INTO hub.devices (partner_id, feed, device_id) VALUES ($1, $2, $3)
                        ON CONFLICT (partner_id, feed, device_id) DO UPDATE SET last_seen = now()""",
                     sorted(devices),
                 )
-        except Exception as exc:  # counters are best effort: keep them for the next flush
-            self.outages.failed("record ingest counters (kept for the next try)", exc, "PostgreSQL")
-            self.stats.counters.update(counters)
+                if self.latency.buckets:
+                    await catalog.set_resource(db, ack_latency.KIND, self.client_id, self.mode, self.latency.as_json())
+                if self.mode == "kafka" and (force or now - self._last_prune > 10.0):
+                    self._last_prune = now
+                    await db.execute(PRUNE_SQL)
+        except Exception as exc:  # best effort: keep them for the next flush
+            self.outages.failed("record devices and latencies (kept for the next try)", exc, "PostgreSQL")
             self.stats.devices |= devices

@@ -52,6 +52,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrP
 from hub.catalog.locks import TRY_RECREATE_SQL
 from hub.catalog.store import FeedRow
 from hub.kafka import client_options
+from hub.kafka import is_local_broker as local_broker
 from hub.landing.events import record_event
 from hub.retriable import TRANSIENT
 from hub.settings import Endpoints, HubSettings
@@ -61,8 +62,7 @@ log = logging.getLogger("hub.land.memory")
 
 def is_local_broker(settings: HubSettings, endpoints: Endpoints) -> bool:
     """True when the Kafka endpoint is the local stack's broker (Tansu, memory only)."""
-    local = settings.stack_state().get("endpoints", {}).get("kafka_bootstrap")
-    return bool(local) and local == endpoints.kafka_bootstrap
+    return local_broker(settings, endpoints.kafka_bootstrap)
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,13 @@ async def _free_topic(
             return skip(f"the broker refused to delete it (error code {code})", total)
         # Deleted: the offsets go back to 0 whatever happens next (a topic created again by
         # anyone starts at 0), so this transaction commits from here on.
-        await conn.execute("UPDATE hub.land_offsets SET next_offset = 0, updated_at = now() WHERE topic = $1", topic)
+        # Every record was landed: the landed position (base_offset + next_offset) carries on in the new
+        # log, so a producer waiting for records of the old one still sees them landed.
+        await conn.execute(
+            """UPDATE hub.land_offsets SET base_offset = base_offset + next_offset, next_offset = 0, updated_at = now()
+               WHERE topic = $1""",
+            topic,
+        )
         await record_event(
             conn,
             "topic-recreated",

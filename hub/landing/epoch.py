@@ -21,38 +21,26 @@ or the cluster is rebuilt, which is exactly when stored offsets must not be trus
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import dataclass
 
 import asyncpg
 
+from hub.catalog.broker_epoch import Epoch, current, marker_topic, new_marker
 from hub.catalog.locks import EPOCH_LOCK
 from hub.kafka import KafkaAdmin, TopicSpec
 from hub.landing.events import record_event
+from hub.landing.lost import count_lost, record_lost
 from hub.settings import HubSettings
 
-
-@dataclass(frozen=True)
-class Epoch:
-    epoch: str
-    marker_topic: str
+__all__ = ["Epoch", "EpochWatch", "Reset", "current", "establish", "marker_topic"]
 
 
 @dataclass(frozen=True)
 class Reset:
-    """What starting a new epoch found: offsets set back, and records the lost log held beyond them."""
+    """What starting a new epoch found: offsets set back, and acknowledged records the lost log took with it."""
 
     offsets_reset: int
-    records_lost: int  # at most: log ends seen by the last fetches minus the stored offsets
-
-
-def marker_topic(settings: HubSettings, epoch: str) -> str:
-    return f"{settings.kafka_topic_prefix}landing-epoch.{epoch}"
-
-
-async def current(conn: asyncpg.Connection) -> Epoch | None:
-    row = await conn.fetchrow("SELECT epoch, marker_topic FROM hub.land_broker")
-    return Epoch(row["epoch"], row["marker_topic"]) if row else None
+    records_lost: int  # exactly: records ingest acknowledged that were not landed (hub/landing/lost.py)
 
 
 async def establish(conn: asyncpg.Connection, admin: KafkaAdmin, settings: HubSettings) -> tuple[Epoch, Reset | None]:
@@ -68,24 +56,27 @@ async def establish(conn: asyncpg.Connection, admin: KafkaAdmin, settings: HubSe
         topics = await admin.topics()
         if row is not None and row["marker_topic"] in topics:
             return Epoch(row["epoch"], row["marker_topic"]), None
-        eid = uuid.uuid4().hex[:16]
-        new = Epoch(eid, marker_topic(settings, eid))
-        await admin.ensure_topics([TopicSpec(new.marker_topic, 1, settings.kafka_replication_factor)])
+        new = await new_marker(admin, settings)
         if row is None:
             await conn.execute(
                 "INSERT INTO hub.land_broker (epoch, marker_topic) VALUES ($1, $2)", new.epoch, new.marker_topic
             )
             return new, None
-        lost = int(
-            await conn.fetchval("SELECT coalesce(sum(greatest(log_end - next_offset, 0)), 0) FROM hub.land_offsets")
-        )
+        by_topic = await count_lost(conn, row["epoch"])
+        await record_lost(conn, by_topic)
+        lost = sum(by_topic.values())
+        await conn.execute("DELETE FROM hub.ingest_acked WHERE epoch <> $1", new.epoch)  # older epochs' leftovers
         moved = int(
             await conn.fetchval(
-                """WITH reset AS (
-                       UPDATE hub.land_offsets SET next_offset = 0, log_end = NULL, updated_at = now()
-                       WHERE next_offset <> 0 OR log_end IS NOT NULL RETURNING 1
-                   ) SELECT count(*) FROM reset"""
+                """SELECT count(*) FROM hub.land_offsets
+                   WHERE next_offset <> 0 OR base_offset <> 0 OR log_end IS NOT NULL"""
             )
+        )
+        # The generation moves on for every partition: a producer waiting for its records to land
+        # (HUB_INGEST_ACK=landed) sends them again rather than trust offsets of the new log.
+        await conn.execute(
+            """UPDATE hub.land_offsets SET next_offset = 0, base_offset = 0, log_end = NULL,
+                   generation = generation + 1, updated_at = now()"""
         )
         await conn.execute(
             """UPDATE hub.land_broker SET epoch = $1, marker_topic = $2, since = now(), resets = resets + 1,
@@ -100,8 +91,9 @@ async def establish(conn: asyncpg.Connection, admin: KafkaAdmin, settings: HubSe
             None,
             lost,
             f"the broker no longer has marker topic {row['marker_topic']} (epoch since {row['since']:%Y-%m-%d %H:%M:%S}"
-            f" UTC): it lost its log, with up to {lost} records not landed yet (log ends last seen minus stored "
-            f"offsets); {moved} stored offsets set back to 0 for the new log (epoch {new.epoch})",
+            f" UTC): it lost its log, and with it {lost} records acknowledged to devices and not landed yet"
+            f" ({', '.join(f'{t}: {n}' for t, n in sorted(by_topic.items())) or 'none'}; counted from ingest's"
+            f" acknowledgements); {moved} stored offsets set back to 0 for the new log (epoch {new.epoch})",
         )
         return new, Reset(moved, lost)
 

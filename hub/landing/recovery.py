@@ -21,6 +21,7 @@ from aiokafka import TopicPartition
 from hub.landing import epoch as epochs
 from hub.landing.events import record_event
 from hub.landing.feeds import LandingFeeds
+from hub.landing.lost import count_lost, record_lost
 from hub.landing.positions import Gap, Positions
 from hub.landing.retry import Retry
 from hub.landing.writer import ensure_offsets
@@ -57,7 +58,7 @@ class Recovery:
         self.epochs = epoch_watch  # None: the broker epoch is not checked
         self.broker_resets = 0  # times the broker had lost the log the stored offsets refer to
         self.records_missing = 0  # offsets absent from a log (a gap), e.g. deleted by retention
-        self.records_lost = 0  # at most this many were lost with a broker's log (in resets this worker started)
+        self.records_lost = 0  # acknowledged records lost with a broker's log (in resets this worker started)
 
     async def epoch_intact(self, retry: bool = True) -> bool:
         if self.epochs is None:
@@ -90,7 +91,7 @@ class Recovery:
         self.records_lost += reset.records_lost
         log.warning(
             "the Kafka broker lost its log (%s): %d stored offsets set back to 0 and the new log is landed from its "
-            "start; up to %d records it held had not been landed and are lost (see hub.land_events)",
+            "start; %d records acknowledged to devices had not been landed and are lost (see hub.land_events)",
             when, reset.offsets_reset, reset.records_lost,
         )  # fmt: skip
 
@@ -139,15 +140,29 @@ class Recovery:
             return await ensure_offsets(conn, [(tp.topic, tp.partition) for tp in tps])
 
     async def _rewind(self, tp: TopicPartition, old: int, detail: str) -> None:
+        """Land the partition from its start: acknowledged records the old log held beyond `old` are counted lost."""
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """UPDATE hub.land_offsets SET next_offset = 0, log_end = NULL, updated_at = now()
-                   WHERE topic = $1 AND kafka_partition = $2 AND next_offset = $3""",
+            stored = await conn.fetchval(
+                "SELECT next_offset FROM hub.land_offsets WHERE topic = $1 AND kafka_partition = $2 FOR UPDATE",
                 tp.topic,
                 tp.partition,
-                old,
             )
-            await record_event(conn, "log-truncated", tp.topic, None, detail)
+            if stored != old:
+                return  # someone else moved it meanwhile
+            epoch = await conn.fetchval("SELECT epoch FROM hub.land_broker")
+            lost = await count_lost(conn, epoch, tp.topic, tp.partition) if epoch is not None else {}
+            await record_lost(conn, lost)
+            # The generation moves on: a producer waiting for records of the old log sends them again.
+            await conn.execute(
+                """UPDATE hub.land_offsets SET base_offset = base_offset + next_offset, next_offset = 0, log_end = NULL,
+                       generation = generation + 1, updated_at = now()
+                   WHERE topic = $1 AND kafka_partition = $2""",
+                tp.topic,
+                tp.partition,
+            )
+            n = sum(lost.values())
+            await record_event(conn, "log-truncated", tp.topic, n, f"{detail}; {n} acknowledged records lost")
+            self.records_lost += n
 
     async def event(self, kind: str, topic: str | None, records: int | None, detail: str) -> None:
         async def write() -> None:

@@ -53,6 +53,7 @@ from hub.landing.dead_letter import DeadLetterSender
 from hub.landing.feeds import Built, LandingFeeds
 from hub.landing.positions import Positions
 from hub.landing.recovery import Recovery
+from hub.landing.reports import PartnerReports
 from hub.landing.retry import Retry, Stopping
 from hub.landing.writer import OffsetMove, WriteResult, use_epoch_timestamps, write_batch
 from hub.retriable import retriable
@@ -69,7 +70,9 @@ class LandingWorker:
         self.endpoints = endpoints
         # What this worker did (read by tests, `hub bench` and logs).
         self.landed = 0  # rows inserted
-        self.duplicates = 0  # rows already in the table (a record delivered again)
+        self.duplicates = 0  # records identical to a row already landed, sent twice by a device
+        self.redelivered = 0  # records identical to a row already landed, the hub's own copies
+        self.conflicts = 0  # records dead-lettered as duplicate_key
         self.dead_lettered = 0
         self.dead_letters_stored = 0  # dead letters (from ingest or landing) written to hub.dead_letters
         self.fenced = 0  # batches whose offsets another worker (or a reset) had moved meanwhile
@@ -95,7 +98,7 @@ class LandingWorker:
 
     @property
     def records_lost(self) -> int:
-        """At most this many records were lost with a broker's log, in resets this worker started."""
+        """Acknowledged records lost with a broker's log (counted exactly), in resets this worker started."""
         return self.recovery.records_lost
 
     @property
@@ -127,6 +130,7 @@ class LandingWorker:
             await self.recovery.started()
             self.dead_letters = await opened.enter_async_context(DeadLetterSender(s, ep.kafka_bootstrap))
             opened.pop_all()
+        self.reports = PartnerReports(s, ep.mqtt())
         self.memory = MemoryFreeing(s, ep, self.pool)
         self.group = GroupConsumer(
             s, ep, self.admin, self.positions, self.feeds, self.recovery, self._retrying, self._land_lock
@@ -142,6 +146,7 @@ class LandingWorker:
             await self.dead_letters.__aexit__(None, None, None)
             await self.admin.__aexit__(None, None, None)
         finally:
+            await asyncio.to_thread(self.reports.close)
             await self.pool.close()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -273,6 +278,7 @@ class LandingWorker:
         """Write one batch and apply the outcome to this worker's positions (under `_land_lock`)."""
         epoch_ok = await self.recovery.epoch_intact()
         epoch = self.recovery.epochs.epoch if self.recovery.epochs is not None else None
+        feed_of = {t: (f.row.partner_id, f.row.name) for t, f in self.feeds.by_topic.items()}
 
         async def write() -> WriteResult:
             async with self.pool.acquire() as conn:
@@ -283,15 +289,20 @@ class LandingWorker:
                     built.rejected,
                     self.dead_letters.send,
                     epoch.epoch if epoch is not None else None,
-                    built.dead_letters,
+                    feed_of=feed_of,
+                    dead_letters=built.dead_letters,
                 )
 
         result = await self._retrying("write a batch", write)
         self._met_landed = (self._met_landed - {(b.schema, b.table) for b in built.batches}) | result.met_landed
         self.landed += result.inserted
         self.duplicates += result.duplicates
+        self.redelivered += result.redelivered
+        self.conflicts += len(result.conflicts)
         self.dead_lettered += result.dead_lettered
         self.dead_letters_stored += result.dead_letters_stored
+        if result.conflicts:
+            await asyncio.to_thread(self._report, result)
         self.positions.landed(data, result.stored, moves)
         if not epoch_ok or result.epoch_changed:
             await self.recovery.broker_reset()
@@ -302,6 +313,15 @@ class LandingWorker:
                 self.fenced += 1
                 log.info("%s[%d]: stored offset is %s, not %d: positioning there again",
                          tp.topic, tp.partition, found, moves[key].expected)  # fmt: skip
+
+    def _report(self, result: WriteResult) -> None:
+        """Tell each partner about its `duplicate_key` records (after the commit; best effort, rate-limited)."""
+        by_feed: dict[tuple[str, str], list[Any]] = {}
+        for partner, feed, r in result.letters:
+            if r.reason == "duplicate_key":
+                by_feed.setdefault((partner, feed), []).append(r)
+        for (partner, feed), records in by_feed.items():
+            self.reports.report(partner, feed, records)
 
     async def _prepare(self, data: Data) -> Built:
         """The rows of `data`, once every schema id in it is known (new ones may mean a catalog reload)."""

@@ -1,39 +1,44 @@
 """One database transaction per batch: rows, Kafka offsets, counters and dead letters commit together.
 
 Rows are COPied straight into the feed table, in a savepoint; when a row is there already
-(a record delivered again) the savepoint rolls back and the batch goes through COPY into a
-temporary staging table and `INSERT .. ON CONFLICT (device_id, time) DO NOTHING`, so a
-record delivered twice lands once. The direct COPY costs the database about half as much
-per row, and records are delivered again only after a crash or a rebalance; a table whose
-last batch met rows already landed takes the staging path directly (`TableBatch.copy_first`)
-until a batch of it meets none. The next offset of
-each partition is stored in the same transaction (`hub.land_offsets`), so after any crash
-the worker resumes exactly where the table is: no loss, no duplicate.
+(a record delivered again) the savepoint rolls back and the batch takes the staging path
+(staging.py): COPY into a temporary staging table, insert what the table lacks, and compare
+every other record with the row already landed, so a record delivered twice lands once and a
+second, different reading for the same `(device_id, time)` is refused as `duplicate_key`. The
+direct COPY costs the database about half as much per row, and records meet landed rows only
+after a crash, a redelivery or a repeated key; a table whose last batch met rows already landed
+takes the staging path directly (`TableBatch.copy_first`) until a batch of it meets none. The
+next offset of each partition is stored in the same transaction (`hub.land_offsets`), so after
+any crash the worker resumes exactly where the table is: no loss, no duplicate.
 
 Offsets are fenced: a worker stores a partition's offset only if the stored one is still
 the one it started the batch from (`OffsetMove.expected`), read under a row lock, and only
-if the broker epoch it fetched under is still the current one (`hub.land_broker`). A worker
-that lost the partition in a rebalance, or fetched from a broker that has since lost its
-log, therefore never moves the offset; its rows are still inserted (harmless: inserting is
-idempotent, and after a broker reset they may be the only copy left).
+if the broker epoch it fetched under is still the current one (`hub.land_broker`). Only the
+records of partitions whose offsets move are landed: a worker that lost the partition in a
+rebalance leaves them to the new owner, and records fetched from a broker that has since lost
+its log are either sent again by ingest (nothing was acknowledged before they landed) or
+counted as lost (hub/landing/lost.py); landing them here would count them twice.
 
 A row the database refuses (a NUL character in text, a value out of the column's range)
-goes to the dead-letter topic, sent before the commit, instead of blocking its partition.
+goes to the dead-letter topic, sent before the commit, instead of blocking its partition;
+so does a `duplicate_key` record. What became of every record besides a row is counted in
+`hub.land_outcomes` in the same transaction (duplicates, redeliveries, each dead letter's reason).
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from hub.identifiers import qualified, quote_ident
+from hub.identifiers import qualified
 from hub.landing import dead_letter_rows
-from hub.landing.rows import FeedRows, Rejected, rejected
+from hub.landing.rows import FeedRows, Rejected
+from hub.landing.staging import REFUSED_BY_CLIENT, REFUSED_ROW, land_staged
 from hub.schema.timestamps import MAX_EPOCH_US, MIN_EPOCH_US
 
 TopicPartitionKey = tuple[str, int]
@@ -109,12 +114,6 @@ async def use_epoch_timestamps(conn: asyncpg.Connection) -> None:
     )
 
 
-# What the database answers about one row that it will never take.
-REFUSED_ROW = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)
-# What asyncpg raises while encoding a value for COPY (before the server sees it).
-REFUSED_BY_CLIENT = (ValueError, OverflowError, TypeError)
-
-
 @dataclass
 class TableBatch:
     partner_id: str
@@ -136,10 +135,13 @@ class OffsetMove:
 @dataclass
 class WriteResult:
     inserted: int = 0
-    duplicates: int = 0
-    refused: list[Rejected] = field(default_factory=list)
+    duplicates: int = 0  # identical to the landed row: a device sent it twice
+    redelivered: int = 0  # identical to the landed row: the hub's own copy (MQTT redelivery, resend)
+    refused: list[Rejected] = field(default_factory=list)  # by the database
+    conflicts: list[Rejected] = field(default_factory=list)  # duplicate_key
     dead_lettered: int = 0
     dead_letters_stored: int = 0  # records of the dead-letter topic written to hub.dead_letters
+    letters: list[tuple[str, str, Rejected]] = field(default_factory=list)  # (partner, feed, dead letter) sent
     met_landed: set[tuple[str, str]] = field(default_factory=set)  # (schema, table)s with rows already there
     stored: set[TopicPartitionKey] = field(default_factory=set)  # partitions whose offsets moved
     fenced: dict[TopicPartitionKey, int | None] = field(default_factory=dict)  # partition -> offset found instead
@@ -156,16 +158,19 @@ async def write_batch(
     rejected_early: list[Rejected],
     dead_letter: DeadLetter,
     epoch: str | None = None,
+    feed_of: Mapping[str, tuple[str, str]] | None = None,
     dead_letters: Sequence[tuple[TopicPartitionKey, dead_letter_rows.Row]] = (),
 ) -> WriteResult:
     """Write every table batch, the offsets that may move, and their dead letters, in one transaction.
 
     `rejected_early` are records that never became rows (not decodable, unknown schema);
-    they and the rows the database refuses are dead-lettered before the commit, for the
-    partitions whose offsets this transaction moves, so they are in the dead-letter
-    topic before their offsets are stored. `dead_letters` are records of the dead-letter topic
+    they, the rows the database refuses and `duplicate_key` records are dead-lettered before
+    the commit, for the partitions whose offsets this transaction moves, so they are in the
+    dead-letter topic before their offsets are stored. `feed_of`: topic -> (partner, feed),
+    to count early dead letters under their feed. `dead_letters` are records of the dead-letter topic
     itself: stored in `hub.dead_letters` for the partitions whose offsets move, so exactly once.
     """
+    feed_of = feed_of or {}
     result = WriteResult()
     async with conn.transaction():
         may_store = True
@@ -181,12 +186,18 @@ async def write_batch(
                 moving[key] = moves[key]
             else:
                 result.fenced[key] = stored.get(key)
+        outcomes: Counter[tuple[str, str, str]] = Counter()
         for b in sorted(batches, key=lambda b: (b.schema, b.table)):  # one lock order: no deadlock between workers
+            b = _only(b, set(moving))
             if not b.rows.rows:
                 continue
+            before = (len(result.refused), len(result.conflicts), result.duplicates, result.redelivered)
             inserted = await _insert(conn, b, result)
             result.inserted += inserted
-            result.duplicates += len(b.rows.rows) - inserted
+            outcomes[(b.partner_id, b.feed, "duplicate")] += result.duplicates - before[2]
+            outcomes[(b.partner_id, b.feed, "redelivered")] += result.redelivered - before[3]
+            letters = [*result.refused[before[0] :], *result.conflicts[before[1] :]]
+            result.letters += [(b.partner_id, b.feed, r) for r in letters]
             await conn.execute(
                 """INSERT INTO hub.land_counters (partner_id, feed, kafka_partition, rows) VALUES ($1, $2, -1, $3)
                    ON CONFLICT (partner_id, feed, kafka_partition)
@@ -206,11 +217,41 @@ async def write_batch(
         result.dead_letters_stored = await dead_letter_rows.store(
             conn, (row for key, row in dead_letters if key in moving)
         )
-        letters = [r for r in [*rejected_early, *result.refused] if (r.topic, r.partition) in moving]
-        if letters:
-            await dead_letter(letters)
-            result.dead_lettered = len(letters)
+        early = [r for r in rejected_early if (r.topic, r.partition) in moving]
+        result.letters += [(*feed_of.get(r.topic, ("_unknown", r.topic)), r) for r in early]
+        for partner, feed, r in result.letters:
+            outcomes[(partner, feed, r.reason)] += 1
+        if result.letters:
+            await dead_letter([r for _p, _f, r in result.letters])
+            result.dead_lettered = len(result.letters)
+        await _count_outcomes(conn, outcomes)
     return result
+
+
+def _only(b: TableBatch, partitions: set[TopicPartitionKey]) -> TableBatch:
+    """The batch without the records of partitions whose offsets do not move (almost always: all of it)."""
+    rows = b.rows
+    if all((s.topic, s.partition) in partitions for s in rows.sources):
+        return b
+    keep = [i for i, s in enumerate(rows.sources) if (s.topic, s.partition) in partitions]
+    kept = FeedRows(rows.columns, [rows.rows[i] for i in keep], [rows.sources[i] for i in keep], rows.rejected)
+    return replace(b, rows=kept)
+
+
+async def _count_outcomes(conn: asyncpg.Connection, outcomes: Counter[tuple[str, str, str]]) -> None:
+    counted = sorted((k, n) for k, n in outcomes.items() if n)
+    if not counted:
+        return
+    await conn.execute(
+        """INSERT INTO hub.land_outcomes (partner_id, feed, outcome, records)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+           ON CONFLICT (partner_id, feed, outcome)
+           DO UPDATE SET records = hub.land_outcomes.records + excluded.records, last_at = now()""",
+        [k[0] for k, _ in counted],
+        [k[1] for k, _ in counted],
+        [k[2] for k, _ in counted],
+        [n for _, n in counted],
+    )
 
 
 async def _lock_offsets(conn: asyncpg.Connection, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
@@ -228,34 +269,6 @@ async def _lock_offsets(conn: asyncpg.Connection, keys: list[TopicPartitionKey])
     return {(r["topic"], r["kafka_partition"]): r["next_offset"] for r in rows}
 
 
-def staging_name(b: TableBatch) -> str:
-    """A temporary table per target table, column list and column types: a schema change gets a fresh one
-    (an old one would keep, say, `real` for a column widened to `double precision`, and round every value)."""
-    key = "\x00".join([b.schema, b.table, b.signature, *b.rows.columns])
-    return f"_stage_{hashlib.sha256(key.encode()).hexdigest()[:20]}"
-
-
-def staging_sql(target: str, cols: str, staging: str) -> str:
-    """The batch's columns with the target's types and no constraints: `LIKE target` would copy
-    NOT NULL without the defaults (ingested_at), and COPY would then refuse every batch."""
-    return (
-        f"CREATE TEMP TABLE IF NOT EXISTS {quote_ident(staging)} ON COMMIT DELETE ROWS"
-        f" AS SELECT {cols} FROM {target} WITH NO DATA"
-    )
-
-
-def insert_from_staging_sql(target: str, cols: str, staging: str) -> str:
-    return (
-        f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {quote_ident(staging)}"
-        ' ON CONFLICT ("device_id", "time") DO NOTHING'
-    )
-
-
-def insert_row_sql(target: str, cols: str, n: int) -> str:
-    params = ", ".join(f"${i + 1}" for i in range(n))
-    return f'INSERT INTO {target} ({cols}) VALUES ({params}) ON CONFLICT ("device_id", "time") DO NOTHING'
-
-
 async def _insert(conn: asyncpg.Connection, b: TableBatch, result: WriteResult) -> int:
     if b.copy_first:
         try:
@@ -266,39 +279,14 @@ async def _insert(conn: asyncpg.Connection, b: TableBatch, result: WriteResult) 
                 return int(status.split()[-1])
         except (*REFUSED_ROW, *REFUSED_BY_CLIENT):
             pass  # a row already landed, or one the database refuses: the staging path sorts them out
-    inserted = await _insert_staged(conn, b, result)
-    if inserted < len(b.rows.rows):
+    staged = await land_staged(conn, b, qualified(b.schema, b.table))
+    result.duplicates += staged.duplicates
+    result.redelivered += staged.redelivered
+    result.refused += staged.refused
+    result.conflicts += staged.conflicts
+    if staged.inserted < len(b.rows.rows):
         result.met_landed.add((b.schema, b.table))
-    return inserted
-
-
-async def _insert_staged(conn: asyncpg.Connection, b: TableBatch, result: WriteResult) -> int:
-    target = qualified(b.schema, b.table)
-    cols = ", ".join(quote_ident(c) for c in b.rows.columns)
-    staging = staging_name(b)
-    await conn.execute(staging_sql(target, cols, staging))
-    try:
-        async with conn.transaction():  # a savepoint: a refused row must not abort the whole batch
-            await conn.copy_records_to_table(staging, records=b.rows.rows, columns=b.rows.columns)
-            status = await conn.execute(insert_from_staging_sql(target, cols, staging))
-            return int(status.split()[-1])
-    except (*REFUSED_ROW, *REFUSED_BY_CLIENT):
-        return await _insert_one_by_one(conn, b, target, cols, result)
-
-
-async def _insert_one_by_one(
-    conn: asyncpg.Connection, b: TableBatch, target: str, cols: str, result: WriteResult
-) -> int:
-    stmt = insert_row_sql(target, cols, len(b.rows.columns))
-    inserted = 0
-    for row, source in zip(b.rows.rows, b.rows.sources, strict=True):
-        try:
-            async with conn.transaction():
-                status = await conn.execute(stmt, *row)
-                inserted += int(status.split()[-1])
-        except REFUSED_ROW as exc:
-            result.refused.append(rejected(source, "refused_by_database", f"{type(exc).__name__}: {exc}"))
-    return inserted
+    return staged.inserted
 
 
 async def ensure_offsets(conn: asyncpg.Connection, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:

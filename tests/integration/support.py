@@ -338,6 +338,7 @@ from aiokafka import AIOKafkaProducer  # noqa: E402
 
 from hub.catalog.runtime import FeedRuntime, load_feeds  # noqa: E402
 from hub.ingest.worker import partition_for  # noqa: E402
+from hub.landing.broker_memory import log_ends as landing_log_ends  # noqa: E402
 from hub.schema.wire import WireEncoder  # noqa: E402
 
 
@@ -471,3 +472,15 @@ async def until_rows(settings: HubSettings, table: str, devices: list[str], want
 
     await eventually(enough, timeout_s, interval_s=0.1)
     return seen
+
+
+async def offsets_match_log_ends(settings: HubSettings, topic: str) -> bool:
+    """Every partition's stored offset is its log end: nothing left to land, nothing skipped."""
+    conn = await asyncpg.connect(settings.endpoints().database_url)
+    try:
+        rows = await conn.fetch("SELECT kafka_partition, next_offset FROM hub.land_offsets WHERE topic = $1", topic)
+    finally:
+        await conn.close()
+    stored = {r["kafka_partition"]: int(r["next_offset"]) for r in rows}
+    ends = await landing_log_ends(settings, settings.endpoints().kafka_bootstrap, topic, stored)
+    return ends is not None and all(stored.get(p, 0) == e for p, e in ends.items())

@@ -55,8 +55,8 @@ def many_feeds(root: Path, n: int) -> tuple[Path, str]:
     return config, partner
 
 
-def settings_for(stack_settings: HubSettings, url: str, state: Path) -> HubSettings:
-    ep = stack_settings.endpoints()
+def settings_for(stack: HubSettings, url: str, state: Path) -> HubSettings:
+    ep = stack.endpoints()
     return HubSettings(state_dir=state, database_url=url, mqtt_url=ep.mqtt_url, kafka_bootstrap=ep.kafka_bootstrap)
 
 
@@ -81,9 +81,9 @@ async def test_the_lock_table_really_runs_out_in_one_transaction(small_postgres:
 
 
 async def test_a_config_too_large_for_one_apply_is_refused_up_front_and_nothing_is_applied(
-    small_postgres: str, stack_settings: HubSettings, tmp_path: Path
+    small_postgres: str, spare_stack: HubSettings, tmp_path: Path
 ) -> None:
-    settings = settings_for(stack_settings, small_postgres, tmp_path / "state")
+    settings = settings_for(spare_stack, small_postgres, tmp_path / "state")
     config, _ = many_feeds(tmp_path, 40)
     await apply(settings, many_feeds(tmp_path, 1)[0], REPO / "schemas", broker=LocalBrokerAuth(settings))
     before = await relation_count(small_postgres)
@@ -100,9 +100,9 @@ async def test_a_config_too_large_for_one_apply_is_refused_up_front_and_nothing_
 
 
 async def test_as_many_feeds_as_the_refusal_says_fit_are_applied(
-    small_postgres: str, stack_settings: HubSettings, tmp_path: Path
+    small_postgres: str, spare_stack: HubSettings, tmp_path: Path
 ) -> None:
-    settings = settings_for(stack_settings, small_postgres, tmp_path / "state")
+    settings = settings_for(spare_stack, small_postgres, tmp_path / "state")
     with pytest.raises(ConfigError) as caught:
         await apply(settings, many_feeds(tmp_path, 40)[0], REPO / "schemas", broker=LocalBrokerAuth(settings))
     fits = int(str(caught.value).split("Apply at most ")[1].split()[0])

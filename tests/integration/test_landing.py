@@ -31,7 +31,7 @@ from hub.catalog.locks import producer_lock_sql
 from hub.catalog.topics import ensure_feed_topics
 from hub.control.apply import apply
 from hub.ingest.identity import worker_client_id
-from hub.landing.broker_memory import free_landed_topics, log_ends
+from hub.landing.broker_memory import free_landed_topics
 from hub.landing.worker import LandingWorker
 from hub.settings import HubSettings
 from hub.stack import servers
@@ -48,6 +48,7 @@ from tests.integration.support import (
     eventually,
     feed_runtime,
     header,
+    offsets_match_log_ends,
     own_group,
     private_stack,
     query,
@@ -61,18 +62,6 @@ from tests.integration.support import (
 
 AIR = ("uni_air_lab", "air_quality")
 AIR_TABLE = "uni_air_lab.air_quality"
-
-
-async def offsets_match_log_ends(settings: HubSettings, topic: str) -> bool:
-    """Every partition's stored offset is its log end: nothing left to land, nothing skipped."""
-    conn = await asyncpg.connect(settings.endpoints().database_url)
-    try:
-        rows = await conn.fetch("SELECT kafka_partition, next_offset FROM hub.land_offsets WHERE topic = $1", topic)
-    finally:
-        await conn.close()
-    stored = {r["kafka_partition"]: int(r["next_offset"]) for r in rows}
-    ends = await log_ends(settings, settings.endpoints().kafka_bootstrap, topic, stored)
-    return ends is not None and all(stored.get(p, 0) == e for p, e in ends.items())
 
 
 def assert_air_rows(rows: list[Any], records: list[dict[str, Any]]) -> None:

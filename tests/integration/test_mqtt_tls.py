@@ -68,6 +68,7 @@ def tls_settings(applied: HubSettings, tmp_path_factory: pytest.TempPathFactory)
                 "mqtt_url": url,
                 "kafka_bootstrap": ep.kafka_bootstrap,
                 "mqtt_tls_ca": ca,
+                "ingest_ack": "kafka",  # ingest runs alone here: acknowledged once Kafka has the records
             }
         )
     finally:

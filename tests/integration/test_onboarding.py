@@ -495,10 +495,10 @@ async def on_timescale(url: str, *statements: str) -> list[Any]:
 
 @pytest.mark.timescale
 async def test_in_timescaledb_mode_a_feed_is_a_hypertable_that_follows_a_compatible_change(
-    timescale_url: str, tmp_path: Path, stack_settings: HubSettings
+    timescale_url: str, tmp_path: Path, spare_stack: HubSettings
 ) -> None:
-    ep = stack_settings.endpoints()
-    # The catalog and tables in TimescaleDB; topics on the test stack's broker; MQTT files in a scratch dir.
+    ep = spare_stack.endpoints()
+    # The catalog and tables in TimescaleDB; topics and MQTT logins on a stack of their own (`spare_stack`).
     settings = HubSettings(
         state_dir=tmp_path / "state",
         database_url=timescale_url,

@@ -21,7 +21,7 @@ from hub.access import queries
 from hub.catalog import store as catalog
 from hub.control.tables import FeedTable, add_columns_sql, alter_table_sql, create_table_sql
 from hub.identifiers import quote_ident
-from hub.landing.writer import insert_from_staging_sql, insert_row_sql, staging_sql
+from hub.landing.staging import SEQ, land_from_staging_sql, staging_sql
 from hub.schema.avro import Column, load_feed_schema
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,25 +56,37 @@ def readings(devices: list[str], start: datetime, n: int, step: timedelta, pm25:
     ]
 
 
-async def land(conn: asyncpg.Connection, t: FeedTable, rows: list[tuple[Any, ...]]) -> int:
-    """Landing's staged insert, with INSERT instead of COPY (which the engine cannot take): rows inserted."""
+async def land(
+    conn: asyncpg.Connection, t: FeedTable, rows: list[tuple[Any, ...]], differing: list[list[str]] | None = None
+) -> int:
+    """Landing's staged insert, with INSERT instead of COPY (which the engine cannot take): rows inserted.
+
+    `differing` gets, for each record not inserted, the columns in which it differs from the landed row.
+    """
     cols = ", ".join(quote_ident(c) for c in COLUMNS)
     staging = f"_stage_{t.schema}"
     async with conn.transaction():
         await conn.execute(staging_sql(t.name, cols, staging))
-        params = ", ".join(f"${i + 1}" for i in range(len(COLUMNS)))
-        await conn.executemany(f"INSERT INTO {quote_ident(staging)} VALUES ({params})", rows)
-        status = await conn.execute(insert_from_staging_sql(t.name, cols, staging))
-    return int(status.split()[-1])
+        params = ", ".join(f"${i + 1}" for i in range(len(COLUMNS) + 1))
+        await conn.executemany(
+            f"INSERT INTO {quote_ident(staging)} ({cols}, {SEQ}) VALUES ({params})",
+            [(*row, i) for i, row in enumerate(rows)],
+        )
+        found = await conn.fetch(land_from_staging_sql(t.name, COLUMNS, staging))
+    if differing is not None:
+        differing += [list(r["differs"]) for r in sorted(found, key=lambda r: r["seq"])]
+    return len(rows) - len(found)
 
 
 async def land_one_by_one(conn: asyncpg.Connection, t: FeedTable, rows: list[tuple[Any, ...]]) -> int:
     """Landing's fallback, row by row (used when the database refuses a row of a batch)."""
-    stmt = insert_row_sql(t.name, ", ".join(quote_ident(c) for c in COLUMNS), len(COLUMNS))
-    inserted = 0
-    for row in rows:
-        inserted += int((await conn.execute(stmt, *row)).split()[-1])
-    return inserted
+    return sum([await land(conn, t, [row]) for row in rows])
+
+
+def insert_row_sql(target: str, columns: list[str]) -> str:
+    params = ", ".join(f"${i + 1}" for i in range(len(columns)))
+    cols = ", ".join(quote_ident(c) for c in columns)
+    return f'INSERT INTO {target} ({cols}) VALUES ({params}) ON CONFLICT ("device_id", "time") DO NOTHING'
 
 
 async def create(conn: asyncpg.Connection, t: FeedTable) -> None:
@@ -150,6 +162,11 @@ async def test_a_feed_table_is_a_compressed_hypertable_with_retention_and_a_real
         late = readings(["st-c"], DAY - timedelta(days=9), 3, timedelta(hours=1))
         assert await land_one_by_one(conn, t, old[:5] + late) == len(late)
         assert await land(conn, t, old[5:50] + late) == 0
+        # A different reading for a key in a compressed chunk is told apart from the same one again.
+        other = [(*old[7][:2], -1.0, *old[7][3:])]
+        differing: list[list[str]] = []
+        assert await land(conn, t, [old[6], *other], differing) == 0
+        assert differing == [[], ["pm25"]]
 
         await conn.execute(f"CALL refresh_continuous_aggregate({queries_literal(t.rollup_name)}, NULL, NULL)")
         day_rows = await conn.fetch(queries.rollup_day_sql(t.rollup_name), DAY, DAY + timedelta(days=1), "st-a")
@@ -198,8 +215,7 @@ async def test_a_new_column_on_a_compressed_hypertable_lands_and_appears_in_its_
         async with conn.transaction():
             for stmt in add_columns_sql(evolved, [c.name for c in t.columns], timescale=True):
                 await conn.execute(stmt)
-        cols = ", ".join(quote_ident(c) for c in [*COLUMNS, "co2_ppm"])
-        stmt = insert_row_sql(t.name, cols, len(COLUMNS) + 1)
+        stmt = insert_row_sql(t.name, [*COLUMNS, "co2_ppm"])
         await conn.execute(stmt, "st-a", DAY, 5.0, 1.0, None, 20.0, 50.0, None, DAY, 415.0)
         late = DAY - timedelta(days=9, minutes=-30)  # in a compressed chunk, between two older readings
         await conn.execute(stmt, "st-a", late, 5.0, 1.0, None, 20.0, 50.0, None, DAY, 420.0)

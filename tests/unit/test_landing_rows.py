@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hub.landing.rows import FeedRows, RowBuilder
-from hub.landing.writer import TableBatch, insert_from_staging_sql, insert_row_sql, staging_name, staging_sql
+from hub.landing.staging import land_from_staging_sql, staging_name, staging_sql
+from hub.landing.writer import TableBatch
 from hub.schema.avro import FeedSchema, parse_feed_schema
 from hub.schema.wire import WireEncoder
 from tests.unit.kafka_records import RECEIVED_MS, consumer_record
@@ -154,14 +155,16 @@ def test_a_schema_change_or_a_retyped_column_gets_a_staging_table_of_its_own() -
     assert all(len(n) <= 63 for n in names)
 
 
-def test_the_staged_insert_takes_no_constraints_and_skips_rows_already_landed() -> None:
+def test_the_staged_insert_takes_no_constraints_and_compares_every_record_it_skips_but_received_at() -> None:
     create = staging_sql('"p"."readings"', '"device_id", "time"', "_stage_x")
     assert "LIKE" not in create and "WITH NO DATA" in create and "ON COMMIT DELETE ROWS" in create
-    for stmt in (
-        insert_from_staging_sql('"p"."readings"', '"device_id", "time"', "_stage_x"),
-        insert_row_sql('"p"."readings"', '"device_id", "time"', 2),
-    ):
-        assert stmt.endswith('ON CONFLICT ("device_id", "time") DO NOTHING')
+    assert '"hub#seq"' in create, "each record's place in its batch"
+    stmt = land_from_staging_sql('"p"."readings"', ["device_id", "time", "ppm", "received_at"], "_stage_x")
+    assert 'ON CONFLICT ("device_id", "time") DO NOTHING' in stmt
+    assert "IS DISTINCT FROM" in stmt and "'ppm'" in stmt
+    assert "'received_at'" not in stmt, "a redelivery has a new received_at: not a different reading"
+    one = land_from_staging_sql('"p"."readings"', ["device_id", "time", "ppm"], "_stage_x", one=True)
+    assert '"hub#seq" = $1' in one
 
 
 def test_timestamps_come_out_as_epoch_microseconds_and_out_of_range_ones_are_refused() -> None:

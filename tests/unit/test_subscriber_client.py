@@ -39,20 +39,24 @@ def test_every_complete_qos1_publish_in_the_buffer_is_taken_in_order() -> None:
         publish("partners/a/x/1", b'{"v":1}', 1) + publish("partners/a/x/2", b"", 2) + publish("p/b", b"z" * 300, 65535)
     )
     found, pos = parse(buf)
-    assert found == [("partners/a/x/1", b'{"v":1}', 1), ("partners/a/x/2", b"", 2), ("p/b", b"z" * 300, 65535)]
+    assert found == [
+        ("partners/a/x/1", b'{"v":1}', 1, False),
+        ("partners/a/x/2", b"", 2, False),
+        ("p/b", b"z" * 300, 65535, False),
+    ]
     assert pos == len(buf)
 
 
-def test_dup_and_retain_flags_do_not_change_the_message() -> None:
-    found, _ = parse(publish("t/1", b"x", 7, first=0x3B))
-    assert found == [("t/1", b"x", 7)]
+def test_the_dup_flag_of_a_redelivery_is_kept_and_retain_does_not_change_the_message() -> None:
+    found, _ = parse(publish("t/1", b"x", 7, first=0x3B) + publish("t/2", b"y", 8, first=0x33))
+    assert found == [("t/1", b"x", 7, True), ("t/2", b"y", 8, False)]
 
 
 def test_an_incomplete_packet_is_left_for_the_next_read() -> None:
     first, second = publish("t/1", b"a", 1), publish("t/2", b"b" * 200, 2)
     for cut in range(1, len(second)):
         found, pos = parse(first + second[:cut])
-        assert found == [("t/1", b"a", 1)]
+        assert found == [("t/1", b"a", 1, False)]
         assert pos == len(first)
 
 
@@ -79,10 +83,10 @@ def test_anything_else_at_the_head_is_left_to_paho(packet: bytes) -> None:
 def test_mqtt5_publishes_without_properties_are_taken_and_with_properties_left_to_paho() -> None:
     plain = publish("t/1", b"x", 1, properties=b"")
     found, pos = parse(plain, v5=True)
-    assert found == [("t/1", b"x", 1)] and pos == len(plain)
+    assert found == [("t/1", b"x", 1, False)] and pos == len(plain)
     with_expiry = publish("t/2", b"y", 2, properties=b"\x02\x00\x00\x00\x3c")
     found, pos = parse(plain + with_expiry, v5=True)
-    assert found == [("t/1", b"x", 1)] and pos == len(plain)
+    assert found == [("t/1", b"x", 1, False)] and pos == len(plain)
 
 
 def test_the_pubacks_of_a_batch_go_out_as_one_write_of_four_byte_packets() -> None:
