@@ -15,6 +15,7 @@ PARTNER = "partner"
 FEED = "feed"  # "_unknown" for a topic no feed matches
 MQTT_TOPIC = "mqtt_topic"
 RECEIVED_MS = "received_ms"  # when the MQTT message reached the ingest worker, epoch milliseconds
+AGREEMENT = "agreement"  # on dead letters of the share streams: the agreement whose stream refused the record
 DEVICE = "device"  # on feed records: the device id (also the record key)
 # On feed records the hub sent more than once: "mqtt" when the MQTT broker delivered the message again
 # (DUP flag: a worker did not acknowledge it before it stopped), "resend" when ingest sent the record

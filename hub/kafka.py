@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from hub.errors import ServerUnavailable
 from hub.settings import HubSettings
@@ -98,3 +98,15 @@ class KafkaAdmin:
         except KafkaError as exc:
             raise ServerUnavailable("Kafka", self.bootstrap, f"cannot create topics: {exc!r}") from exc
         return [s.name for s in missing]
+
+    async def delete_topics(self, names: Iterable[str]) -> None:
+        """Delete these topics (gone already is fine)."""
+        names = list(names)
+        if not names:
+            return
+        try:
+            await self._client.delete_topics(names)
+        except UnknownTopicOrPartitionError:
+            pass
+        except KafkaError as exc:
+            raise ServerUnavailable("Kafka", self.bootstrap, f"cannot delete topics: {exc!r}") from exc

@@ -91,6 +91,19 @@ class HubSettings(BaseSettings):
         "or where the operator manages them.",
     )
 
+    # Live share streams (+22, hub/share/): the share workers' group, how often they look for agreements
+    # that started or ended (revocation stops a stream within about this long plus a batch), batches.
+    share_group: str = "hub-share"
+    share_reload_s: float = Field(default=1.0, gt=0, description="How often share workers re-read agreements.")
+    share_batch_size: int = Field(default=5_000, ge=1)
+    share_flush_ms: int = Field(default=100, ge=1)
+    share_window_grace_s: float = Field(
+        default=2.0, ge=0, description="Aggregate streams: how long after a window closes it is emitted."
+    )
+    share_window_backfill: int = Field(
+        default=1, ge=1, le=1000, description="Aggregate streams: closed windows a new stream starts with."
+    )
+
     # Landing
     land_batch_size: int = 5_000
     land_flush_ms: int = 200

@@ -1,4 +1,4 @@
-"""Run ingest and landing workers as processes, and stop them cleanly on SIGTERM / Ctrl-C."""
+"""Run ingest, landing and share workers as processes, and stop them cleanly on SIGTERM / Ctrl-C."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from hub.landing.worker import LandingWorker
 from hub.outage import DriverNoise, Outages
 from hub.retriable import retriable
 from hub.settings import HubSettings
+from hub.share.worker import ShareWorker
 
 log = logging.getLogger("hub.supervise")
 
@@ -81,6 +82,16 @@ async def run_land(stop: asyncio.Event | None = None) -> None:
     if not await until_reachable(settings, stop, logging.getLogger("hub.land")):
         return
     async with LandingWorker(settings, settings.endpoints()) as worker:
+        await worker.run(stop)
+
+
+async def run_share(stop: asyncio.Event | None = None) -> None:
+    settings = HubSettings()
+    stop = stop or asyncio.Event()
+    _stop_on_signals(stop)
+    if not await until_reachable(settings, stop, logging.getLogger("hub.share")):
+        return
+    async with ShareWorker(settings, settings.endpoints()) as worker:
         await worker.run(stop)
 
 
@@ -186,6 +197,12 @@ def _land_process() -> None:
     asyncio.run(run_land())
 
 
+def _share_process() -> None:
+    _logging()
+    _for_throughput()
+    asyncio.run(run_share())
+
+
 @dataclass
 class _Slot:
     """One worker the supervisor keeps running: the same target and index across restarts."""
@@ -202,6 +219,7 @@ class _Slot:
 def supervise(
     ingest_workers: int,
     land_workers: int,
+    share_workers: int = 0,
     *,
     max_quick_failures: int = 5,
     quick_s: float = 10.0,
@@ -219,7 +237,7 @@ def supervise(
     settings = HubSettings()
     indices, reserved = reserve_ingest_slots(settings, ingest_workers)
     with reserved:
-        return _supervise(indices, land_workers, max_quick_failures, quick_s, restart_backoff_s)
+        return _supervise(indices, land_workers, max_quick_failures, quick_s, restart_backoff_s, share_workers)
 
 
 def _supervise(
@@ -228,6 +246,7 @@ def _supervise(
     max_quick_failures: int,
     quick_s: float,
     restart_backoff_s: tuple[float, float],
+    share_workers: int = 0,
 ) -> int:
     if indices:
         asyncio.run(drain_stale_sessions(HubSettings(), indices))
@@ -235,6 +254,7 @@ def _supervise(
     slots = [
         *(_Slot(f"land-{i}", _land_process, ()) for i in range(land_workers)),
         *(_Slot(f"ingest-{i}", _ingest_process, (i,)) for i in indices),
+        *(_Slot(f"share-{i}", _share_process, ()) for i in range(share_workers)),
     ]
 
     def start(slot: _Slot) -> None:

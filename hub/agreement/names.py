@@ -44,3 +44,31 @@ def too_long(org: str | None, provider: str, feed: str) -> str | None:
         if len(name.encode()) > MAX_SQL_NAME_BYTES:
             return name
     return None
+
+
+# --- live share streams (hub/share/) -------------------------------------------------------
+
+SHARE_TOPIC_PREFIX = "share."  # Kafka: share.<consumer>.<provider>.<feed>
+SHARE_MQTT_ROOT = "share"  # MQTT: share/<consumer>/<provider>/<feed>/<device or pseudonym>
+OPEN_DATA_CONSUMER = OPEN_SCHEMA  # the consumer part of an open-data stream's names
+
+
+def stream_consumer(org: str | None) -> str:
+    """The consumer part of a stream's names: the organisation, or open_data for everyone (None)."""
+    return OPEN_DATA_CONSUMER if org is None else org
+
+
+def share_topic(org: str | None, provider: str, feed: str, aggregate: bool = False) -> str:
+    """`share.<consumer>.<provider>.<feed>` (`.agg` appended for aggregates; every part is an identifier)."""
+    return f"{SHARE_TOPIC_PREFIX}{stream_consumer(org)}.{provider}.{feed}" + (".agg" if aggregate else "")
+
+
+def share_mqtt_prefix(org: str | None, provider: str, feed: str, aggregate: bool = False) -> str:
+    """`share/<consumer>/<provider>/<feed>`: a raw record goes to `<prefix>/<device>`; aggregates go to
+    `share/<consumer>/<provider>/<feed>.agg` itself (no device level, and no device id can collide with it)."""
+    return f"{SHARE_MQTT_ROOT}/{stream_consumer(org)}/{provider}/{feed}" + (".agg" if aggregate else "")
+
+
+def share_subject(topic: str) -> str:
+    """The registry subject of a share topic's values (Confluent's TopicNameStrategy)."""
+    return f"{topic}-value"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from hub.agreement import names
 from hub.agreement.grants import AgreementState, Clause, FeedInfo, Org, human, own_clause
 from hub.agreement.model import Form
 
@@ -58,6 +59,24 @@ class Access:
     clause: Clause
     object: str
     agreement: AgreementState | None  # None: the organisation publishes the feed
+    grantee: str | None = None  # the organisation the clause names (None: everyone, or the provider itself)
+
+    @property
+    def kafka_topic(self) -> str | None:
+        """The live share stream on Kafka, where the agreement asks for one (hub/share/)."""
+        a, c = self.agreement, self.clause
+        if a is None or "kafka" not in a.delivery:
+            return None
+        return names.share_topic(self.grantee, c.provider, c.feed, c.aggregate)
+
+    @property
+    def mqtt_topic(self) -> str | None:
+        """The live share stream over MQTT (a topic filter), where the agreement asks for one."""
+        a, c = self.agreement, self.clause
+        if a is None or "mqtt" not in a.delivery:
+            return None
+        prefix = names.share_mqtt_prefix(self.grantee, c.provider, c.feed, c.aggregate)
+        return prefix if c.aggregate else prefix + "/+"
 
     def to_json(self) -> dict[str, Any]:
         c, a = self.clause, self.agreement
@@ -79,6 +98,8 @@ class Access:
             "purpose": a.purpose if a else "the provider's own data",
             "licence": a.licence if a else None,
             "delivery": list(a.delivery) if a else ["sql"],
+            "kafka_topic": self.kafka_topic,
+            "mqtt_topic": self.mqtt_topic,
             "file": a.file if a else None,
             "line": c.line if a else None,
         }
@@ -181,7 +202,7 @@ def decide(q: Question, world: World) -> Decision:
             obj = c.object(grantee) if a.names_org(org.id) else None
             rules.append(Rule(f"agreement {a.id}", ok, detail, a.id, c.index, obj, a.file or None, c.line))
             if ok and obj is not None:
-                grants.append(Access(feed.key, c, obj, a))
+                grants.append(Access(feed.key, c, obj, a, grantee))
     if not mentioned and feed.provider != org.id:
         rules.append(Rule("agreements", False, f"no agreement grants {feed.key} to anyone"))
     forms = {g.clause.form for g in grants}

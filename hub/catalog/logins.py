@@ -11,6 +11,8 @@ from datetime import datetime
 
 import asyncpg
 
+from hub.mqtt_auth.accounts import CONSUMER_PREFIX
+
 
 @dataclass(frozen=True)
 class Login:
@@ -35,7 +37,17 @@ async def logins(conn: asyncpg.Connection, partner_id: str | None = None) -> lis
 
 
 async def set_password_hash(conn: asyncpg.Connection, username: str, password_hash: str) -> None:
-    """Record a login's new password (its hash); the login must exist in the catalog."""
+    """Record a login's new password (its hash); a partner's or device's login must exist in the catalog, an
+    organisation's share-stream login (consumer-<id>) is recorded with it."""
+    if username.startswith(CONSUMER_PREFIX):
+        await conn.execute(
+            """INSERT INTO hub.share_logins (org_id, username, password_hash) VALUES ($1, $2, $3)
+               ON CONFLICT (org_id) DO UPDATE SET username = $2, password_hash = $3, rotated_at = now()""",
+            username.removeprefix(CONSUMER_PREFIX),
+            username,
+            password_hash,
+        )
+        return
     done = await conn.execute(
         "UPDATE hub.mqtt_devices SET password_hash = $2, rotated_at = now() WHERE username = $1",
         username,

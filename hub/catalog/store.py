@@ -21,6 +21,7 @@ import asyncpg
 
 from hub.catalog.agreements_ddl import AGREEMENTS_DDL
 from hub.catalog.locks import APPLY_LOCK
+from hub.catalog.share_ddl import SHARE_DDL
 
 CATALOG_DDL = """
 CREATE SCHEMA IF NOT EXISTS hub;
@@ -220,13 +221,15 @@ CREATE TABLE IF NOT EXISTS hub.land_outcomes (
 # (+20) Organisations, agreements, their append-only audit trail and pgaudit's read log (kept in a module
 # of its own for its length: hub/catalog/agreements_ddl.py).
 CATALOG_DDL += AGREEMENTS_DDL
+# (+22) Live share streams: lane positions, counters, aggregate windows, consumers' MQTT logins.
+CATALOG_DDL += SHARE_DDL
 
 
 # Bumped whenever CATALOG_DDL changes. The DDL runs only when the database records another
 # version: ALTER TABLE and CREATE OR REPLACE VIEW take exclusive locks even when they change
 # nothing, so running them at every worker start (and catalog reload) would queue behind
 # landing's transactions on hub.land_offsets, and stop every worker behind them.
-CATALOG_VERSION = "hub catalog 5 (+16)"
+CATALOG_VERSION = "hub catalog 6 (+16)"
 CATALOG_DDL += f"COMMENT ON SCHEMA hub IS '{CATALOG_VERSION}';\n"
 
 

@@ -108,6 +108,12 @@ def access(org: OrgArg, as_json: JsonOpt = False) -> None:
         why = f"agreement {e['agreement']} ({e['licence']})" if e["agreement"] else "it publishes this feed"
         console.print(f"  [bold]{e['object']}[/bold]  {e['form']} {e['feed']}, {why}", highlight=False)
         console.print(f"      {'; '.join(limits)}", highlight=False)
+        if e["kafka_topic"]:
+            console.print(
+                f"      live on Kafka: {e['kafka_topic']} (values: subject {e['kafka_topic']}-value)", highlight=False
+            )
+        if e["mqtt_topic"]:
+            console.print(f"      live over MQTT: {e['mqtt_topic']} (login consumer-{org})", highlight=False)
 
 
 @one_line_errors

@@ -13,12 +13,14 @@ from hub.catalog import store as catalog
 from hub.cli.common import console, one_line_errors, settings
 from hub.db import connection
 from hub.ingest.stats import FeedStats, ingest_stats
+from hub.share.stats import StreamStats, share_stats
 
 
-async def _stats(partner: str | None) -> list[FeedStats]:
+async def _stats(partner: str | None) -> tuple[list[FeedStats], list[StreamStats]]:
     async with connection(settings().endpoints().database_url) as conn:
         await catalog.ensure_catalog(conn)
-        return await ingest_stats(conn, partner)
+        streams = [s for s in await share_stats(conn) if partner is None or s.feed.startswith(f"{partner}.")]
+        return await ingest_stats(conn, partner), streams
 
 
 @one_line_errors
@@ -29,9 +31,9 @@ def stats(
 ) -> None:
     """What became of the messages the hub acknowledged, per partner and feed: accepted (landed as rows),
     duplicates, refused (with the most common reasons) and lost; acknowledged = the four together."""
-    rows = asyncio.run(_stats(partner))
+    rows, streams = asyncio.run(_stats(partner))
     if as_json:
-        print(json.dumps([r.as_json() for r in rows]))
+        print(json.dumps([r.as_json() for r in rows] + [{"share_stream": True, **s.as_json()} for s in streams]))
         return
     if not rows:
         console.print(f"no feeds{f' for partner {partner!r}' if partner else ''} in the catalog; run `hub apply`")
@@ -52,3 +54,21 @@ def stats(
         )
     console.print(table)
     console.print("accepted = rows landed; acknowledged = accepted + duplicates + refused + lost", style="dim")
+    if streams:
+        shares = Table("agreement", "consumer", "feed", "form", "shared", "dead letters", "lag", "last shared",
+                       "last record time")  # fmt: skip
+        for x in streams:
+            shares.add_row(
+                x.agreement,
+                x.consumer,
+                x.feed,
+                x.form,
+                f"{x.records:,}",
+                f"[red]{x.dead_lettered:,}[/red]" if x.dead_lettered else "0",
+                "-" if x.lag is None else f"{x.lag:,}",
+                x.last_shared_at.strftime("%Y-%m-%d %H:%M:%S %Z") if x.last_shared_at else "-",
+                x.last_event_time.strftime("%Y-%m-%d %H:%M:%S %Z") if x.last_event_time else "-",
+            )
+        console.print(shares)
+        console.print("lag = records landed from the feed that the stream has not passed yet (held by its delay too)",
+                      style="dim")  # fmt: skip

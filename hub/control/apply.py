@@ -132,8 +132,10 @@ async def plan(
         try:
             if version != catalog.CATALOG_VERSION:
                 await conn.execute(catalog.CATALOG_DDL)
-            the_plan = (await _make(conn, admin, files, datetime.now(UTC), ts)).plan
-            await _with_broker(settings, conn, broker or DynsecBroker.from_settings(settings), the_plan)
+            run = await _make(conn, admin, files, datetime.now(UTC), ts)
+            the_plan = run.plan
+            broker = broker or DynsecBroker.from_settings(settings)
+            await _with_broker(settings, conn, broker, the_plan, run.sharing.mqtt_consumers)
             locks = await lock_table(conn)
         finally:
             await transaction.rollback()
@@ -150,10 +152,12 @@ async def plan(
     return the_plan
 
 
-async def _with_broker(settings: HubSettings, conn: asyncpg.Connection, broker: BrokerAuth, the_plan: Plan) -> Diff:
-    """Add to the plan what the broker's accounts need (new partners' and whatever drifted there)."""
+async def _with_broker(
+    settings: HubSettings, conn: asyncpg.Connection, broker: BrokerAuth, the_plan: Plan, consumers: list[str]
+) -> Diff:
+    """Add to the plan what the broker's accounts need (new partners' and consumers' logins, whatever drifted)."""
     new = [c.target for c in the_plan.of_kind("partner") if c.action == "create"]
-    diff = await broker_sync.broker_diff(settings, conn, broker, new_partners=new, issue=new)
+    diff = await broker_sync.broker_diff(settings, conn, broker, new_partners=new, issue=new, consumers=consumers)
     the_plan.changes += broker_sync.plan_changes(diff)
     the_plan.notes += diff.notes
     return diff
@@ -178,7 +182,7 @@ async def apply(
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", APPLY_LOCK)
             run = await _make(conn, admin, files, now, ts)
-            accounts = await _with_broker(settings, conn, broker, run.plan)
+            accounts = await _with_broker(settings, conn, broker, run.plan, run.sharing.mqtt_consumers)
             result = ApplyResult(run.plan, agreement_files=len(files.sources.agreements))
             if not run.plan.empty:
                 refused = too_large(run.plan, await lock_table(conn), settings.apply_max_locks)

@@ -8,10 +8,13 @@ is committed; if the commit fails after the broker changed, the next apply finds
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
+from hub.agreement import streams
+from hub.agreement.world import load_world
 from hub.catalog import logins as catalog_logins
 from hub.control.plan import Change
 from hub.mqtt_auth.accounts import desired_accounts, generate_secret, hash_password
@@ -29,15 +32,20 @@ async def broker_diff(
     *,
     new_partners: Iterable[str] = (),
     issue: Iterable[str] = (),
+    consumers: Iterable[str] | None = None,
 ) -> Diff:
     """What the broker lacks or has too much of, for the catalog's logins plus `new_partners`' own.
 
-    `issue`: logins that get a new password whether or not the broker knows them.
+    `issue`: logins that get a new password whether or not the broker knows them. `consumers`: the
+    organisations that read a share stream over MQTT (default: as the applied agreements say now).
     """
     logins = [(login.partner_id, login.username) for login in await catalog_logins.logins(conn)]
     known = {username for _p, username in logins}
     logins += [(p, p) for p in new_partners if p not in known]
-    return diff_accounts(desired_accounts(settings, logins), await broker.accounts(), issue=issue)
+    if consumers is None:
+        consumers = streams.mqtt_consumers(streams.active(await load_world(conn), datetime.now(UTC)))
+    want = desired_accounts(settings, logins, consumers)
+    return diff_accounts(want, await broker.accounts(), issue=issue)
 
 
 def plan_changes(diff: Diff) -> list[Change]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from hub.agreement import names
-from hub.agreement.grants import own_clause
+from hub.agreement import names, streams
+from hub.agreement.grants import Org, own_clause
 from hub.agreement.model import Expectation
+from hub.agreement.policy import World
 from hub.catalog.agreements import AgreementRow
 from hub.control.plan import Change
 from hub.control.share_desired import DesiredAgreement, OrgSpec, SharingDesired
@@ -57,6 +58,7 @@ class SharingPlan:
     terminate: set[str] = field(default_factory=set)  # roles whose sessions end
     expectations: list[Expected] = field(default_factory=list)
     desired_views: dict[tuple[str, str], ViewSpec] = field(default_factory=dict)
+    mqtt_consumers: list[str] = field(default_factory=list)  # organisations reading a share stream over MQTT
 
 
 def desired_views(desired: SharingDesired, current: SharingCurrent, now: datetime) -> dict[tuple[str, str], ViewSpec]:
@@ -151,7 +153,15 @@ def make_sharing_plan(desired: SharingDesired, current: SharingCurrent, now: dat
             plan.terminate.add(schema)  # an organisation's schema is named like its role
     live_keys = {v.pseudonym_key for v in wanted.values() if v.pseudonym_key}
     plan.keys_delete = sorted(current.keys - live_keys)
+    plan.mqtt_consumers = streams.mqtt_consumers(streams.active(stream_world(desired), now))
     return plan
+
+
+def stream_world(desired: SharingDesired) -> World:
+    """The world once this run is applied, for the policy's answer on which share streams run."""
+    orgs = {o.id: Org(o.id, o.name, o.kind, o.partner) for o in desired.orgs.values()}
+    agreements = tuple(d.state for aid, d in desired.agreements.items() if aid not in desired.withdrawn)
+    return World(orgs, desired.feeds, agreements)
 
 
 def _summary(d: DesiredAgreement) -> str:

@@ -225,15 +225,6 @@ class MqttSource:
     def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
         self.client.publish(topic, payload, qos=qos)
 
-    def add_filters(self, filters: list[str]) -> list[str]:
-        """Subscribe to more namespaces (partners applied while we run); returns the new subscriptions."""
-        new = [self._shared(f, self.share_group) for f in filters]
-        new = [f for f in new if f not in self.subscriptions]
-        if new and self.subscribe:
-            self.subscriptions.extend(new)  # also re-subscribed on every reconnection
-            self.client.subscribe([(f, 1) for f in new])
-        return new
-
     def leave_group(self, timeout_s: float = 10.0) -> bool:
         """Leave the shared group and wait for the broker's UNSUBACK; blocking (run it in a thread).
 

@@ -97,8 +97,11 @@ class Preparer:
         self.stats = stats
         self.reports = ErrorReports()
         self._report = report
+        # Messages of a partner no route knows: applied since the worker last read the catalog (the broker
+        # lets only partners publish in their namespace). The worker reads the catalog and routes them again.
+        self.held: list[Message] = []
 
-    def prepare_all(self, messages: list[Message]) -> list[Outgoing]:
+    def prepare_all(self, messages: list[Message], *, hold_unknown_partners: bool = True) -> list[Outgoing]:
         """`Outgoing` records for a batch, in order; the per-message hot path of an ingest worker."""
         out: list[Outgoing] = []
         append = out.append
@@ -113,6 +116,9 @@ class Preparer:
             found = route_of(m.topic)
             if found is None:
                 partner = self.router.partner_of(m.topic, self.settings.mqtt_namespace_root) or UNKNOWN
+                if hold_unknown_partners and partner not in self.router.partners and partner != UNKNOWN:
+                    self.held.append(m)
+                    continue
                 append(
                     self.dead_letter(
                         m, partner, UNKNOWN, "unknown_topic", f"no feed is configured for topic {m.topic!r}"

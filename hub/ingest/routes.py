@@ -40,6 +40,7 @@ class Router:
 
     def __init__(self, routes: list[FeedRoute], cache_size: int = 100_000) -> None:
         self.routes = routes
+        self.partners = frozenset(r.partner_id for r in routes)  # every partner has at least one feed
         self._by_shape: dict[tuple[str, int], list[FeedRoute]] = {}
         for r in routes:
             self._by_shape.setdefault((r.levels[1], len(r.levels)), []).append(r)

@@ -71,10 +71,15 @@ __all__ = [
 
 log = logging.getLogger("hub.ingest")
 
+# How soon the catalog is read again when a message of a partner we do not know yet arrives.
+RELOAD_SOON_S = 0.2
 
-def namespace_filters(settings: HubSettings, partner_ids: list[str]) -> list[str]:
-    """One subscription per partner namespace: a topic no feed matches is still seen, and dead-lettered."""
-    return sorted(f"{settings.mqtt_namespace_root}/{p}/#" for p in partner_ids)
+
+def namespace_filters(settings: HubSettings) -> list[str]:
+    """One subscription to every partner's namespace: a topic no feed matches is still seen, and
+    dead-lettered, and a partner applied a moment ago is delivered to us from its first message (the
+    broker drops what nobody is subscribed to); the broker lets each partner publish only in its own."""
+    return [f"{settings.mqtt_namespace_root}/#"]
 
 
 def build_routes(feeds: list[FeedRuntime], settings: HubSettings) -> list[FeedRoute]:
@@ -160,7 +165,7 @@ class IngestWorker:
             opened.push_async_callback(self.sender.stop, self.leave_timeout_s)
             loop = asyncio.get_running_loop()
             name = self.client_id
-            filters = namespace_filters(s, [r["id"] for r in await catalog.partners(self.db)])
+            filters = namespace_filters(s)
             previous = await self._recorded_filters(name)
             address, watch_address = await identity.provision_logins(s, ep, self.client_id, self.index, self.drain_only)
             self.source = MqttSource(
@@ -322,6 +327,10 @@ class IngestWorker:
         """Send the messages' records; PUBACK them once Kafka acknowledged every one (`KafkaSender.deliver`),
         or, acknowledging after landing, leave them waiting for landing (`ack_landed`)."""
         outgoing = self.preparer.prepare_all(messages)
+        if self.preparer.held:  # a partner applied since we last read the catalog: read it now
+            held, self.preparer.held = self.preparer.held, []
+            await self._maybe_reload(soon=True)
+            outgoing += self.preparer.prepare_all(held, hold_unknown_partners=False)
         counts, self.stats.counters = self.stats.counters, Counter()  # messages that sent nothing
         if self.mode == "kafka":
             await self.sender.deliver(outgoing, record=True, counts=counts)
@@ -387,20 +396,21 @@ class IngestWorker:
             w.rebase(released)
             w.resending = False
 
-    async def _maybe_reload(self) -> None:
-        """Pick up partners, feeds and schema versions applied while we run.
+    async def _maybe_reload(self, soon: bool = False) -> None:
+        """Pick up partners, feeds and schema versions applied while we run, every `catalog_reload_s`.
 
-        A new partner's namespace is subscribed to at once, so its devices are not refused
-        as unknown until a restart; a new schema version is used for the next message.
+        With `soon` (a message of a partner we do not know yet) at most `RELOAD_SOON_S` after the last
+        look, so a partner's first messages land instead of being refused as unknown; a new schema
+        version is used for the next message.
         """
         now = time.monotonic()
-        if self.drain_only or now - self._last_reload < self.settings.catalog_reload_s:
+        wait = RELOAD_SOON_S if soon else self.settings.catalog_reload_s
+        if self.drain_only or now - self._last_reload < wait:
             return
         self._last_reload = now
         try:
             db = await self._database()
             feeds = await load_feeds(db)
-            partners = [r["id"] for r in await catalog.partners(db)]
         except Exception as exc:  # the database may be restarting: try again next time
             self.outages.failed("reload the catalog (tried again every few seconds)", exc, "PostgreSQL")
             return
@@ -411,10 +421,7 @@ class IngestWorker:
         self.feeds = feeds
         await self.sender.use_topics(_topic_specs(s, feeds))
         self.preparer.router = Router(build_routes(feeds, s))
-        added = self.source.add_filters(namespace_filters(s, partners))
-        if added:
-            await self._record_session("active", json.dumps({"filters": namespace_filters(s, partners)}))
-        log.info("catalog reloaded: %d feeds; new subscriptions %s", len(feeds), added)
+        log.info("catalog reloaded: %d feeds", len(feeds))
 
     # --- the catalog database ----------------------------------------------------------
 

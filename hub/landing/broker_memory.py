@@ -31,6 +31,10 @@ landing workers to land what is left before deciding; the worker runs it beside 
 loop, so it keeps landing its own partitions meanwhile. Producers wait for that long at
 most, once every `land_free_broker_memory_every_s`.
 
+The share workers read feed topics too (hub/share/): a topic is recreated only once every lane of
+theirs (`hub.share_offsets`, locked with landing's rows) has shared every record, and their positions
+go back to 0 with landing's; a share worker whose stored position moved is fenced and reads from there.
+
 Feed topics only: the dead-letter topic (which landing also consumes, into hub.dead_letters) is
 never recreated here; it grows only with rejected messages.
 """
@@ -173,6 +177,10 @@ async def _free_topic(
         behind = {p: (stored.get(p, 0), e) for p, e in ends.items() if stored.get(p, 0) != e}
         if behind:
             return skip(f"stored offsets differ from the log ends: {behind}")
+        # The share workers' lanes (hub/share/) must have shared every record too.
+        unshared = await _share_behind(conn, topic, ends)
+        if unshared:
+            return skip(f"share streams have not shared every record yet: {unshared}")
         total = sum(ends.values())
         if total < min_records:
             return skip(f"holds {total} records, fewer than {min_records}", total)
@@ -191,6 +199,7 @@ async def _free_topic(
                WHERE topic = $1""",
             topic,
         )
+        await conn.execute("UPDATE hub.share_offsets SET next_offset = 0, updated_at = now() WHERE topic = $1", topic)
         await record_event(
             conn,
             "topic-recreated",
@@ -201,6 +210,27 @@ async def _free_topic(
         await _create_again(admin, topic, max(len(ends), feed.partitions), settings)
     log.info("recreated %s: its %d records were all landed", topic, total)
     return TopicOutcome(topic, True, total, "fully landed")
+
+
+async def _share_behind(conn: asyncpg.Connection, topic: str, ends: dict[int, int]) -> dict[str, list[int]]:
+    """Share lanes (hub.share_offsets, locked until this transaction ends) behind the log ends: lane -> partitions.
+
+    A lane's row of another broker epoch counts as 0, as the share workers read it.
+    """
+    rows = await conn.fetch(
+        """SELECT o.lane, o.kafka_partition,
+                  CASE WHEN o.epoch IS NOT DISTINCT FROM b.epoch THEN o.next_offset ELSE 0 END AS next_offset
+           FROM hub.share_offsets o LEFT JOIN hub.land_broker b ON true WHERE o.topic = $1 FOR UPDATE OF o""",
+        topic,
+    )
+    behind: dict[str, list[int]] = {}
+    lanes = {r["lane"] for r in rows}
+    at = {(r["lane"], r["kafka_partition"]): int(r["next_offset"]) for r in rows}
+    for lane in sorted(lanes):
+        parts = [p for p, e in sorted(ends.items()) if at.get((lane, p), 0) != e]
+        if parts:
+            behind[lane] = parts
+    return behind
 
 
 async def _stored_offsets(conn: asyncpg.Connection, topic: str, for_update: bool = False) -> dict[int, int]:

@@ -27,7 +27,14 @@ SHARE_GROUP = "hub-ingest"  # the ingest workers' shared subscription group
 ROLE_ADMIN = "hub-admin"
 ROLE_INGEST = "hub-ingest"
 ROLE_BROKER_LOG = "hub-broker-log"  # reads the broker's own log lines (who took over a session)
+ROLE_REPORTS = "hub-reports"  # publishes error reports to partners (landing: duplicate_key)
+ROLE_SHARE = "hub-share"  # the share workers: publish the live share streams (hub/share/)
+SHARE_ROOT = "share"  # hub/agreement/names.py SHARE_MQTT_ROOT
+OPEN_DATA = "open_data"  # the consumer part of open-data streams' topics
+CONSUMER_PREFIX = "consumer-"  # an organisation reading share streams over MQTT: role, group and login consumer-<id>
 PARTNER_PREFIX = "partner-"  # a partner's role and group: partner-<id>
+# The roles of the hub's own logins, each given through a group of the same name (`hub_groups`).
+HUB_WORKER_ROLES = (ROLE_INGEST, ROLE_BROKER_LOG, ROLE_REPORTS, ROLE_SHARE)
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 CONTROL_RESPONSE_TOPIC = "$CONTROL/dynamic-security/v1/response"
@@ -155,6 +162,8 @@ def hub_roles(settings: HubSettings) -> list[Role]:
             ),
         ),
         Role(ROLE_BROKER_LOG, frozenset(_read("$SYS/broker/log/#"))),
+        Role(ROLE_REPORTS, frozenset([Acl("publishClientSend", f"{errors}/#")])),
+        Role(ROLE_SHARE, frozenset([Acl("publishClientSend", f"{SHARE_ROOT}/#")])),
     ]
 
 
@@ -162,7 +171,7 @@ def hub_groups() -> list[Group]:
     """The hub's own logins get their role through a group of the same name: created with the login, the
     membership is linked both ways (a role given inline to createClient is not), and adding a login to a
     group it is in already says so plainly (addClientRole says "Internal error")."""
-    return [Group(ROLE_INGEST, frozenset([ROLE_INGEST])), Group(ROLE_BROKER_LOG, frozenset([ROLE_BROKER_LOG]))]
+    return [Group(name, frozenset([name])) for name in HUB_WORKER_ROLES]
 
 
 def partner_role(settings: HubSettings, partner_id: str) -> Role:
@@ -177,7 +186,25 @@ def partner_client(partner_id: str, username: str) -> Client:
     return Client(username, username, groups=frozenset([partner_role_name(partner_id)]))
 
 
-def desired_accounts(settings: HubSettings, logins: Iterable[tuple[str, str]]) -> Accounts:
+def consumer_name(org: str) -> str:
+    """An organisation's MQTT role, group and login for reading share streams: consumer-<id>."""
+    return f"{CONSUMER_PREFIX}{org}"
+
+
+def consumer_role(org: str) -> Role:
+    """Subscribe to and receive its own share topics and open data's; nothing else (other consumers' share
+    topics are refused at SUBSCRIBE, reason 135)."""
+    return Role(consumer_name(org), frozenset([*_read(f"{SHARE_ROOT}/{org}/#"), *_read(f"{SHARE_ROOT}/{OPEN_DATA}/#")]))
+
+
+def consumer_client(org: str) -> Client:
+    name = consumer_name(org)
+    return Client(name, name, groups=frozenset([name]))
+
+
+def desired_accounts(
+    settings: HubSettings, logins: Iterable[tuple[str, str]], consumers: Iterable[str] = ()
+) -> Accounts:
     """The accounts the catalog asks for: the hub's roles, and per partner a role, a group and its logins.
 
     `logins`: (partner id, user name) for every partner's own login and every device login.
@@ -193,12 +220,17 @@ def desired_accounts(settings: HubSettings, logins: Iterable[tuple[str, str]]) -
         want.roles[role.name] = role
         want.groups[role.name] = Group(role.name, frozenset([role.name]))
         want.clients[username] = partner_client(partner_id, username)
+    for org in consumers:  # organisations with a share stream over MQTT (hub/agreement/streams.py)
+        name = consumer_name(org)
+        want.roles[name] = consumer_role(org)
+        want.groups[name] = Group(name, frozenset([name]))
+        want.clients[name] = consumer_client(org)
     return want
 
 
 def is_managed_name(name: str) -> bool:
     """A role or group the hub owns (a client holding one belongs to the hub or to a partner)."""
-    return name.startswith(PARTNER_PREFIX) or name in (ROLE_ADMIN, ROLE_INGEST, ROLE_BROKER_LOG)
+    return name.startswith((PARTNER_PREFIX, CONSUMER_PREFIX)) or name in (ROLE_ADMIN, *HUB_WORKER_ROLES)
 
 
 def _role_json(role: Role) -> dict[str, Any]:

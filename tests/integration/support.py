@@ -25,6 +25,7 @@ from hub.landing.worker import LandingWorker
 from hub.mqtt_auth.accounts import ROLE_INGEST, SHARE_GROUP, generate_secret
 from hub.mqtt_auth.dynsec import DynsecBroker, provision_login
 from hub.settings import HubSettings
+from hub.share.worker import ShareWorker
 from hub.stack.broker_auth import LocalBrokerAuth
 from hub.stack.local import LocalStack, private_settings
 
@@ -94,7 +95,7 @@ def hub_listener(settings: HubSettings, topic_filter: str) -> Subscriber:
     return Subscriber(settings, username, password, f"$share/{SHARE_GROUP}/{topic_filter}")
 
 
-W = TypeVar("W", IngestWorker, LandingWorker)
+W = TypeVar("W", IngestWorker, LandingWorker, ShareWorker)
 
 
 @asynccontextmanager

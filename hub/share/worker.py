@@ -1,0 +1,498 @@
+"""The share worker: every agreement in force with `kafka` or `mqtt` delivery, as a live stream of its consumer.
+
+A member of the share group reads the feed topics of raw streams (its share of their partitions)
+in lanes (lanes.py: one per delay), projects each record for every stream of the lane
+(projection.py: fields, devices, pseudonyms, exactly as the consumer's SQL view), and writes it to
+`share.<consumer>.<provider>.<feed>` (Avro, Confluent wire format, the projected schema registered
+under `<topic>-value`) and/or `share/<consumer>/<provider>/<feed>/<device>` (JSON, QoS 1). Once
+Kafka and the MQTT broker acknowledged everything a batch produced, the lane's positions and the
+streams' counters are stored in PostgreSQL in one transaction (store.py), fenced like landing's:
+a crash repeats records, with the same keys, and never skips one.
+
+Aggregate streams are emitted window by window from the consumer's aggregate view (windows.py).
+Agreements are re-read every `share_reload_s`: a new agreement's stream starts, and a revoked or
+expired one stops, without a restart; an ended stream's Kafka topic is deleted and its consumer's
+MQTT session ended. A record that does not project (a schema version without a granted field) goes
+to the dead-letter topic naming the agreement, and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import time
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import fastavro
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+
+from hub import dead_letters
+from hub.agreement import names
+from hub.agreement import streams as stream_rules
+from hub.agreement.streams import Stream
+from hub.agreement.world import load_world
+from hub.catalog import store as catalog
+from hub.catalog.runtime import FeedRuntime, load_feeds, schema_by_id
+from hub.errors import PayloadError
+from hub.identifiers import qualified
+from hub.kafka import KafkaAdmin
+from hub.outage import Outages
+from hub.retriable import retriable
+from hub.schema.avro import FeedSchema, canonical_json
+from hub.schema.wire import HEADER_SIZE, WireEncoder, schema_id_of
+from hub.settings import Endpoints, HubSettings
+from hub.share import identity, store, windows
+from hub.share.lanes import Lane, delayed_consumer, group_consumer
+from hub.share.outputs import KafkaOut, MqttOut, share_topic_spec
+from hub.share.projection import (
+    NotProjectable,
+    Projector,
+    aggregate_json,
+    aggregate_record,
+    aggregate_schema,
+    iso_ms,
+    record_seconds,
+)
+
+log = logging.getLogger("hub.share")
+
+NOW = "now"
+
+
+class ShareWorker:
+    def __init__(self, settings: HubSettings, endpoints: Endpoints) -> None:
+        self.settings = settings
+        self.endpoints = endpoints
+        # What this worker did (read by tests, `hub bench` and logs).
+        self.shared = 0  # records written to share topics (each stream and protocol counts once)
+        self.dead_lettered = 0
+        self.windows = 0  # aggregate windows emitted
+        self.fenced = 0
+        self.active: dict[str, Stream] = {}
+        self.projectors: dict[str, Projector] = {}
+        self.encoders: dict[str, WireEncoder] = {}
+        self.lanes: dict[str, Lane] = {}
+        self.by_lane: dict[tuple[str, str], list[Stream]] = {}  # (lane, feed topic) -> raw streams
+        self.feeds: dict[tuple[str, str], FeedRuntime] = {}
+        self.schemas: dict[int, FeedSchema | None] = {}
+        self.epoch: str | None = None
+        self.assigned: set[TopicPartition] = set()
+        self.outages = Outages(log)
+        self._signature: object = None
+        self._subscribed: set[str] = set()
+        self._lock = asyncio.Lock()
+        self._last_reload = self._last_windows = 0.0
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> ShareWorker:
+        s, ep = self.settings, self.endpoints
+        self.pool = await asyncpg.create_pool(ep.database_url, min_size=0, max_size=3)
+        async with contextlib.AsyncExitStack() as opened:
+            opened.push_async_callback(self.pool.close)
+            async with self.pool.acquire() as conn:
+                await catalog.ensure_catalog(conn)
+            self.admin = await opened.enter_async_context(KafkaAdmin(s, ep.kafka_bootstrap))
+            self.kafka = await opened.enter_async_context(KafkaOut(s, ep.kafka_bootstrap))
+            self.identity = await identity.provision(s, ep)
+            opened.push_async_callback(identity.remove, s, ep, self.identity)
+            self.mqtt = MqttOut(self.identity.address, self.identity.client_id, identity.tls_ca(s))
+            await asyncio.to_thread(self.mqtt.start)
+            opened.push_async_callback(asyncio.to_thread, self.mqtt.stop)
+            await self.admin.ensure_topics([share_topic_spec(s, s.kafka_dead_letter_topic)])
+            await self.kafka.know(s.kafka_dead_letter_topic)
+            self.group = group_consumer(s, ep, self.identity.client_id)
+            await self.group.start()
+            opened.push_async_callback(self.group.stop)
+            self.lanes[NOW] = Lane(NOW, self.group)
+            await self.reload()
+            opened.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for lane in self.lanes.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(lane.consumer.stop(), 10)
+        try:
+            await self.kafka.__aexit__(None, None, None)
+            await self.admin.__aexit__(None, None, None)
+            await asyncio.to_thread(self.mqtt.stop)
+            await identity.remove(self.settings, self.endpoints, self.identity)
+        finally:
+            await self.pool.close()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                await self.step()
+                backoff = 0.2
+            except Exception as exc:
+                if not retriable(exc):
+                    raise
+                self.outages.failed("share records", exc)
+                await self._reset_outputs()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _reset_outputs(self) -> None:
+        """After a failure nothing of the batch was stored: every lane reads again from its stored positions."""
+        self.kafka.drop()
+        async with self._lock:
+            for lane in self.lanes.values():
+                lane.repend()
+
+    # --- agreements ----------------------------------------------------------------------
+
+    async def reload(self) -> None:
+        """Re-read agreements and feeds: start new streams, stop ended ones."""
+        self._last_reload = time.monotonic()
+        async with self.pool.acquire() as conn:
+            world = await load_world(conn)
+            feeds = {f.key: f for f in await load_feeds(conn)}
+        now = datetime.now(UTC)
+        wanted = stream_rules.wanted(world)
+        active = {
+            s.id: s
+            for s in wanted
+            if stream_rules.in_force(s, world, now) and (s.clause.provider, s.clause.feed) in feeds
+        }
+        signature = (frozenset(active.values()), tuple(sorted((k, f.schema_id) for k, f in feeds.items())))
+        if signature == self._signature:
+            return
+        ended = [s for sid, s in self.active.items() if sid not in active]
+        first = self._signature is None
+        self._signature = signature
+        self.feeds = feeds
+        for f in feeds.values():
+            self.schemas.setdefault(f.schema_id, f.schema)
+        async with self._lock:
+            await self._use(list(active.values()))
+        for s in ended:
+            await self._end(s)
+        if first:  # ended while no share worker ran: their topics go now
+            await self._delete_topics([s for s in wanted if s.id not in active and s.agreement.revoked_at is not None])
+        if active or ended:
+            log.info("sharing %d streams%s", len(active), f"; ended {', '.join(s.id for s in ended)}" if ended else "")
+
+    async def _use(self, active: list[Stream]) -> None:
+        s = self.settings
+        async with self.pool.acquire() as conn:
+            keys = await store.pseudonym_keys(conn, [x.agreement.id for x in active if x.clause.pseudonymise])
+            projectors, encoders = {}, {}
+            for x in active:
+                feed = self.feeds[x.clause.provider, x.clause.feed]
+                try:
+                    if x.clause.aggregate:
+                        schema = aggregate_schema(x)
+                    else:
+                        p = Projector(x, feed.schema, keys.get(x.agreement.id))
+                        projectors[x.id] = p
+                        schema = p.avro
+                except NotProjectable as exc:
+                    log.error("stream %s cannot run: %s", x.id, exc)
+                    continue
+                if x.kafka:
+                    encoders[x.id] = WireEncoder(await _register(conn, x.subject, schema), schema)
+            by_lane: dict[tuple[str, str], list[Stream]] = defaultdict(list)
+            for x in active:
+                if x.id in projectors:
+                    by_lane[x.lane, self.feeds[x.clause.provider, x.clause.feed].row.kafka_topic].append(x)
+            await store.keep_lanes(conn, set(by_lane))
+        topics = [x.topic for x in active if x.kafka and (x.id in encoders)]
+        await self.admin.ensure_topics([share_topic_spec(s, t) for t in topics])
+        for t in topics:
+            await self.kafka.know(t)
+        self.active = {x.id: x for x in active if x.id in projectors or x.clause.aggregate}
+        self.projectors, self.encoders, self.by_lane = projectors, encoders, dict(by_lane)
+        lane_topics: dict[str, set[str]] = defaultdict(set)
+        for lane_name, topic in by_lane:
+            lane_topics[lane_name].add(topic)
+        for name in [n for n in self.lanes if n != NOW and n not in lane_topics]:
+            await self.lanes.pop(name).consumer.stop()
+        for name, topics_of in lane_topics.items():
+            if name not in self.lanes:
+                consumer = delayed_consumer(s, self.endpoints)
+                await consumer.start()
+                self.lanes[name] = Lane(name, consumer)
+            if self.lanes[name].topics != topics_of:
+                self.lanes[name].topics = topics_of
+                self.lanes[name].take(self.assigned)
+        self.lanes[NOW].topics = lane_topics.get(NOW, set())
+        self._follow_assignment()
+        subscribe = {t for _lane, t in by_lane}
+        if subscribe != self._subscribed:
+            self._subscribed = subscribe
+            if subscribe:
+                self.group.subscribe(sorted(subscribe), listener=_Rebalances(self))
+            else:
+                self.group.unsubscribe()
+                self._assigned(set())
+
+    async def _end(self, stream: Stream) -> None:
+        """A stream stopped (revoked, expired, withdrawn): its consumer's MQTT session is ended, its topic deleted."""
+        if stream.mqtt and stream.org is not None:
+            await identity.disconnect_consumer(self.settings, self.endpoints, stream.org)
+        await self._delete_topics([stream])
+        log.info("stream %s ended", stream.id)
+
+    async def _delete_topics(self, ended: list[Stream]) -> None:
+        doomed = {s.topic for s in ended if s.kafka} - {s.topic for s in self.active.values()}
+        if doomed:
+            await self.admin.delete_topics(sorted(doomed & await self.admin.topics()))
+
+    # --- partitions ------------------------------------------------------------------------
+
+    def _assigned(self, tps: set[TopicPartition]) -> None:
+        self.assigned = set(tps)
+        for lane in self.lanes.values():
+            lane.take(self.assigned)
+            if lane.name != NOW:
+                lane.consumer.assign(sorted(lane.owned))
+                lane.repend()
+        self._follow_assignment()
+
+    def _follow_assignment(self) -> None:
+        """The group consumer reads only the partitions of topics its own (`now`) lane has streams on."""
+        now_lane = self.lanes[NOW]
+        idle = [tp for tp in self.group.assignment() if tp.topic not in now_lane.topics]
+        if idle:
+            self.group.pause(*idle)
+        busy = [tp for tp in self.group.assignment() if tp.topic in now_lane.topics]
+        if busy:
+            self.group.resume(*busy)
+
+    async def _position(self, lane: Lane) -> None:
+        if not lane.pending:
+            return
+        async with self.pool.acquire() as conn:
+            self.epoch = await store.current_epoch(conn)
+            by_topic: dict[str, list[int]] = defaultdict(list)
+            for tp in lane.pending:
+                by_topic[tp.topic].append(tp.partition)
+            for topic, parts in by_topic.items():
+                for p, offset in (await store.stored(conn, lane.name, topic, parts, self.epoch)).items():
+                    tp = TopicPartition(topic, p)
+                    if tp in lane.consumer.assignment():
+                        lane.consumer.seek(tp, offset)
+                        lane.expected[tp] = offset
+                    lane.pending.discard(tp)
+        lane.generation += 1
+
+    # --- one step ----------------------------------------------------------------------------
+
+    async def step(self) -> int:
+        if time.monotonic() - self._last_reload >= self.settings.share_reload_s:
+            await self.reload()
+        if time.monotonic() - self._last_windows >= 1.0:
+            self._last_windows = time.monotonic()
+            await self._emit_windows()
+        n = 0
+        for lane in list(self.lanes.values()):
+            async with self._lock:
+                await self._position(lane)
+            generation = lane.generation
+            if lane.name == NOW and not self._subscribed:
+                continue
+            try:
+                data = await lane.fetch(self.settings.share_flush_ms, self.settings.share_batch_size)
+            except TimeoutError:
+                continue
+            if not data:
+                continue
+            async with self._lock:
+                if generation != lane.generation:
+                    for tp in data:
+                        if tp in lane.expected:
+                            lane.consumer.seek(tp, lane.expected[tp])
+                    continue
+                n += await self._share(lane, data)
+        return n
+
+    async def _share(self, lane: Lane, data: dict[TopicPartition, list[Any]]) -> int:
+        now = time.time()
+        at = datetime.now(UTC)
+        delay_s = lane.delay.total_seconds()
+        moves: list[store.Move] = []
+        shared: dict[str, store.Shared] = {}
+        for tp, records in data.items():
+            expected = lane.expected.get(tp)
+            if expected is None:
+                continue
+            if records[-1].offset < expected:  # a shorter log: topic recreated, or the broker lost its log
+                lane.repend([tp])
+                continue
+            last = None
+            for r in records:
+                if r.offset < expected:
+                    continue
+                decoded = await self._decode(r.value)
+                if delay_s and decoded is not None and record_seconds(*decoded) > now - delay_s:
+                    lane.hold(tp, r.offset, record_seconds(*decoded) + delay_s)
+                    break
+                if decoded is not None:
+                    self._project(lane.name, tp.topic, r, decoded, at, shared)
+                else:
+                    log.warning("%s[%d]@%d is not a feed record of a known schema: not shared", tp.topic, tp.partition,
+                                r.offset)  # fmt: skip
+                last = r.offset
+            if last is not None:
+                moves.append(store.Move(lane.name, tp.topic, tp.partition, expected, last + 1))
+        if not moves:
+            return 0
+        log.debug("lane %s: %s", lane.name, [(m.topic, m.partition, m.expected, m.new) for m in moves])
+        await self.kafka.flush()
+        await self.mqtt.flush()
+        async with self.pool.acquire() as conn:
+            fenced = await store.store_or_fenced(conn, moves, shared, self.epoch)
+        if fenced:
+            self.fenced += 1
+            log.info("positions moved meanwhile (rebalance, recreated topic or broker epoch): positioning again")
+            for each in self.lanes.values():
+                each.repend()
+            return 0
+        for m in moves:
+            lane.expected[TopicPartition(m.topic, m.partition)] = m.new
+        n = sum(x.records for x in shared.values())
+        self.shared += n
+        self.dead_lettered += sum(x.dead_lettered for x in shared.values())
+        return n
+
+    async def _decode(self, value: bytes | None) -> tuple[dict[str, Any], dict[str, int]] | None:
+        sid = schema_id_of(value)
+        if sid is None or value is None:
+            return None  # not a feed record (landing dead-letters it)
+        if sid not in self.schemas:
+            async with self.pool.acquire() as conn:
+                self.schemas[sid] = await schema_by_id(conn, sid)
+        schema = self.schemas[sid]
+        if schema is None:
+            return None
+        record = fastavro.schemaless_reader(io.BytesIO(value[HEADER_SIZE:]), schema.parsed_raw, None)
+        return record, schema.time_units  # type: ignore[return-value]
+
+    def _project(
+        self,
+        lane: str,
+        topic: str,
+        r: Any,
+        decoded: tuple[dict[str, Any], dict[str, int]],
+        at: datetime,
+        shared: dict[str, store.Shared],
+    ) -> None:
+        record, units = decoded
+        for x in self.by_lane.get((lane, topic), ()):
+            if not x.agreement.in_force(at):  # ended since the last reload (its end passed)
+                continue
+            p = self.projectors[x.id]
+            if not p.admits(record["device_id"]):
+                continue
+            counter = shared.get(x.id) or shared.setdefault(
+                x.id, store.Shared(x.agreement.id, x.consumer, x.clause.feed_key, str(x.clause.form), x.lane)
+            )
+            try:
+                out = p.project(record, units)
+                value = self.encoders[x.id].encode(out) if x.kafka else b""
+            except (NotProjectable, PayloadError) as exc:
+                self._dead_letter(x, r, str(exc))
+                counter.dead_lettered += 1
+                continue
+            key = str(out[p.key_field]).encode()
+            if x.kafka:
+                self.kafka.add(x.topic, key, value)
+            if x.mqtt:
+                self.mqtt.publish(p.mqtt_topic(out), p.json(out))
+            counter.records += 1
+            t = datetime.fromtimestamp(out["time"] / 1000, UTC)
+            counter.last_event_time = max(counter.last_event_time or t, t)
+
+    def _dead_letter(self, x: Stream, r: Any, message: str) -> None:
+        headers = dead_letters.refused(
+            "does_not_project",
+            f"agreement {x.agreement.id} ({x.id}): {message}",
+            stage="share",
+            keep=[
+                (dead_letters.PARTNER, x.clause.provider.encode()),
+                (dead_letters.FEED, x.clause.feed.encode()),
+                (dead_letters.AGREEMENT, x.agreement.id.encode()),
+            ],
+        )
+        self.kafka.add(self.settings.kafka_dead_letter_topic, r.key or b"", r.value or b"", headers)
+
+    # --- aggregate windows -----------------------------------------------------------------
+
+    async def _emit_windows(self) -> None:
+        grace = timedelta(seconds=self.settings.share_window_grace_s)
+        for x in [x for x in self.active.values() if x.clause.aggregate]:
+            feed = self.feeds.get((x.clause.provider, x.clause.feed))
+            if feed is None:
+                continue
+            async with self.pool.acquire() as conn, conn.transaction():
+                n = await self._emit_stream_windows(conn, x, feed.row.kafka_topic, grace)
+            self.windows += n
+
+    async def _emit_stream_windows(self, conn: asyncpg.Connection, x: Stream, feed_topic: str, grace: timedelta) -> int:
+        c = x.clause
+        assert c.bucket is not None
+        now = datetime.now(UTC)
+        backfill = self.settings.share_window_backfill
+        start = windows.newest_closed(now, c.bucket, c.delay, grace) - backfill * c.bucket
+        await conn.execute(
+            "INSERT INTO hub.share_windows (stream, last_window) VALUES ($1, $2) ON CONFLICT DO NOTHING", x.id, start
+        )
+        last = await conn.fetchval(
+            "SELECT last_window FROM hub.share_windows WHERE stream = $1 FOR UPDATE SKIP LOCKED", x.id
+        )
+        if last is None:
+            return 0  # another worker is emitting this stream's windows
+        due = windows.due(last, now, c.bucket, c.delay, grace)
+        if not due or not await store.landing_caught_up(conn, feed_topic):
+            return 0
+        view = qualified(names.org_schema(x.org), names.view_name(c.provider, c.feed, True))
+        rows = await conn.fetch(f"SELECT * FROM {view} WHERE bucket = ANY($1::timestamptz[]) ORDER BY bucket", due)
+        for row in rows:
+            rec = aggregate_record(x, dict(row))
+            key = iso_ms(rec["bucket"]).encode()
+            if x.kafka:
+                self.kafka.add(x.topic, key, self.encoders[x.id].encode(rec))
+            if x.mqtt:
+                self.mqtt.publish(x.mqtt_prefix, aggregate_json(rec))
+        await self.kafka.flush()
+        await self.mqtt.flush()
+        await conn.execute(
+            "UPDATE hub.share_windows SET last_window = $2, updated_at = now() WHERE stream = $1", x.id, due[-1]
+        )
+        counted = store.Shared(x.agreement.id, x.consumer, c.feed_key, str(c.form), x.lane, records=len(rows))
+        if rows:
+            counted.last_event_time = rows[-1]["bucket"]
+        await store.count(conn, {x.id: counted})
+        self.shared += len(rows)
+        return len(due)
+
+
+async def _register(conn: asyncpg.Connection, subject: str, schema: dict[str, Any]) -> int:
+    """The projected schema's id under `<topic>-value` (registered if new; several workers may race)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", subject)
+        schema_id, _version = await catalog.register_schema(conn, subject, canonical_json(schema))
+    return schema_id
+
+
+class _Rebalances(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: ShareWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self.worker._lock:
+            self.worker._assigned(self.worker.assigned - set(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self.worker._lock:
+            self.worker._assigned(set(self.worker.group.assignment()))
+        log.info("assigned %d partitions: %s", len(assigned), sorted(assigned))

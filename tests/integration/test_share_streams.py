@@ -1,0 +1,314 @@
+"""Live share streams against the session stack's real servers: each limit gives the same rows on the share
+topics (Kafka and MQTT) as in the consumer's SQL view over the same window; revocation stops both protocols;
+a killed share worker loses nothing; a consumer cannot subscribe to another's share topic."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import fastavro
+import pytest
+import pytest_asyncio
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from hub.agreement import names
+from hub.control.revoke import revoke
+from hub.landing.broker_memory import free_landed_topics
+from hub.mqtt_auth.accounts import consumer_name
+from hub.schema.wire import schema_id_of
+from hub.settings import HubSettings
+from hub.share.worker import ShareWorker
+from hub.stack.local import cli_env
+from tests.integration.sharing_support import Workspace
+from tests.integration.support import (
+    FeedWriter,
+    Subscriber,
+    eventually,
+    feed_runtime,
+    own_group,
+    query,
+    read_topic,
+    running,
+    running_land,
+)
+
+ORGS = ["city", "health", "startup", "later"]
+AGREEMENTS = """\
+agreements:
+  - {id: s_fields_{tag}, provider: {partner}, consumers: [city_{tag}], purpose: t, licence: L,
+     delivery: [sql, kafka, mqtt], grants: [{feed: air, fields: [pm25, no2], devices: ["st-00*", "st_01"]}]}
+  - {id: s_pseudo_{tag}, provider: {partner}, consumers: [health_{tag}], purpose: t, licence: L,
+     delivery: [sql, kafka, mqtt], grants: [{feed: air, fields: [pm25], pseudonymise: true, delay: 1h}]}
+  - {id: s_agg_{tag}, provider: {partner}, consumers: [startup_{tag}], purpose: t, licence: L,
+     delivery: [sql, kafka], grants: [{feed: noise, form: aggregate, min_devices: 3}]}
+  - {id: s_raw_{tag}, provider: {partner}, consumers: [startup_{tag}], purpose: t, licence: L,
+     delivery: [sql, kafka], grants: [{feed: air, fields: [pm25]}]}
+  - {id: s_later_{tag}, provider: {partner}, consumers: [later_{tag}], purpose: t, licence: L,
+     valid_from: {tomorrow}, delivery: [sql, kafka], grants: [{feed: air}]}
+"""
+DEVICES = ("st-001", "st-002", "st_01", "stX01", "secret-9")
+
+
+def air(now_ms: int) -> list[dict[str, Any]]:
+    """Two hours of readings, one every 4 minutes, per device (the newest ones younger than the 1 h delay)."""
+    out = []
+    for i in range(30):
+        t = now_ms - 2 * 3600_000 + i * 4 * 60_000 + 1000
+        for n, device in enumerate(DEVICES):
+            no2 = None if i % 3 == 0 else 20.0 + n + i
+            out.append({"device_id": device, "time": t, "pm25": 10.0 + n + i % 5, "pm10": 1.0, "no2": no2,
+                        "temperature_c": 15.0, "humidity_pct": 60.0, "battery_v": None})  # fmt: skip
+    return out
+
+
+def noise(start_ms: int) -> list[dict[str, Any]]:
+    """The four 15-minute windows before the current one: 2, 4, 4 and 3 devices (the first is below k = 3)."""
+    out = []
+    for w, devices in enumerate((2, 4, 4, 3)):
+        for d in range(devices):
+            for k in range(3):
+                t = start_ms + w * 900_000 + k * 60_000 + d * 1000
+                out.append({"device_id": f"n-{d}", "time": t, "laeq_db": 50.0 + d + k, "lamax_db": 70.0 + w,
+                            "interval_s": 60})  # fmt: skip
+    return out
+
+
+@pytest_asyncio.fixture(scope="module")
+async def streams(stack_settings: HubSettings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Workspace]:
+    """The tests' partner and organisations, the agreements applied, records landed and shared by real workers."""
+    w = Workspace(tmp_path_factory.mktemp("streams"), stack_settings)
+    w.setup(ORGS)
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    w.write("agreements/lab.yaml", AGREEMENTS.replace("{tomorrow}", tomorrow))
+    result = await w.apply()
+    w.mqtt = result.credentials  # type: ignore[attr-defined]
+    settings = own_group(stack_settings).model_copy(
+        update={"share_group": f"share-{w.tag}", "share_window_backfill": 4}
+    )
+    now = datetime.now(UTC)
+    window = 15 * 60_000
+    noise_start = (int(now.timestamp() * 1000) // window - 4) * window  # the grid's origin is a whole 15 min
+    async with running_land(settings) as land:
+        async with FeedWriter(settings, await feed_runtime(settings, w.partner, "noise")) as writer:
+            await writer.send(noise(noise_start))
+        async with FeedWriter(settings, await feed_runtime(settings, w.partner, "air")) as writer:
+            w.air = air(int(now.timestamp() * 1000))  # type: ignore[attr-defined]
+            half = len(w.air) // 2  # type: ignore[attr-defined]
+            await writer.send(w.air[:half])  # type: ignore[attr-defined]
+            n_noise = 3 * (2 + 4 + 4 + 3)
+            assert await eventually(lambda: land.landed >= n_noise + half, 30)
+            w.city_mqtt = Subscriber(  # type: ignore[attr-defined]
+                settings, consumer_name(w.org("city")), result.credentials[consumer_name(w.org("city"))],
+                f"share/{w.org('city')}/#",
+            )  # fmt: skip
+            async with running(ShareWorker(settings, settings.endpoints())) as share:
+                await writer.send(w.air[half:])  # type: ignore[attr-defined]
+                assert await eventually(lambda: land.landed >= n_noise + len(w.air), 30)  # type: ignore[attr-defined]
+                assert await eventually(lambda: share.windows >= 1, 20)
+                w.share = share  # type: ignore[attr-defined]
+                w.land = land  # type: ignore[attr-defined]
+                w.settings = settings
+                yield w
+            w.city_mqtt.close()  # type: ignore[attr-defined]
+
+
+def read_share_topic(
+    settings: HubSettings, topic: str, want: int, timeout_s: float = 30.0, done: Any = None
+) -> list[dict[str, Any]]:
+    """A consumer as a partner would write it: confluent-kafka, partition assignment (no group), the hub's registry."""
+    ep = settings.endpoints()
+    consumer = Consumer({"bootstrap.servers": ep.kafka_bootstrap, "group.id": "reader", "enable.auto.commit": False})
+    deserialize = AvroDeserializer(SchemaRegistryClient({"url": ep.registry_url}))
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        while len(out) < want and time.monotonic() < deadline and not (done and done(out)):
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            out.append(deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE)))
+        return out
+    finally:
+        consumer.close()
+
+
+async def view(ws: Workspace, org: str, sql: str) -> list[asyncpg.Record]:
+    conn = await ws.connect(org)
+    try:
+        return list(await conn.fetch(sql.replace("{partner}", ws.partner)))
+    finally:
+        await conn.close()
+
+
+def ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+# --------------------------------------------------------------------------- parity, per kind of limit
+
+
+async def test_fields_and_devices_give_the_same_rows_on_kafka_mqtt_and_sql(streams: Workspace) -> None:
+    rows = await view(streams, "city", "SELECT * FROM {partner}__air")
+    want = {(r["device_id"], ms(r["time"]), r["pm25"], r["no2"]) for r in rows}
+    assert {d for d, *_ in want} == {"st-001", "st-002", "st_01"}
+    topic = names.share_topic(streams.org("city"), streams.partner, "air")
+    got = await asyncio.to_thread(read_share_topic, streams.settings, topic, len(want))
+    assert {(r["device_id"], ms(r["time"]), r["pm25"], r["no2"]) for r in got} == want
+    assert all(set(r) == {"device_id", "time", "pm25", "no2"} for r in got)
+    subscriber = streams.city_mqtt  # type: ignore[attr-defined]
+    await subscriber.wait_for(len(want))
+    by_mqtt = {(json.loads(p)["device_id"], json.loads(p)["time"], json.loads(p)["pm25"], json.loads(p)["no2"])
+               for _t, p in subscriber.messages}  # fmt: skip
+    assert len(by_mqtt) == len(want)
+    assert {(d, p) for d, _t, p, _n in by_mqtt} == {(d, p) for d, _t, p, _n in want}
+    assert {t.split("/")[-1] for t, _p in subscriber.messages} == {"st-001", "st-002", "st_01"}
+    print(f"\nconfluent-kafka consumer (assign(), hub registry) on {topic}: {len(got)} records, e.g. {got[0]}")
+    print(f"MQTT consumer {consumer_name(streams.org('city'))}: {len(subscriber.messages)} messages, e.g. "
+          f"{subscriber.messages[0][0]} {subscriber.messages[0][1].decode()}")  # fmt: skip
+
+
+async def test_pseudonyms_and_delay_match_the_view_over_the_same_window(streams: Workspace) -> None:
+    rows = await view(streams, "health", "SELECT * FROM {partner}__air")
+    want = {(r["device_pseudonym"], ms(r["time"]), r["pm25"]) for r in rows}
+    newest = max(t for _d, t, _p in want)
+    assert newest <= time.time() * 1000 - 3600_000  # the delay holds in SQL ...
+    topic = names.share_topic(streams.org("health"), streams.partner, "air")
+    got = await asyncio.to_thread(read_share_topic, streams.settings, topic, len(want))
+    shared = {(r["device_pseudonym"], ms(r["time"]), r["pm25"]) for r in got}
+    # ... and in the stream: records become old enough by the minute, so compare up to the older of the two ends
+    cut = min(newest, max(t for _d, t, _p in shared))
+    assert {x for x in shared if x[1] <= cut} == {x for x in want if x[1] <= cut}
+    assert max(t for _d, t, _p in shared) <= time.time() * 1000 - 3600_000
+    assert all("device_id" not in r for r in got)
+
+
+async def test_aggregate_windows_match_the_view_with_k_suppression(streams: Workspace) -> None:
+    rows = await view(streams, "startup", "SELECT * FROM {partner}__noise__agg ORDER BY bucket")
+    topic = names.share_topic(streams.org("startup"), streams.partner, "noise", aggregate=True)
+    got = await asyncio.to_thread(read_share_topic, streams.settings, topic, 3, 15.0)
+    by_bucket = {ms(r["bucket"]): r for r in rows}
+    assert sorted(ms(g["bucket"]) for g in got) == sorted(by_bucket)[-3:]  # the window of 2 devices is suppressed
+    for g in got:
+        r = by_bucket[ms(g["bucket"])]
+        assert (g["devices"], g["samples"]) == (r["devices"], r["samples"])
+        assert g["avg_laeq_db"] == pytest.approx(r["avg_laeq_db"]) and g["max_lamax_db"] == r["max_lamax_db"]
+    assert all(g["devices"] >= 3 for g in got)
+
+
+async def test_an_agreement_not_yet_in_force_streams_nothing(streams: Workspace) -> None:
+    assert await view(streams, "later", "SELECT * FROM {partner}__air") == []
+    assert not any(s.agreement.id.startswith("s_later") for s in streams.share.active.values())  # type: ignore[attr-defined]
+
+
+async def test_another_consumer_cannot_subscribe_to_a_share_topic_not_its_own(streams: Workspace) -> None:
+    health = consumer_name(streams.org("health"))
+    other = Subscriber(streams.settings, health, streams.mqtt[health], f"share/{streams.org('city')}/#")  # type: ignore[attr-defined]
+    try:
+        assert other.granted == ["Not authorized"]  # SUBACK reason 135
+    finally:
+        other.close()
+
+
+async def test_stats_show_records_shared_per_agreement(streams: Workspace) -> None:
+    conn = await asyncpg.connect(streams.settings.endpoints().database_url)
+    try:
+        rows = await conn.fetch("SELECT * FROM hub.share_counters WHERE agreement_id LIKE $1", f"%_{streams.tag}")
+    finally:
+        await conn.close()
+    by = {r["agreement_id"]: r for r in rows}
+    assert by[f"s_fields_{streams.tag}"]["records"] >= 90 and by[f"s_fields_{streams.tag}"]["last_shared_at"]
+
+
+# --------------------------------------------------------------------------- revocation, crashes
+
+
+async def test_revocation_stops_both_protocols_within_5_seconds(streams: Workspace) -> None:
+    share: ShareWorker = streams.share  # type: ignore[attr-defined]
+    subscriber = streams.city_mqtt  # type: ignore[attr-defined]
+    disconnected = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    subscriber.client.on_disconnect = lambda *_a: loop.call_soon_threadsafe(disconnected.set)
+    topic = names.share_topic(streams.org("city"), streams.partner, "air")
+    started = time.monotonic()
+    await revoke(streams.settings, f"s_fields_{streams.tag}", "consent withdrawn", "test-suite")
+    assert await eventually(lambda: not any(s.topic == topic for s in share.active.values()), 5)
+    await asyncio.wait_for(disconnected.wait(), 5)
+    stopped = time.monotonic() - started
+    assert stopped < 5
+    before = len(subscriber.messages)
+    async with FeedWriter(streams.settings, await feed_runtime(streams.settings, streams.partner, "air")) as writer:
+        await writer.send([{**r, "time": r["time"] + 1} for r in streams.air[:10]])  # type: ignore[attr-defined]
+    await asyncio.sleep(2)
+    assert len(subscriber.messages) == before
+    print(f"\nrevocation: stream stopped and the consumer's MQTT session ended {stopped:.1f} s after revoke")
+
+
+async def test_a_share_worker_killed_mid_stream_loses_nothing(streams: Workspace, stack_settings: HubSettings) -> None:
+    """A second share process joins the group, takes partitions, and is killed while records flow: the worker
+    that stays takes its partitions over from their stored positions, and every record reaches the share topic."""
+    settings = streams.settings
+    topic = names.share_topic(streams.org("startup"), streams.partner, "air")
+    env = {**os.environ, **cli_env(stack_settings), "HUB_SHARE_GROUP": settings.share_group}
+    code = (
+        "import asyncio, logging; logging.basicConfig(level=logging.INFO, filename='/tmp/share-child.log');"
+        "from hub.supervise import run_share; asyncio.run(run_share())"
+    )
+    old = int(time.time() * 1000) - 3 * 3600_000
+    records = [{"device_id": f"k-{i % 7}", "time": old + i, "pm25": float(i), "pm10": 1.0, "no2": None,
+                "temperature_c": 1.0, "humidity_pct": 1.0, "battery_v": None} for i in range(6000)]  # fmt: skip
+    share: ShareWorker = streams.share  # type: ignore[attr-defined]
+    child = subprocess.Popen([sys.executable, "-c", code], env=env)  # noqa: ASYNC220
+    try:
+        owned = len(share.assigned)
+        assert await eventually(lambda: 0 < len(share.assigned) < owned, 30), "the second worker took partitions"
+        async with FeedWriter(settings, await feed_runtime(settings, streams.partner, "air")) as writer:
+            for i in range(0, len(records), 250):
+                await writer.send(records[i : i + 250])
+                if i == 3000:
+                    os.kill(child.pid, signal.SIGKILL)
+                await asyncio.sleep(0.05)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    want = {(r["time"], r["pm25"]) for r in records}
+    got = await read_topic(settings, topic, n=10**9, timeout_s=40.0)
+    schema = json.loads(
+        await query(settings, "SELECT schema FROM hub.schemas WHERE id = $1", schema_id_of(got[0].value))
+    )
+    parsed = fastavro.parse_schema(schema)
+    decoded: list[dict[str, Any]] = [
+        fastavro.schemaless_reader(io.BytesIO(r.value[5:]), parsed, None)  # type: ignore[misc]
+        for r in got
+    ]
+    missing = want - {(ms(r["time"]), r["pm25"]) for r in decoded}
+    assert not missing, f"{len(missing)} of {len(records)} records never reached {topic}"
+
+
+async def test_landing_frees_no_feed_topic_that_a_share_lane_has_not_shared(streams: Workspace) -> None:
+    """The delayed lane still holds this hour's records in the feed topic: the local broker keeps them."""
+    settings = streams.settings.model_copy(update={"land_free_broker_memory_min_records": 1})
+    feed = await feed_runtime(settings, streams.partner, "air")
+    conn = await asyncpg.connect(settings.endpoints().database_url)
+    try:
+        [outcome] = await free_landed_topics(conn, settings, settings.endpoints(), [feed.row], catch_up_s=5.0)
+    finally:
+        await conn.close()
+    assert not outcome.recreated and "share streams have not shared every record yet" in outcome.reason
+    assert "delay-3600s" in outcome.reason
