@@ -193,6 +193,22 @@ class HubSettings(BaseSettings):
     dead_letter_max_rows: int = Field(default=1_000_000, ge=1, description="At most this many are kept (oldest go).")
     dead_letter_prune_every_s: float = Field(default=300.0, gt=0, description="How often landing prunes them.")
 
+    # Grafana (+16, docs/dashboards.md): `hub grafana build`, `sync` and `check`.
+    grafana_dashboards_dir: Path | None = Field(
+        default=None, description="Where `hub grafana build` writes (default <state_dir>/dashboards)."
+    )
+    grafana_url: str | None = Field(default=None, description="The Grafana `hub grafana sync` pushes to.")
+    grafana_db_host: str | None = Field(
+        default=None, description="host:port at which Grafana reaches the database (default: the hub's own)."
+    )
+    grafana_db_sslmode: str = "disable"
+    grafana_db_user: str = Field(
+        default="hub_grafana", description="The operators' datasource role (compose creates it: GRAFANA_DB_USER)."
+    )
+    grafana_secrets_file: Path | None = Field(
+        default=None, description="Owner-only env file of Grafana's database passwords (default <state_dir>/grafana)."
+    )
+
     def stack_state(self) -> dict[str, Any]:
         return _read_json(self.state_dir / STACK_FILE)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from hub.settings import Endpoints, HubSettings
 from hub.stack.local import cli_env
+from tests.integration.examples import apply_with_agreements
 from tests.integration.support import apply_examples, private_stack
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,6 +69,13 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
     if not CHROMIUM.exists():
         pytest.skip(f"no browser: {CHROMIUM} is absent (scripts/setup.sh installs Debian's chromium)")
     return {**browser_type_launch_args, "executable_path": str(CHROMIUM), "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def examples(applied: HubSettings) -> tuple[HubSettings, subprocess.CompletedProcess[str]]:
+    """`applied`, plus the example organisations and agreements (`hub apply`'s output), rows in every example
+    feed, and every organisation's database login saved where `hub db-url` finds it."""
+    return apply_with_agreements(applied)
 
 
 TIMESCALE_WASM = REPO.parent / "shared" / "timescale-wasm"

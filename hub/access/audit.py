@@ -66,7 +66,11 @@ def summarise(
     seen: set[tuple[Any, ...]] = set()
     for r in lines:
         role = r["role"] or ""
-        if role_wanted and role != role_wanted:
+        # an organisation's Grafana login reads as the organisation: its reads are the organisation's, by Grafana
+        reads_as = role
+        if role.startswith(names.GRAFANA_LOGIN_PREFIX):
+            reads_as = names.org_role(role.removeprefix(names.GRAFANA_LOGIN_PREFIX))
+        if role_wanted and reads_as != role_wanted:
             continue
         if r["kind"] == "refused":
             refused.append({"at": r["at"], "role": role, "message": r["message"], "statement": r["statement"]})
@@ -78,7 +82,7 @@ def summarise(
         seen.add(key)
         obj = a.get("object_name", "")
         # only the shared objects themselves: pgaudit also logs the base relations behind a view
-        if a.get("class") != "READ" or obj.split(".", 1)[0] not in (role, names.OPEN_SCHEMA):
+        if a.get("class") != "READ" or obj.split(".", 1)[0] not in (reads_as, names.OPEN_SCHEMA):
             continue
         entry = reads.setdefault((role, obj), Reads(role, obj))
         entry.reads += 1

@@ -11,10 +11,17 @@ SHARE_OWNER = "hub_share_owner"  # NOLOGIN, not superuser, no BYPASSRLS: owns ev
 PRIVATE_SCHEMA = "hub_private"  # the pseudonym keys: no organisation can even look inside
 PSEUDONYM_COLUMN = "device_pseudonym"
 AGG_SUFFIX = "__agg"
+# Grafana's login for organisation X: a NOINHERIT member of org_X whose sessions start as org_X (docs/dashboards.md).
+GRAFANA_LOGIN_PREFIX = "hub_grafana_"
 
 
 def org_role(org: str) -> str:
     return ORG_PREFIX + org
+
+
+def grafana_login(org: str) -> str:
+    """The role Grafana's datasource of organisation `org` logs in as; it reads as org_<org>, never more."""
+    return GRAFANA_LOGIN_PREFIX + org
 
 
 def org_schema(org: str | None) -> str:

@@ -152,12 +152,16 @@ async def devices_on_record(conn: asyncpg.Connection) -> dict[str, set[str]]:
 
 async def terminate_sessions(conn: asyncpg.Connection, roles: list[str]) -> int:
     """End every session of these roles now (their open transactions too): a revoked or narrowed grant must
-    not keep answering a statement prepared before it changed."""
+    not keep answering a statement prepared before it changed. Sessions of their members end too: Grafana's
+    login of an organisation logs in as itself and reads as the organisation's role."""
     if not roles:
         return 0
     ended: int = await conn.fetchval(
         """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-           WHERE usename = ANY($1::text[]) AND pid <> pg_backend_pid()""",
+           WHERE (usename = ANY($1::text[]) OR usesysid IN (
+                  SELECT m.member FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
+                  WHERE r.rolname = ANY($1::text[])))
+             AND pid <> pg_backend_pid()""",
         roles,
     )
     return ended

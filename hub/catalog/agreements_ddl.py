@@ -74,8 +74,9 @@ SELECT EXISTS (SELECT FROM pg_available_extensions WHERE name = 'pgaudit'),
 $$;
 REVOKE ALL ON FUNCTION hub.audit_capability() FROM PUBLIC;
 
--- pgaudit's lines (and refused statements, SQLSTATE 42501) of organisation roles since a time, from the
--- server's jsonlog files. Only complete lines: the newest file may end mid-line while it is written.
+-- pgaudit's lines (and refused statements, SQLSTATE 42501) of organisation roles and of their Grafana logins
+-- (+16: they read as them), since a time, from the server's jsonlog files. Only complete lines: the newest
+-- file may end mid-line while it is written.
 CREATE OR REPLACE FUNCTION hub.pgaudit_lines(since timestamptz DEFAULT '-infinity')
 RETURNS TABLE (at timestamptz, role text, session_id text, kind text, message text, statement text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
@@ -93,7 +94,7 @@ BEGIN
         AS line
     CROSS JOIN LATERAL (SELECT line::jsonb AS j) x
     WHERE f.name LIKE '%.json' AND f.modification >= date_trunc('second', since) AND line LIKE '{%'
-      AND j->>'user' LIKE 'org\\_%'
+      AND (j->>'user' LIKE 'org\\_%' OR j->>'user' LIKE 'hub\\_grafana\\_%')
       AND (j->>'message' LIKE 'AUDIT: %' OR j->>'state_code' = '42501')
       AND (j->>'timestamp')::timestamptz >= since
     ORDER BY 1;

@@ -232,7 +232,7 @@ CATALOG_DDL += API_DDL
 # version: ALTER TABLE and CREATE OR REPLACE VIEW take exclusive locks even when they change
 # nothing, so running them at every worker start (and catalog reload) would queue behind
 # landing's transactions on hub.land_offsets, and stop every worker behind them.
-CATALOG_VERSION = "hub catalog 6 (+17 api tokens, +22 kafka logins)"
+CATALOG_VERSION = "hub catalog 6 (+16 grafana, +17 api tokens, +22 kafka logins)"
 CATALOG_DDL += f"COMMENT ON SCHEMA hub IS '{CATALOG_VERSION}';\n"
 
 

@@ -13,6 +13,7 @@ from hub.cli.access_requests import app as requests_app
 from hub.cli.agreements import app as agreements_app
 from hub.cli.bench import bench
 from hub.cli.demo import demo
+from hub.cli.grafana import app as grafana_app
 from hub.cli.maintain import maintain
 from hub.cli.query import app as query_app
 from hub.cli.serve import serve
@@ -36,6 +37,7 @@ app.add_typer(logins.partners_app, name="partners")
 app.add_typer(logins.devices_app, name="devices")
 app.add_typer(tokens_app, name="tokens")  # +17: API tokens and access requests
 app.add_typer(requests_app, name="requests")
+app.add_typer(grafana_app, name="grafana")
 app.command()(demo)
 app.command()(maintain)
 app.command()(bench)

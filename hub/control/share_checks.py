@@ -65,7 +65,9 @@ async def expectation_failures(
 # Each query lists what breaks an invariant (nothing, when all hold). From the verified design: every shared
 # relation a security_barrier view owned by hub_share_owner; organisation schemas usable by their own role
 # only; organisation roles plain logins that are members of nothing; no organisation role with a privilege
-# on a relation outside its schema and open_data; the pseudonym keys readable by hub_share_owner only.
+# on a relation outside its schema and open_data; the pseudonym keys readable by hub_share_owner only. The one
+# member an organisation role may have is its Grafana login (hub_grafana_<id>, made by `hub grafana build` or
+# `sync`): NOINHERIT, a member of that role only, with no privilege of its own on any relation.
 INVARIANTS = (
     f"""SELECT format('%s.%s is not a security_barrier view owned by hub_share_owner', n.nspname, c.relname)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -86,12 +88,17 @@ INVARIANTS = (
     r"""SELECT format('role %s may do more than log in and read', r.rolname) FROM pg_roles r
         WHERE (r.rolname LIKE 'org\_%' AND (r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.rolcreatedb
                OR r.rolreplication
-               OR EXISTS (SELECT FROM pg_auth_members m WHERE m.member = r.oid OR m.roleid = r.oid)))
+               OR EXISTS (SELECT FROM pg_auth_members m WHERE m.member = r.oid OR (m.roleid = r.oid
+                          AND pg_get_userbyid(m.member) <> 'hub_grafana_' || substr(r.rolname, 5)))))
+           OR (r.rolname LIKE 'hub\_grafana\_%' AND (r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.rolcreatedb
+               OR r.rolreplication OR r.rolinherit OR EXISTS (SELECT FROM pg_auth_members m WHERE m.roleid = r.oid)
+               OR EXISTS (SELECT FROM pg_auth_members m WHERE m.member = r.oid
+                          AND pg_get_userbyid(m.roleid) <> 'org_' || substr(r.rolname, 13))))
            OR (r.rolname = 'hub_share_owner' AND (r.rolcanlogin OR r.rolsuper OR r.rolbypassrls
                OR EXISTS (SELECT FROM pg_auth_members m WHERE m.roleid = r.oid)))""",
     r"""SELECT format('role %s can read %s.%s', r.rolname, n.nspname, c.relname)
         FROM pg_roles r CROSS JOIN pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE r.rolname LIKE 'org\_%' AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
+        WHERE (r.rolname LIKE 'org\_%' OR r.rolname LIKE 'hub\_grafana\_%') AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'open_data') AND n.nspname <> r.rolname
           AND n.nspname NOT LIKE '\_timescaledb%' AND n.nspname NOT LIKE 'timescaledb%'
           AND has_table_privilege(r.oid, c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE')""",

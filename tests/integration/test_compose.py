@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from hub.grafana.model import OPERATORS_DIR
+from hub.grafana.site import OPERATORS_DATASOURCE, OPERATORS_FOLDER
 from hub.settings import HubSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -315,7 +317,10 @@ def test_grafana_provisions_the_timescaledb_datasource_and_the_hub_dashboards(re
     assert datasource["jsonData"]["timescaledb"] is True
     assert datasource["secureJsonData"]["password"] == "${GRAFANA_DB_PASSWORD}"
     (provider,) = yaml.safe_load((provisioning / "dashboards" / "hub.yaml").read_text())["providers"]
-    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+    # The operators' dashboards of `hub grafana build`, into the folder the build names (docs/dashboards.md).
+    assert provider["options"]["path"] == f"/var/lib/grafana/dashboards/{OPERATORS_DIR}"
+    assert (provider["orgId"], provider["folderUid"]) == (1, OPERATORS_FOLDER)
+    assert datasource["uid"] == OPERATORS_DATASOURCE
 
     grafana = rendered["services"]["grafana"]
     assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == SECRETS["GRAFANA_ADMIN_PASSWORD"]
@@ -330,6 +335,11 @@ def test_grafana_provisions_the_timescaledb_datasource_and_the_hub_dashboards(re
     for name in ("hub-api", "hub-apply"):
         service = rendered["services"][name]
         assert mounts(service)[service["environment"]["HUB_GRAFANA_DASHBOARDS_DIR"]] == ("dashboards", False)
+        # `hub grafana build|sync` grant the counters to the role Grafana's provisioned datasource logs in as
+        assert service["environment"]["HUB_GRAFANA_DB_USER"] == grafana["environment"]["GRAFANA_DB_USER"]
+        assert service["environment"]["HUB_GRAFANA_DB_HOST"] == datasource["url"]
+    # Grafana's database passwords outlive the one-shot container that made them.
+    assert mounts(rendered["services"]["hub-apply"])["/var/lib/hub"] == ("hub-state", False)
 
 
 def test_hub_apply_is_a_one_shot_job_behind_a_profile(rendered: dict[str, Any]) -> None:

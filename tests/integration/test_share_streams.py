@@ -37,8 +37,8 @@ from hub.stack.local import cli_env
 from tests.integration.sharing_support import Workspace
 from tests.integration.support import (
     FeedWriter,
-    api_token,
     Subscriber,
+    api_token,
     eventually,
     feed_runtime,
     own_group,
@@ -134,7 +134,9 @@ def read_share_topic(
     ep = settings.endpoints()
     consumer = Consumer({"bootstrap.servers": ep.kafka_bootstrap, "group.id": "reader", "enable.auto.commit": False})
     reader = topic.split(".")[1]  # the registry shows a share topic's schema to its consumer's token (+17)
-    registry = SchemaRegistryClient({"url": ep.registry_url, "basic.auth.user.info": f"{reader}:{api_token(settings, reader)}"})
+    registry = SchemaRegistryClient(
+        {"url": ep.registry_url, "basic.auth.user.info": f"{reader}:{api_token(settings, reader)}"}
+    )
     deserialize = AvroDeserializer(registry)
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions

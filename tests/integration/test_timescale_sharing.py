@@ -156,3 +156,30 @@ async def test_compressed_chunks_read_the_same_through_the_views(engine: asyncpg
 
 async def test_every_shared_object_keeps_the_invariants(engine: asyncpg.Connection) -> None:
     assert await broken_invariants(engine) == []
+
+
+async def test_dashboard_panels_run_in_timescaledb_mode_as_the_organisation(engine: asyncpg.Connection) -> None:
+    """The panels `hub grafana build` makes for these views, with `$__timeGroup` as Grafana expands it for a
+    TimescaleDB datasource (time_bucket), run as each organisation and return the columns they expect."""
+    from hub.grafana.check import run_query
+    from hub.grafana.dashboards import reading_queries
+    from hub.grafana.sql import Field, Source
+
+    fields = {f: Field(f, "number") for f in NUMERIC}
+    sources = {
+        "raw": Source("org_ts_raw", "ts_lab__air", (fields["pm25"], fields["no2"]), aggregate=False),
+        "pseudo": Source("org_ts_pseudo", "ts_lab__air", (fields["pm25"],), aggregate=False, pseudonymised=True),
+        "agg": Source("org_ts_agg", "ts_lab__air__agg", (fields["pm25"], fields["no2"]), aggregate=True),
+    }
+    end = datetime.now(UTC)
+    for org, source in sources.items():
+        queries = reading_queries(source)
+        assert queries
+        await engine.execute(f"SET ROLE org_ts_{org}")
+        try:
+            for q in queries:
+                outcome = await run_query(engine, q, end - timedelta(hours=6), end, timedelta(minutes=5), True)
+                assert outcome.error is None and outcome.columns == q.columns, (org, q.panel, outcome)
+                assert outcome.rows > 0, (org, q.panel)
+        finally:
+            await engine.execute("RESET ROLE")

@@ -54,7 +54,9 @@ def test_a_consumer_may_read_and_describe_its_own_share_topics_open_data_and_its
     }
     assert {a.principal for a in acls} == {"User:consumer-city"}
     # the trailing dot keeps city's prefix off city_lab's topics
-    assert not any("share.city_lab.x".startswith(a.prefix) for a in acls if a.resource == "topic" and "city" in a.prefix)
+    assert not any(
+        "share.city_lab.x".startswith(a.prefix) for a in acls if a.resource == "topic" and "city" in a.prefix
+    )
 
 
 def test_an_organisation_id_that_is_not_an_identifier_never_reaches_an_acl() -> None:

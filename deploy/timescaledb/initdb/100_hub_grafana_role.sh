@@ -7,8 +7,9 @@
 # (deploy/grafana/provisioning/datasources/hub.yaml): it may connect, it can only read,
 # and it is granted no table here. Grafana OSS lets every user of an organisation query
 # every datasource of that organisation, so this role must see only what operators'
-# dashboards need; the hub grants it SELECT on exactly that (agreements decide who sees
-# what). Organisations get their own roles and datasources from the hub, not from here.
+# dashboards need; `hub grafana build` (or `sync`) grants it SELECT on the hub's counters
+# and nothing of any feed. Organisations get their own logins and datasources from
+# `hub grafana build|sync` (docs/dashboards.md), not from here.
 #
 # Set GRAFANA_DB_USER=postgres to skip this and let Grafana use the superuser instead
 # (not recommended: every Grafana user could then read and change everything).
