@@ -1,4 +1,5 @@
-"""The hub's HTTP API as one Starlette app: the schema registry's routes, `GET /feeds` and `GET /health`.
+"""The hub's HTTP API as one Starlette app: the schema registry's routes, `GET /feeds`, `GET /health`
+(also `/health/ready`; `/health/live`) and `GET /metrics` (Prometheus, hub/api/metrics.py).
 
 The catalog is read through an asyncpg pool opened in the app's lifespan. Every error, including
 unknown routes and database failures, is a JSON body in the Confluent shape {"error_code", "message"}.
@@ -20,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from hub.api.errors import STORE_ERROR, ApiError
 from hub.api.limits import ApiLimits, BodyLimit
+from hub.api.metrics import RequestMetrics, live, serve_metrics
 from hub.api.registry import ROUTES, RegistryJSON, pool
 from hub.catalog import store as catalog
 from hub.catalog.feeds_view import feed_summaries
@@ -29,7 +31,7 @@ from hub.errors import ServerUnavailable, shortened
 log = logging.getLogger("hub.api")
 
 # Paths served as plain JSON; every other route is the registry's and uses its media type.
-HUB_PATHS = ("/feeds", "/health")
+HUB_PATHS = ("/feeds", "/health", "/metrics")
 
 
 async def feeds(request: Request) -> Response:
@@ -108,6 +110,9 @@ def create_app(database_url: str, *, pool_size: int = 8, limits: ApiLimits | Non
         Route("/", root, methods=["GET"]),
         Route("/feeds", feeds, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
+        Route("/health/ready", health, methods=["GET"]),
+        Route("/health/live", live, methods=["GET"]),
+        Route("/metrics", serve_metrics, methods=["GET"]),
         *ROUTES,
     ]
     handlers: dict[type[Exception], Callable[[Request, Exception], Awaitable[Response]]] = {
@@ -119,7 +124,10 @@ def create_app(database_url: str, *, pool_size: int = 8, limits: ApiLimits | Non
         routes=routes,
         exception_handlers=handlers,
         lifespan=lifespan,
-        middleware=[Middleware(BodyLimit, max_body_bytes=limits.max_body_bytes, media_type=_media_type)],
+        middleware=[
+            Middleware(RequestMetrics),
+            Middleware(BodyLimit, max_body_bytes=limits.max_body_bytes, media_type=_media_type),
+        ],
     )
     app.state.limits = limits
     return app

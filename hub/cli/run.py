@@ -1,34 +1,47 @@
-"""`hub run`: the data plane's workers."""
+"""`hub run`: the data plane's workers, kept running by a lean supervisor process (hub/supervise.py)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Annotated
 
 import typer
 
-from hub.cli.common import one_line_errors
-from hub.supervise import supervise
+from hub.cli.common import one_line_errors, settings
+from hub.ingest.identity import this_host
+from hub.supervise import exec_argv
 
 app = typer.Typer(
-    help="Run the hub's workers: ingest (MQTT -> Kafka) and landing (Kafka -> database); both by default.",
+    help="Run the hub's workers: ingest (MQTT -> Kafka) and landing (Kafka -> database); both by default. "
+    "`hub stack status` lists them; `hub stack down` stops them.",
     invoke_without_command=True,
 )
 
 Workers = Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")]
 
 
+def run_workers(workers: dict[str, int]) -> None:
+    """Become the supervisor (exec: the same process, without the CLI's modules in memory)."""
+    s = settings()
+    argv = exec_argv(s.state_dir, this_host(s), workers, s.metrics_port, s.log_format)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)  # noqa: S606 (our own interpreter, argv built above)
+
+
 @app.command()
 @one_line_errors
 def ingest(workers: Workers = 1) -> None:
     """MQTT messages to validated Avro records in Kafka (dead letters for the rest)."""
-    raise typer.Exit(supervise(workers, 0))
+    run_workers({"ingest": workers})
 
 
 @app.command()
 @one_line_errors
 def land(workers: Workers = 1) -> None:
     """Kafka feed topics into feed tables, each record exactly once."""
-    raise typer.Exit(supervise(0, workers))
+    run_workers({"land": workers})
 
 
 @app.callback()
@@ -40,4 +53,4 @@ def run_all(
 ) -> None:
     """Ingest and landing together, for a single machine (`hub run`)."""
     if ctx.invoked_subcommand is None:
-        raise typer.Exit(supervise(ingest_workers, land_workers))
+        run_workers({"land": land_workers, "ingest": ingest_workers})

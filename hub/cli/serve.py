@@ -18,13 +18,15 @@ def serve(
     """Serve the Confluent-compatible schema registry (read-only), GET /feeds and GET /health."""
     import uvicorn
 
+    from hub import log_format
     from hub.api.app import create_app
     from hub.api.limits import ApiLimits, protocol_with_deadline
 
     s = settings()
+    log_format.configure(s.log_format)
     database_url = s.endpoints().database_url  # no stack and no HUB_DATABASE_URL: a one-line error
     port = port if port is not None else s.api_port
-    console.print(f"hub API on http://{host}:{port} (schema registry, /feeds, /health)", highlight=False)
+    console.print(f"hub API on http://{host}:{port} (schema registry, /feeds, /health, /metrics)", highlight=False)
     limits = ApiLimits(
         max_body_bytes=s.api_max_body_bytes,
         body_timeout_s=s.api_body_timeout_s,
@@ -36,6 +38,7 @@ def serve(
         port=port,
         lifespan="on",
         access_log=False,
+        log_config=None,  # our handler (plain or JSON lines, secrets redacted), not uvicorn's own
         http=protocol_with_deadline(limits.header_timeout_s),
     )
     server = uvicorn.Server(config)

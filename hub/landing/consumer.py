@@ -45,12 +45,14 @@ class GroupConsumer:
         self.retrying = retrying
         self.land_lock = land_lock
         self.consumer: AIOKafkaConsumer | None = None
+        self.client_id = "hub-land"
 
     async def start(self) -> None:
         s = self.settings
         consumer = AIOKafkaConsumer(
             **client_options(s, self.endpoints.kafka_bootstrap),
             group_id=s.land_group,
+            client_id=self.client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=s.land_batch_size,

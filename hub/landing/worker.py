@@ -42,6 +42,7 @@ import asyncpg
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from hub import worker_registry
 from hub.catalog import store as catalog
 from hub.catalog.runtime import load_feeds, schema_by_id
 from hub.kafka import KafkaAdmin
@@ -65,9 +66,12 @@ Data = dict[TopicPartition, list[Any]]
 
 
 class LandingWorker:
-    def __init__(self, settings: HubSettings, endpoints: Endpoints) -> None:
+    def __init__(self, settings: HubSettings, endpoints: Endpoints, index: int = 0) -> None:
         self.settings = settings
         self.endpoints = endpoints
+        self.index = index
+        # Its Kafka client id: which member of the group it is, in Kafka's tools (hub/worker_registry.py).
+        self.client_id = worker_registry.worker_id("land", worker_registry.this_host(settings.worker_host), index)
         # What this worker did (read by tests, `hub bench` and logs).
         self.landed = 0  # rows inserted
         self.duplicates = 0  # records identical to a row already landed, sent twice by a device
@@ -135,6 +139,7 @@ class LandingWorker:
         self.group = GroupConsumer(
             s, ep, self.admin, self.positions, self.feeds, self.recovery, self._retrying, self._land_lock
         )
+        self.group.client_id = self.client_id
         await self.group.start()
         return self
 
