@@ -15,6 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from hub.kafka import KafkaAdmin, client_options
+from hub.landing import metrics as land_metrics
 from hub.landing.feeds import LandingFeeds
 from hub.landing.positions import Positions
 from hub.landing.recovery import Recovery
@@ -124,6 +125,7 @@ class GroupConsumer:
             locked = False
         try:
             self.positions.revoke(revoked)
+            land_metrics.forget(revoked)
         finally:
             if locked:
                 self.land_lock.release()
