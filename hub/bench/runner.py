@@ -454,6 +454,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     peaks = bench.memory.peak_mb
     # Per component, the peak of all its processes together (workers, their supervisor, server children).
     figures["peak_rss_mb"] = {k: round(v, 1) for k, v in sorted(peaks.items())}
+    # The bar of issue 18: 2 ingest + 2 landing workers and their `hub run` supervisors, each tree at its peak.
+    figures["peak_rss_mb_hub_workers"] = round(peaks.get("ingest", 0.0) + peaks.get("land", 0.0), 1)
     figures["peak_rss_mb_largest_hub_process"] = round(
         max((v for k, v in bench.memory.peak_process_mb.items() if k in ("ingest", "land")), default=0.0), 1
     )
