@@ -30,6 +30,7 @@ SERVER_UP = Gauge(
 RETRIES = Counter("hub_retries", "Failed attempts to reach a server that were retried (after backoff).", ["server"])
 WORKER_INFO = Gauge("hub_worker_info", "Always 1: what this process is.", ["kind", "index", "client_id"])
 
+HEALTH_ROUTES = ("/health/live", "/health/ready", "/health")  # `/health` is `/health/ready`, as on the API
 LIVE_AFTER_S = 30.0  # a heartbeat older than this: the event loop is stuck
 
 
@@ -82,7 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
-        elif path in ("/health/live", "/health/ready", "/health"):
+        elif path in HEALTH_ROUTES:
             ok, detail = HEALTH.live() if path == "/health/live" else HEALTH.ready()
             body = json.dumps({"status": "ok" if ok else "unavailable", **detail}).encode()
             self._send(200 if ok else 503, body, "application/json")

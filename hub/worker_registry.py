@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -52,8 +53,14 @@ KINDS: dict[str, Kind] = {
 
 
 def host_label(host: str) -> str:
-    """A host name as one safe part of a client id: lower-case letters, digits and '-', at most 40."""
-    label = re.sub(r"[^a-z0-9]+", "-", host.lower()).strip("-")[:40].strip("-")
+    """A host name as one safe part of a client id: lower-case letters, digits and '-', at most 40.
+
+    A longer name keeps its first 31 characters and a hash of the whole, so two pods whose names differ
+    only at the end (`...-7d9f8c6b5d-x2x7q`, `...-7d9f8c6b5d-k8s2p`) never share a label.
+    """
+    label = re.sub(r"[^a-z0-9]+", "-", host.lower()).strip("-")
+    if len(label) > 40:
+        label = label[:31].strip("-") + "-" + hashlib.sha256(label.encode()).hexdigest()[:8]
     return label or "host"
 
 
