@@ -8,7 +8,9 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.table import Table
 
 from hub.errors import HubError
 from hub.settings import HubSettings
@@ -18,6 +20,18 @@ err_console = Console(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+WIDE = 120  # at least this many columns: tables show every column; below, the ones that matter most
+
+
+def compact_table(*columns: str, title: str | None = None) -> Table:
+    """A table that reads in an 80-column terminal: no outer border, one space of padding, a rule under the header."""
+    return Table(*columns, title=title, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1))
+
+
+def wide() -> bool:
+    return console.width >= WIDE
 
 
 def settings() -> HubSettings:

@@ -6,9 +6,8 @@ import json
 import time
 
 import typer
-from rich.table import Table
 
-from hub.cli.common import console, one_line_errors, settings
+from hub.cli.common import compact_table, console, one_line_errors, settings, wide
 from hub.stack.local import ComponentStatus, LocalStack, stack_summary
 from hub.stack.workers import WorkerStatus, worker_statuses
 
@@ -19,22 +18,25 @@ def _print_workers(workers: list[WorkerStatus]) -> None:
     if not workers:
         console.print("workers: none running (start them with `hub run`)", highlight=False)
         return
-    table = Table("worker", "pid", "client id", "since", "health", "memory", "metrics")
+    headers = ["worker", "pid", "client id", "since", "health", "metrics"]
+    table = compact_table(*([*headers[:5], "memory", "metrics"] if wide() else headers))
     for w in workers:
-        table.add_row(
+        cells = [
             f"{w.kind}-{w.index}",
             str(w.pid),
             w.client_id or "-",
             time.strftime("%H:%M:%S", time.localtime(w.since)),
             f"[green]{w.health}[/green]" if w.healthy else f"[yellow]{w.health}[/yellow]",
-            f"{w.rss_mb:.0f} MB" if w.rss_mb is not None else "-",
-            w.metrics or "-",
-        )
+        ]
+        if wide():
+            cells.append(f"{w.rss_mb:.0f} MB" if w.rss_mb is not None else "-")
+        table.add_row(*cells, w.metrics or "-")
     console.print(table)
 
 
 def _print(statuses: list[ComponentStatus]) -> None:
-    table = Table("component", "address", "pid", "health", "memory", "restarts", "detail")
+    full = wide()  # below 120 columns each server's detail goes on a line of its own, under the table
+    table = compact_table("component", "address", "pid", "health", "memory", "restarts", *(["detail"] if full else []))
     for s in statuses:
         table.add_row(
             s.name,
@@ -43,10 +45,12 @@ def _print(statuses: list[ComponentStatus]) -> None:
             "[green]healthy[/green]" if s.healthy else "[red]down[/red]",
             f"{s.rss_mb:.0f} MB" if s.rss_mb is not None else "-",
             str(s.restarts),
-            s.detail,
+            *([s.detail] if full else []),
         )
     console.print(table)
     for s in statuses:
+        if not full:
+            console.print(f"{s.name}: {s.detail}", highlight=False)
         if s.last_event and s.name != "supervisor":
             console.print(f"{s.name}: {s.last_event}", highlight=False)
 
