@@ -57,8 +57,8 @@ class GroupConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=s.land_batch_size,
-            fetch_max_bytes=16 * 1024 * 1024,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=4 * 1024 * 1024,
+            max_partition_fetch_bytes=1024 * 1024,
         )
         await consumer.start()
         self.consumer = consumer
