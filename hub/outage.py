@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hub import metrics
 from hub.errors import shortened
 from hub.retriable import server_of
 
@@ -38,6 +39,7 @@ class Outages:
         """
         server = server_of(exc, server)
         reason = shortened(f"{type(exc).__name__}: {exc}", 300)
+        metrics.server_failed(server)
         away = self.away.get(server)
         if away is None:
             self.away[server] = _Away(self.clock(), 1)
@@ -51,6 +53,7 @@ class Outages:
 
     def back(self, server: str) -> None:
         """`server` answered again: logged once, with how long it was away."""
+        metrics.server_back(server)
         away = self.away.pop(server, None)
         if away is not None:
             self.log.warning(

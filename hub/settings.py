@@ -209,6 +209,28 @@ class HubSettings(BaseSettings):
         default=None, description="Owner-only env file of Grafana's database passwords (default <state_dir>/grafana)."
     )
 
+    # Operations (+18): metrics, health routes, logs (docs/operations.md, "Metrics" and "Logs").
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address each worker's metrics and health server binds (0.0.0.0 in a container).",
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="First port of the workers' metrics and health servers: a `hub run` gives its workers this "
+        "port and the next ones (one worker per container: this port). 0: each takes a free port (the local "
+        "stack; `hub stack status` shows where).",
+    )
+    log_format: Literal["plain", "json"] = Field(
+        default="plain", description="Log lines as text, or one JSON object per line (`json`)."
+    )
+    land_commit_kafka_offsets: bool = Field(
+        default=True,
+        description="After each database commit landing also commits the same offsets to the Kafka group (best "
+        "effort), so Kafka's tools show the group's lag; the database stays the source of truth.",
+    )
+
     def stack_state(self) -> dict[str, Any]:
         return _read_json(self.state_dir / STACK_FILE)
 

@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -250,8 +251,12 @@ def simulate(
     invalid_fraction: float = 0.0,
     protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
     seed: int = 7,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> SimulationReport:
-    """Publish `messages` in total, round-robin over feeds and their devices, at `rate` msg/s (0 = flat out)."""
+    """Publish `messages` in total, round-robin over feeds and their devices, at `rate` msg/s (0 = flat out).
+
+    `progress(what, done, total)` is told how many are published and acknowledged, every few hundred.
+    """
     if not feeds:
         raise HubError("no feeds are applied: run `hub apply connectors/` first")
     rng = random.Random(seed)
@@ -283,9 +288,15 @@ def simulate(
         pub = publishers[sim.feed.row.partner_id]
         pub.client.publish(sim.topic(device), payload, qos=1)
         report.sent[f"{sim.feed.row.partner_id}.{sim.feed.row.name}"] += 1
+        if progress is not None and (i % 200 == 199 or i == messages - 1):
+            progress("published", i + 1, messages)
+            progress("acknowledged by the broker", sum(p.acked + p.refused for p in publishers.values()), messages)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if sum(p.acked + p.refused for p in publishers.values()) >= messages:
+        answered = sum(p.acked + p.refused for p in publishers.values())
+        if progress is not None:
+            progress("acknowledged by the broker", answered, messages)
+        if answered >= messages:
             break
         time.sleep(0.05)
     report.seconds = time.monotonic() - start

@@ -1,318 +1,241 @@
-"""Run ingest, landing and share workers as processes, and stop them cleanly on SIGTERM / Ctrl-C."""
+"""`hub run`: keep worker processes running, and stop them cleanly on SIGTERM / Ctrl-C.
+
+The supervisor is a lean process of its own: `hub run` parses its options and then replaces
+itself (exec, same PID) with `python -m hub.supervise ...`, which imports neither the CLI nor any
+worker; each worker is a process of its own (`python -m hub.worker_process KIND INDEX`, hub/
+worker_process.py) that imports only what its kind uses. Kinds are listed in hub/worker_registry.py.
+
+Indexes: worker `i` of a kind is held by this process (`<kind>-slot-<i>` in the state directory's
+run/ folder) for as long as it runs, across restarts of that worker: a second `hub run` against
+the same stack on the same machine takes the next free indexes, so no two workers share a client
+id (`hub-<kind>-<host>-<index>`).
+"""
 
 from __future__ import annotations
 
-import asyncio
+import argparse
 import contextlib
-import gc
 import logging
-import multiprocessing as mp
-import multiprocessing.connection as mp_connection
 import os
-import re
+import select
 import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from hub.catalog import store as catalog
-from hub.db import connection
+from hub import log_format, worker_registry
 from hub.errors import HubError
-from hub.ingest import identity
-from hub.ingest.worker import IngestWorker
-from hub.kafka import KafkaAdmin
-from hub.landing.worker import LandingWorker
-from hub.outage import DriverNoise, Outages
-from hub.retriable import retriable
-from hub.settings import HubSettings
-from hub.share.worker import ShareWorker
+from hub.worker_registry import KINDS, SupervisorRecord, slot
 
 log = logging.getLogger("hub.supervise")
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+def reserve_slots(
+    state_dir: Path, host: str, kind: str, n: int, start: int = 0
+) -> tuple[list[int], contextlib.ExitStack]:
+    """The first `n` indexes of `kind` that no other `hub run` (or worker) on this machine holds.
 
-
-async def until_reachable(settings: HubSettings, stop: asyncio.Event, log: logging.Logger) -> bool:
-    """Wait until PostgreSQL and Kafka answer (or `stop`); False if stopped first.
-
-    A worker started while one is down would fail while starting and be restarted again and again
-    (a traceback each time, and `hub run` gives up after 5 quick failures): it waits instead, saying
-    so once (hub/outage.py).
-    """
-    outages = Outages(log)
-    ep = settings.endpoints()
-    backoff = 0.2
-    while not stop.is_set():
-        try:
-            async with connection(ep.database_url):
-                outages.back("PostgreSQL")
-            async with KafkaAdmin(settings, ep.kafka_bootstrap):
-                outages.back("Kafka")
-            return True
-        except HubError as exc:
-            if not retriable(exc):
-                raise
-            outages.failed("start a worker", exc)
-        try:
-            await asyncio.wait_for(stop.wait(), backoff)
-        except TimeoutError:
-            backoff = min(backoff * 2, 5.0)
-    return False
-
-
-async def run_ingest(index: int, stop: asyncio.Event | None = None) -> None:
-    settings = HubSettings()
-    stop = stop or asyncio.Event()
-    _stop_on_signals(stop)
-    if not await until_reachable(settings, stop, logging.getLogger("hub.ingest")):
-        return
-    async with IngestWorker(settings, settings.endpoints(), index) as worker:
-        await worker.run(stop)
-
-
-async def run_land(stop: asyncio.Event | None = None) -> None:
-    settings = HubSettings()
-    stop = stop or asyncio.Event()
-    _stop_on_signals(stop)
-    if not await until_reachable(settings, stop, logging.getLogger("hub.land")):
-        return
-    async with LandingWorker(settings, settings.endpoints()) as worker:
-        await worker.run(stop)
-
-
-async def run_share(stop: asyncio.Event | None = None) -> None:
-    settings = HubSettings()
-    stop = stop or asyncio.Event()
-    _stop_on_signals(stop)
-    if not await until_reachable(settings, stop, logging.getLogger("hub.share")):
-        return
-    async with ShareWorker(settings, settings.endpoints()) as worker:
-        await worker.run(stop)
-
-
-def reserve_ingest_slots(settings: HubSettings, n: int) -> tuple[list[int], contextlib.ExitStack]:
-    """The first `n` worker indices that no other `hub run` (or worker) on this machine holds.
-
-    They stay reserved, across restarts of their workers, until the returned stack is closed (or this
-    process ends): a second `hub run` against the same stack joins with the next indices, so no two
-    workers ever share a client id.
+    They stay reserved, across restarts of their workers, until the returned stack is closed (or
+    this process ends). An index whose client id a worker started outside `hub run` holds (a test,
+    say) is skipped too.
     """
     held = contextlib.ExitStack()
-    indices: list[int] = []
-    i = 0
-    while len(indices) < n:
+    indexes: list[int] = []
+    i = start
+    while len(indexes) < n:
         try:
-            held.enter_context(identity.claim(settings, f"ingest-slot-{i}"))
+            held.enter_context(worker_registry.claim(state_dir, slot(kind, i)))
         except HubError:
             i += 1
             continue
-        if identity.free(settings, identity.worker_client_id(settings, i)):
-            indices.append(i)
-        else:  # a worker started outside `hub run` (a test, say) uses it
-            held.close()
-            held = _reclaim(settings, indices)
-        i += 1
-    return indices, held
-
-
-def _reclaim(settings: HubSettings, indices: list[int]) -> contextlib.ExitStack:
-    held = contextlib.ExitStack()
-    for i in indices:
-        held.enter_context(identity.claim(settings, f"ingest-slot-{i}"))
-    return held
-
-
-LEGACY_ID = re.compile(r"^hub-ingest-\d+$")  # client ids of versions that did not name the host
-
-
-async def drain_stale_sessions(settings: HubSettings, mine: list[int]) -> list[str]:
-    """End the broker sessions of this machine's ingest workers that no longer run, after taking what waits in them.
-
-    A persistent session left behind stays a member of the shared subscription and keeps
-    receiving its share of messages, which would then wait there undelivered. Sessions of other
-    machines' workers are left to their own `hub run`; a session whose index another `hub run`
-    here holds is running. Returns the sessions ended; one whose messages cannot reach Kafka now
-    is left out of the shared group but kept (with its messages), and tried again next time.
-    """
-    ep = settings.endpoints()
-    async with connection(ep.database_url) as conn:
-        await catalog.ensure_catalog(conn)
-        rows = await conn.fetch("SELECT name FROM hub.resources WHERE kind = 'mqtt-session' AND state = 'active'")
-    host = identity.this_host(settings)
-    ended = []
-    for name in sorted(r["name"] for r in rows):
-        index = identity.index_on_host(name, host)
-        if index in mine or (index is None and not LEGACY_ID.match(name)):
-            continue
-        try:
-            with contextlib.ExitStack() as held:
-                if index is not None:
-                    held.enter_context(identity.claim(settings, f"ingest-slot-{index}"))
-                async with IngestWorker(settings, ep, index or 0, drain_only=True, client_id=name) as worker:
-                    pass  # entering resumes the old session; leaving takes what waits in it to Kafka and ends it
-        except HubError as exc:
-            if "is in use" in str(exc):
-                continue  # its worker runs
-            raise
-        if worker.session_ended:
-            ended.append(name)
-            log.info("drained and ended stale ingest session %s", name)
+        if worker_registry.free(state_dir, worker_registry.worker_id(kind, host, i)):
+            indexes.append(i)
         else:
-            log.warning("stale ingest session %s still holds messages (Kafka down?); it is kept for now", name)
-    return ended
-
-
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(DriverNoise())  # a broker away is said once by the worker, not per connection attempt
-
-
-def _for_throughput() -> None:
-    """Tune the garbage collector of a worker process for its hot path.
-
-    Per message a worker allocates a few short-lived, acyclic objects that reference counting
-    frees. The cyclic collector's default (a pass every 700 net allocations) keeps walking the
-    objects that live as long as the process; freezing those and collecting less often leaves
-    cycles (rare here) to be found later instead of at every batch.
-    """
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-
-
-def _ingest_process(index: int) -> None:
-    _logging()
-    _for_throughput()
-    asyncio.run(run_ingest(index))
-
-
-def _land_process() -> None:
-    _logging()
-    _for_throughput()
-    asyncio.run(run_land())
-
-
-def _share_process() -> None:
-    _logging()
-    _for_throughput()
-    asyncio.run(run_share())
+            held.close()
+            held = contextlib.ExitStack()
+            for j in indexes:
+                held.enter_context(worker_registry.claim(state_dir, slot(kind, j)))
+        i += 1
+    return indexes, held
 
 
 @dataclass
-class _Slot:
-    """One worker the supervisor keeps running: the same target and index across restarts."""
+class Slot:
+    """One worker the supervisor keeps running: the same kind and index across restarts."""
 
-    name: str
-    target: Callable[..., None]
-    args: tuple[int, ...]
-    process: Any = None
+    kind: str
+    index: int
+    metrics_port: int
+    process: subprocess.Popen[bytes] | None = None
+    pidfd: int | None = None
     started_at: float = 0.0
     quick_failures: int = 0
     restart_at: float | None = None
+    restarts: int = field(default=0)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-{self.index}"
 
 
-def supervise(
-    ingest_workers: int,
-    land_workers: int,
-    share_workers: int = 0,
-    *,
-    max_quick_failures: int = 5,
-    quick_s: float = 10.0,
-    restart_backoff_s: tuple[float, float] = (1.0, 30.0),
-) -> int:
-    """Run the workers as processes and keep them running; on SIGTERM / SIGINT stop them all cleanly.
+def _worker_argv(kind: str, index: int, metrics_port: int) -> list[str]:
+    return [sys.executable, "-m", "hub.worker_process", kind, str(index), "--metrics-port", str(metrics_port)]
 
-    A worker that dies (killed, crashed) is started again with the same index: an ingest
-    worker resumes its persistent broker session, whose share of the shared subscription
-    would otherwise wait there undelivered (and be dropped when the session expires). A
-    worker that keeps failing within `quick_s` of its start (`max_quick_failures` times in a
-    row: a configuration error, say) stops the others; the exit status is then 1.
+
+def _worker_env() -> dict[str, str]:
+    return {**os.environ, "HUB_SUPERVISED": "1"}  # the worker records this process as its supervisor
+
+
+def _prepare(kind: str, indexes: list[int]) -> None:
+    """Run the kind's one-off step before its workers start (ingest: drain stale sessions), in a process of its own."""
+    if KINDS[kind].prepare is None or not indexes:
+        return
+    argv = [sys.executable, "-m", "hub.worker_process", kind, ",".join(map(str, indexes)), "--prepare"]
+    status = subprocess.run(argv, check=False, env=_worker_env()).returncode
+    if status != 0:
+        raise HubError(f"preparing the {kind} workers failed (exit status {status}); see the lines above")
+
+
+class Supervisor:
+    def __init__(
+        self,
+        state_dir: Path,
+        slots: list[Slot],
+        *,
+        max_quick_failures: int = 5,
+        quick_s: float = 10.0,
+        restart_backoff_s: tuple[float, float] = (1.0, 30.0),
+    ) -> None:
+        self.state_dir = state_dir
+        self.slots = slots
+        self.max_quick_failures = max_quick_failures
+        self.quick_s = quick_s
+        self.restart_backoff_s = restart_backoff_s
+        self.stopping = False
+        self.status = 0
+
+    def start(self, s: Slot) -> None:
+        s.process = subprocess.Popen(_worker_argv(s.kind, s.index, s.metrics_port), env=_worker_env())
+        s.pidfd = os.pidfd_open(s.process.pid)
+        s.started_at, s.restart_at = time.monotonic(), None
+
+    def stop_all(self) -> None:
+        for s in self.slots:
+            if s.process is not None and s.process.poll() is None:
+                s.process.send_signal(signal.SIGTERM)
+
+    def on_signal(self, _sig: int, _frame: object) -> None:
+        self.stopping = True
+        self.stop_all()
+
+    def _reap(self, s: Slot, now: float) -> None:
+        assert s.process is not None
+        if s.pidfd is not None:
+            os.close(s.pidfd)
+            s.pidfd = None
+        ran_s = now - s.started_at
+        s.quick_failures = s.quick_failures + 1 if ran_s < self.quick_s else 1
+        if s.quick_failures >= self.max_quick_failures:
+            log.error("worker %s failed %d times in a row right after starting; stopping", s.name, s.quick_failures)
+            self.status, self.stopping = 1, True
+            self.stop_all()
+            return
+        low, high = self.restart_backoff_s
+        delay = min(high, low * 2 ** (s.quick_failures - 1))
+        log.warning("worker %s exited (status %s) after %.0f s; restarting it in %.0f s",
+                    s.name, s.process.returncode, ran_s, delay)  # fmt: skip
+        s.restart_at = now + delay
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+        for s in self.slots:
+            self.start(s)
+        while True:
+            now = time.monotonic()
+            for s in self.slots:
+                if self.stopping or s.restart_at is not None or s.process is None or s.process.poll() is None:
+                    continue
+                self._reap(s, now)
+            if self.stopping:
+                for s in self.slots:
+                    if s.process is not None:
+                        s.process.wait()
+                return self.status
+            for s in self.slots:
+                if s.restart_at is not None and s.restart_at <= now:
+                    s.restarts += 1
+                    self.start(s)
+            waits = [s.restart_at - now for s in self.slots if s.restart_at is not None]
+            fds = [s.pidfd for s in self.slots if s.pidfd is not None and s.restart_at is None]
+            with contextlib.suppress(InterruptedError):
+                select.select(fds, [], [], max(0.0, min(waits, default=1.0)))
+
+
+def supervise(state_dir: Path, host: str, workers: dict[str, int], metrics_port: int = 0) -> int:
+    """Run `workers` (kind -> how many) as processes and keep them running; SIGTERM / SIGINT stops them cleanly.
+
+    A worker that dies (killed, crashed) is started again with the same index: an ingest worker
+    resumes its persistent broker session, whose share of the shared subscription would otherwise
+    wait there undelivered. A worker that keeps failing right after its start (5 times in a row: a
+    configuration error, say) stops the others; the exit status is then 1. Metrics ports: with
+    `metrics_port` 0 each worker takes a free one; otherwise the workers take that port and the next.
     """
-    _logging()
-    settings = HubSettings()
-    indices, reserved = reserve_ingest_slots(settings, ingest_workers)
-    with reserved:
-        return _supervise(indices, land_workers, max_quick_failures, quick_s, restart_backoff_s, share_workers)
+    unknown = sorted(set(workers) - set(KINDS))
+    if unknown:
+        raise HubError(f"no worker kind {', '.join(unknown)} (kinds: {', '.join(KINDS)})")
+    with contextlib.ExitStack() as held:
+        # Recorded first, so that `hub stack down` finds (and stops) this run even while it prepares.
+        now = time.time()
+        me = SupervisorRecord(os.getpid(), worker_registry.started_at(os.getpid()) or now, now, dict(workers))
+        path = worker_registry.register_supervisor(state_dir, me)
+        held.callback(worker_registry.unregister, path)
+        slots: list[Slot] = []
+        for kind, n in workers.items():
+            indexes, reserved = reserve_slots(state_dir, host, kind, n)
+            held.enter_context(reserved)
+            _prepare(kind, indexes)
+            for i in indexes:
+                port = metrics_port + len(slots) if metrics_port else 0
+                slots.append(Slot(kind, i, port))
+        log.info("running %s", ", ".join(s.name for s in slots))
+        return Supervisor(state_dir, slots).run()
 
 
-def _supervise(
-    indices: list[int],
-    land_workers: int,
-    max_quick_failures: int,
-    quick_s: float,
-    restart_backoff_s: tuple[float, float],
-    share_workers: int = 0,
-) -> int:
-    if indices:
-        asyncio.run(drain_stale_sessions(HubSettings(), indices))
-    ctx = mp.get_context("spawn")
-    slots = [
-        *(_Slot(f"land-{i}", _land_process, ()) for i in range(land_workers)),
-        *(_Slot(f"ingest-{i}", _ingest_process, (i,)) for i in indices),
-        *(_Slot(f"share-{i}", _share_process, ()) for i in range(share_workers)),
-    ]
+def exec_argv(state_dir: Path, host: str, workers: dict[str, int], metrics_port: int, log_fmt: str) -> list[str]:
+    """The command line `hub run` replaces itself with."""
+    argv = [sys.executable, "-m", "hub.supervise", "--state-dir", str(state_dir.resolve()), "--host", host]
+    argv += ["--metrics-port", str(metrics_port), "--log-format", log_fmt]
+    for kind, n in workers.items():
+        argv += ["--workers", f"{kind}={n}"]
+    return argv
 
-    def start(slot: _Slot) -> None:
-        slot.process = ctx.Process(target=slot.target, args=slot.args, name=f"hub-{slot.name}", daemon=False)
-        slot.process.start()
-        slot.started_at, slot.restart_at = time.monotonic(), None
 
-    stopping = False
-    status = 0
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hub run", description="Keep the hub's workers running.")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--metrics-port", type=int, default=0)
+    parser.add_argument("--log-format", default="plain")
+    parser.add_argument("--workers", action="append", default=[], help="KIND=N")
+    args = parser.parse_args(argv)
+    log_format.configure(args.log_format)
+    workers: dict[str, int] = {}
+    for item in args.workers:
+        kind, _, n = item.partition("=")
+        workers[kind] = int(n)
+    os.environ["HUB_STATE_DIR"] = str(args.state_dir)  # the workers read the same state
+    try:
+        return supervise(args.state_dir, args.host, workers, args.metrics_port)
+    except HubError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
-    def stop_all() -> None:
-        for slot in slots:
-            if slot.process is not None and slot.process.is_alive() and slot.process.pid:
-                os.kill(slot.process.pid, signal.SIGTERM)
 
-    def on_signal(_sig: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        stop_all()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    for slot in slots:
-        start(slot)
-    while True:
-        now = time.monotonic()
-        for slot in slots:
-            p = slot.process
-            if stopping or p.is_alive() or slot.restart_at is not None:
-                continue
-            ran_s = now - slot.started_at
-            slot.quick_failures = slot.quick_failures + 1 if ran_s < quick_s else 1
-            if slot.quick_failures >= max_quick_failures:
-                log.error(
-                    "worker %s failed %d times in a row right after starting; stopping", slot.name, max_quick_failures
-                )
-                status, stopping = 1, True
-                stop_all()
-                break
-            low, high = restart_backoff_s
-            delay = min(high, low * 2 ** (slot.quick_failures - 1))
-            log.warning(
-                "worker %s exited (status %s) after %.0f s; restarting it in %.0f s",
-                slot.name,
-                p.exitcode,
-                ran_s,
-                delay,
-            )
-            slot.restart_at = now + delay
-        if stopping:
-            for slot in slots:
-                if slot.process.is_alive():
-                    slot.process.join()
-            return status
-        for slot in slots:
-            if slot.restart_at is not None and slot.restart_at <= now:
-                start(slot)
-        waits = [s.restart_at - now for s in slots if s.restart_at is not None]
-        mp_connection.wait(
-            [s.process.sentinel for s in slots if s.process.is_alive()], max(0.0, min(waits, default=1.0))
-        )
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,6 @@
 """The hub's HTTP API as one Starlette app: the web page, the DCAT-AP catalog, access requests, the schema
-registry's routes, `GET /feeds` and `GET /health`.
+registry's routes, `GET /feeds`, `GET /health` (also `/health/ready`; `/health/live`) and `GET /metrics`
+(Prometheus, hub/api/metrics.py).
 
 Public: the page's catalog (`/`), `/catalog.*`, open data, `/feeds`, `/health`, signing in. Every other route
 needs an organisation's API token (hub/api/auth.py): 401 without one, 403 with one of an organisation the
@@ -26,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 from hub.api import catalog_routes, page, requests_routes
 from hub.api.errors import STORE_ERROR, ApiError
 from hub.api.limits import ApiLimits, BodyLimit
+from hub.api.metrics import RequestMetrics, live, serve_metrics
 from hub.api.registry import ROUTES, RegistryJSON, pool
 from hub.api.registry_access import guard_all
 from hub.api.render import STATIC, wants_html
@@ -40,7 +42,8 @@ log = logging.getLogger("hub.api")
 
 # Paths served as plain JSON (or HTML to a browser); every other route is the registry's and uses its media type.
 HUB_PATHS = (
-    "/feeds", "/health", "/catalog", "/open-data", "/access", "/orgs", "/matrix", "/requests", "/sign", "/static",
+    "/feeds", "/health", "/metrics", "/catalog", "/open-data", "/access", "/orgs", "/matrix", "/requests", "/sign",
+    "/static",
 )  # fmt: skip
 
 
@@ -130,6 +133,9 @@ def create_app(
         *requests_routes.ROUTES,
         Route("/feeds", feeds, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
+        Route("/health/ready", health, methods=["GET"]),
+        Route("/health/live", live, methods=["GET"]),
+        Route("/metrics", serve_metrics, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         *guard_all(ROUTES),
     ]
@@ -142,7 +148,10 @@ def create_app(
         routes=routes,
         exception_handlers=handlers,
         lifespan=lifespan,
-        middleware=[Middleware(BodyLimit, max_body_bytes=limits.max_body_bytes, media_type=_media_type)],
+        middleware=[
+            Middleware(RequestMetrics),
+            Middleware(BodyLimit, max_body_bytes=limits.max_body_bytes, media_type=_media_type),
+        ],
     )
     app.state.limits = limits
     app.state.site = site or Site.bare(database_url)

@@ -2,8 +2,9 @@
 
 A feed's subject is its provider's and every organisation's that the policy (hub/agreement/policy.py) lets
 read the feed; a share topic's subject (`share.<consumer>.<provider>.<feed>[.agg]-value`) is its consumer's and
-its provider's (open data's, `share.open_data...`, every organisation's). A subject that exists and is none of the token's: 403; listings show only the
-token's subjects.
+its provider's (open data's, `share.open_data...`, every organisation's).
+A subject that exists and is none of the token's: 403; listings show only
+the token's subjects.
 Routes that name no subject (`/config`, `/mode`, `/schemas/types`) need a token of any organisation.
 """
 

@@ -6,7 +6,10 @@ import threading
 import time
 from collections.abc import Sequence
 
+import asyncpg
 import psutil
+
+from hub.bench.payloads import DEVICES
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -35,6 +38,20 @@ class PeakMemory:
         if pid:
             self.pids[name] = pid
 
+    def current_mb(self, names: tuple[str, ...]) -> float:
+        """The resident memory of these trees right now, added up."""
+        total = 0.0
+        for name in names:
+            pid = self.pids.get(name)
+            if pid is None:
+                continue
+            try:
+                root = psutil.Process(pid)
+                total += sum(p.memory_info().rss / 1e6 for p in (root, *root.children(recursive=True)))
+            except psutil.Error:
+                continue
+        return total
+
     def start(self) -> PeakMemory:
         self._thread.start()
         return self
@@ -56,3 +73,25 @@ class PeakMemory:
                 self.peak_mb[name] = max(self.peak_mb.get(name, 0.0), sum(sizes))
                 self.peak_process_mb[name] = max(self.peak_process_mb.get(name, 0.0), max(sizes))
             time.sleep(self.interval_s)
+
+
+async def copy_rate(database_url: str, table: str, n: int) -> float:
+    """Rows per second of one raw `COPY` of `n` rows into a temporary table like `table` (the landing reference)."""
+    import datetime as dt
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f"CREATE TEMP TABLE copy_ref (LIKE {table})")
+        now = dt.datetime.now(dt.UTC)
+        rows = [
+            (f"st-{i % DEVICES:04d}", now + dt.timedelta(milliseconds=i), 10.0, 20.0, 30.0, 11.0, 50.0, 1000.0,
+             3.9, now, now)
+            for i in range(n)
+        ]  # fmt: skip
+        cols = ["device_id", "time", "pm25", "pm10", "no2", "temperature_c", "humidity_pct", "pressure_hpa",
+                "battery_v", "received_at", "ingested_at"]  # fmt: skip
+        start = time.monotonic()
+        await conn.copy_records_to_table("copy_ref", records=rows, columns=cols)
+        return n / (time.monotonic() - start)
+    finally:
+        await conn.close()

@@ -37,7 +37,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hub.bench.c_clients import CClients
-from hub.bench.measure import PeakMemory, percentile
+from hub.bench.measure import PeakMemory, copy_rate, percentile
 from hub.bench.payloads import DEVICES, event_time_ms, make_lines
 from hub.bench.share_phase import run_share_phases
 from hub.control.apply import apply
@@ -50,6 +50,7 @@ from hub.stack.local import LocalStack, cli_env, private_settings
 from hub.stack.process import require_binary
 
 HERE = Path(__file__).resolve().parent
+HUB_WORKERS = ("ingest", "land")  # the `hub run` process trees the bench starts (workers and their supervisors)
 FEED_TABLE = "bench_lab.air"
 # Records ingest acknowledged after Kafka's ack (hub.ingest_acked) that are beyond their partition's landed position.
 UNLANDED_SQL = """
@@ -73,6 +74,10 @@ class BenchConfig:
     share_workers: int = 1
     keep: bool = False
     log: Callable[[str], None] = print
+    progress: Callable[[str, int, int], None] = lambda _what, _done, _total: None
+    # > 0: the steady phase runs this long, the hub's memory is reported at its start and end, and the
+    # backlog and COPY phases are skipped (`hub bench --soak 600`).
+    soak_seconds: float = 0.0
 
 
 @dataclass
@@ -214,6 +219,7 @@ class Bench:
                 await asyncio.sleep(0.2)
                 lc, _ac, rc = await self.counts(conn)
                 landed, rejected = lc - base_landed, rc - base_rej
+                self.cfg.progress("end to end: landed", landed + rejected, n)
                 if landed != last_landed:
                     last_progress, last_landed = time.monotonic(), landed
                 if landed + rejected >= n:
@@ -268,43 +274,63 @@ class Bench:
             proc.stdin.close()
             proc.wait()
 
-    async def latency(self, rate: float) -> dict[str, Any]:
-        """A steady load at `rate`: publish -> Kafka append, publish -> committed row and arrival -> PUBACK."""
-        n = int(rate * self.cfg.latency_seconds)
+    async def latency(self, rate: float, seconds: float) -> dict[str, Any]:
+        """A steady load at `rate`: publish -> Kafka append, publish -> committed row and arrival -> PUBACK.
+
+        Soaking (`cfg.soak_seconds`): the hub workers' memory is sampled once they are warm (after a
+        tenth of the phase, at most 60 s) and when publishing ends; the Kafka latency is not read back.
+        """
+        n = int(rate * seconds)
         await asyncio.sleep(2.5)  # the workers' last histograms of the phase before (written every 2 s)
         acks_before = await self.ack_latencies()
+        memory: dict[str, Any] = {}
+        soaking = self.cfg.soak_seconds > 0
+        if soaking:
+            warm_s = min(60.0, seconds / 10)
+            threading.Timer(warm_s, lambda: memory.update(start=self.memory.current_mb(HUB_WORKERS))).start()
         await asyncio.to_thread(self.paced_publish, rate, n, "lat")
+        if soaking:
+            memory["end"] = self.memory.current_mb(HUB_WORKERS)
         conn = await asyncpg.connect(self.ep.database_url)
         try:
             deadline = time.monotonic() + 60
+            count_sql = f"SELECT count(*) FROM {FEED_TABLE} WHERE device_id LIKE 'lat-%'"
+            landed = 0
             while time.monotonic() < deadline:
-                got = await conn.fetchval(f"SELECT count(*) FROM {FEED_TABLE} WHERE device_id LIKE 'lat-%'")
-                if got >= n:
+                landed = await conn.fetchval(count_sql)
+                self.cfg.progress("steady phase: landed", landed, n)
+                if landed >= n:
                     break
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(1.0 if soaking else 0.2)
             # ingested_at is the landing transaction's start: within a batch's write of its commit.
-            rows = await conn.fetch(
-                f"""SELECT extract(epoch FROM ingested_at - time) * 1000 AS row_ms
+            p50, p99 = await conn.fetchval(
+                f"""SELECT percentile_disc(ARRAY[0.5, 0.99])
+                             WITHIN GROUP (ORDER BY extract(epoch FROM ingested_at - time))
                     FROM {FEED_TABLE} WHERE device_id LIKE 'lat-%'"""
-            )
+            ) or (float("nan"), float("nan"))
         finally:
             await conn.close()
-        kafka_ms = await self.kafka_latency()
-        row_ms = [float(r["row_ms"]) for r in rows]
+        kafka_ms = [] if soaking else await self.kafka_latency()
         await asyncio.sleep(2.5)  # the workers write their histograms every 2 s
         acks = await self.ack_latencies()
         acks.subtract(acks_before)
-        return {
+        out = {
             "p50_puback_ms": round(ack_latency.percentile(acks, 50), 1),
             "p99_puback_ms": round(ack_latency.percentile(acks, 99), 1),
             "latency_rate_msgs_per_s": round(rate, 1),
+            "latency_seconds": seconds,
             "latency_messages": n,
-            "latency_landed": len(rows),
-            "p50_ms": round(percentile(row_ms, 50), 1),
-            "p99_ms": round(percentile(row_ms, 99), 1),
-            "p50_kafka_ms": round(percentile(kafka_ms, 50), 1),
-            "p99_kafka_ms": round(percentile(kafka_ms, 99), 1),
+            "latency_landed": landed,
+            "p50_ms": round(float(p50) * 1000, 1),
+            "p99_ms": round(float(p99) * 1000, 1),
+            "p50_kafka_ms": round(percentile(kafka_ms, 50), 1) if kafka_ms else None,
+            "p99_kafka_ms": round(percentile(kafka_ms, 99), 1) if kafka_ms else None,
         }
+        if soaking:
+            start, end = memory.get("start", float("nan")), memory["end"]
+            out.update(soak_rss_mb_start=round(start, 1), soak_rss_mb_end=round(end, 1),
+                       soak_rss_growth=round(end / start - 1, 3) if start else None)  # fmt: skip
+        return out
 
     async def kafka_latency(self) -> list[float]:
         """Publish -> Kafka append, from the producer timestamp of each latency-phase record."""
@@ -337,26 +363,6 @@ class Bench:
             await consumer.stop()
         return out
 
-    async def copy_rate(self, n: int) -> float:
-        import datetime as dt
-
-        conn = await asyncpg.connect(self.ep.database_url)
-        try:
-            await conn.execute(f"CREATE TEMP TABLE copy_ref (LIKE {FEED_TABLE})")
-            now = dt.datetime.now(dt.UTC)
-            rows = [
-                (f"st-{i % DEVICES:04d}", now + dt.timedelta(milliseconds=i), 10.0, 20.0, 30.0, 11.0, 50.0, 1000.0,
-                 3.9, now, now)
-                for i in range(n)
-            ]  # fmt: skip
-            cols = ["device_id", "time", "pm25", "pm10", "no2", "temperature_c", "humidity_pct", "pressure_hpa",
-                    "battery_v", "received_at", "ingested_at"]  # fmt: skip
-            start = time.monotonic()
-            await conn.copy_records_to_table("copy_ref", records=rows, columns=cols)
-            return n / (time.monotonic() - start)
-        finally:
-            await conn.close()
-
     async def backlog(self, lines: list[bytes]) -> dict[str, Any]:
         """Stop landing, let ingest fill Kafka (acknowledging after Kafka's ack), start landing, time the drain."""
         if self.ingest_ack != "kafka":
@@ -371,6 +377,7 @@ class Bench:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 _, unlanded, _ = await self.counts(conn)
+                self.cfg.progress("backlog: in Kafka", unlanded, len(lines))
                 if unlanded >= len(lines):
                     break
                 await asyncio.sleep(0.2)
@@ -385,6 +392,7 @@ class Bench:
                 lc, _, _ = await self.counts(conn)
                 if lc - base_landed != landed:
                     landed = lc - base_landed
+                    self.cfg.progress("backlog: landed", landed, len(lines))
                     last_change = time.monotonic()
                     if first is None:
                         first = (last_change, landed)
@@ -439,30 +447,41 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         log(f"    {e2e['e2e_msgs_per_s']:,.0f} msg/s landed, lost {e2e['lost']}, ratio {figures['ratio']}")
 
         rate = max(100.0, e2e["e2e_msgs_per_s"] / 2)
-        log(f"3/8 latency at {rate:,.0f} msg/s for {cfg.latency_seconds:.0f} s")
-        figures.update(asyncio.run(bench.latency(rate)))
+        seconds = cfg.soak_seconds or cfg.latency_seconds
+        log(f"3/8 {'soak' if cfg.soak_seconds else 'latency'} at {rate:,.0f} msg/s for {seconds:.0f} s")
+        figures.update(asyncio.run(bench.latency(rate, seconds)))
         log(
             f"    publish->row p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms; "
             f"PUBACK p50 {figures['p50_puback_ms']} ms, p99 {figures['p99_puback_ms']} ms"
         )
+        if cfg.soak_seconds:
+            log(f"    hub workers' memory: {figures['soak_rss_mb_start']} MB warm, {figures['soak_rss_mb_end']} MB "
+                f"at the end ({figures['soak_rss_growth']:+.1%})")  # fmt: skip
+        else:
+            _backlog_and_copy(bench, cfg, figures, now)
+            run_share_phases(bench, figures, now + cfg.messages + cfg.backlog + 120_000)
 
-        log("4/8 backlog drain: landing stopped while ingest fills Kafka")
-        figures.update(asyncio.run(bench.backlog(make_lines(cfg.backlog, now + cfg.messages + 60_000))))
-        log(f"    {figures['backlog_drain_rows_per_s']:,.0f} rows/s")
-
-        log("5/8 raw COPY into the same database")
-        figures["copy_rows_per_s"] = round(asyncio.run(bench.copy_rate(cfg.messages)), 1)
-        figures["landing_vs_copy"] = round(figures["backlog_drain_rows_per_s"] / figures["copy_rows_per_s"], 3)
-        run_share_phases(bench, figures, now + cfg.messages + cfg.backlog + 120_000)
     finally:
         bench.close()
     peaks = bench.memory.peak_mb
     # Per component, the peak of all its processes together (workers, their supervisor, server children).
     figures["peak_rss_mb"] = {k: round(v, 1) for k, v in sorted(peaks.items())}
+    # The bar of issue 18: 2 ingest + 2 landing workers and their `hub run` supervisors, each tree at its peak.
+    figures["peak_rss_mb_hub_workers"] = round(peaks.get("ingest", 0.0) + peaks.get("land", 0.0), 1)
     figures["peak_rss_mb_largest_hub_process"] = round(
         max((v for k, v in bench.memory.peak_process_mb.items() if k in ("ingest", "land", "share")), default=0.0), 1
     )
     return figures
+
+
+def _backlog_and_copy(bench: Bench, cfg: BenchConfig, figures: dict[str, Any], now: int) -> None:
+    cfg.log("4/8 backlog drain: landing stopped while ingest fills Kafka")
+    figures.update(asyncio.run(bench.backlog(make_lines(cfg.backlog, now + cfg.messages + 60_000))))
+    cfg.log(f"    {figures['backlog_drain_rows_per_s']:,.0f} rows/s")
+
+    cfg.log("5/8 raw COPY into the same database")
+    figures["copy_rows_per_s"] = round(asyncio.run(copy_rate(bench.ep.database_url, FEED_TABLE, cfg.messages)), 1)
+    figures["landing_vs_copy"] = round(figures["backlog_drain_rows_per_s"] / figures["copy_rows_per_s"], 3)
 
 
 def print_figures(figures: dict[str, Any], log: Callable[[str], None]) -> None:

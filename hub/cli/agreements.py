@@ -9,14 +9,13 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.table import Table
 
 from hub.agreement.loader import load_agreements
 from hub.agreement.odrl import export as odrl_export
 from hub.agreement.odrl import import_document
 from hub.catalog import agreements as shared
 from hub.catalog import store as catalog
-from hub.cli.common import console, one_line_errors, settings
+from hub.cli.common import compact_table, console, one_line_errors, settings
 from hub.control.apply import actor_name
 from hub.control.revoke import revoke as revoke_agreement
 from hub.control.sources import classify
@@ -52,7 +51,7 @@ def list_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table("id", "provider", "consumers", "feeds", "status", "valid until", "file")
+    table = compact_table("id", "provider", "consumers", "feeds", "status", "valid until", "file")
     for r in rows:
         consumers = r["consumers"] if isinstance(r["consumers"], str) else ", ".join(r["consumers"])
         table.add_row(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from hub.bench.runner import BenchConfig, print_figures, run_bench
-from hub.cli.common import console, one_line_errors
+from hub.cli.common import Report, console, one_line_errors, progress_bars
 
 
 class Ack(StrEnum):
@@ -35,15 +35,54 @@ def bench(
         ),
     ] = Ack.auto,
     keep: Annotated[bool, typer.Option(help="Keep the private stack's state directory (logs) afterwards.")] = False,
+    soak: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Seconds: run the steady phase this long and report the hub workers' memory at its start and end "
+            "(skips the backlog and COPY phases); e.g. --soak 600.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Start a private stack and measure: C-client ceiling, end to end, latency, backlog drain, raw COPY, and
     end to end with three agreements shared live against the same without (share_ratio, share_lag_p99_ms).
 
-    Ends with one JSON line (ack, e2e_msgs_per_s, offered_msgs_per_s, published, landed, dead_lettered, lost,
+    Ends with one JSON line (ack, e2e_msgs_per_s, peak_rss_mb_hub_workers, soak_rss_mb_start, soak_rss_mb_end,
+    offered_msgs_per_s, published, landed, dead_lettered, lost,
     p50_ms, p99_ms, p50_puback_ms, p99_puback_ms, peak_rss_mb, ceiling_msgs_per_s, ratio, ...) so runs can be
     compared.
     """
-    cfg = BenchConfig(
+    with progress_bars() as progress:
+        figures = run_bench(
+            _config(
+                messages,
+                ingest_workers,
+                land_workers,
+                share_workers,
+                latency_seconds,
+                backlog,
+                ack,
+                keep,
+                soak,
+                progress,
+            )
+        )
+    print_figures(figures, print)
+
+
+def _config(
+    messages: int,
+    ingest_workers: int,
+    land_workers: int,
+    share_workers: int,
+    latency_seconds: float,
+    backlog: int,
+    ack: Ack,
+    keep: bool,
+    soak: float,
+    progress: Report,
+) -> BenchConfig:
+    return BenchConfig(
         messages=messages,
         ingest_workers=ingest_workers,
         land_workers=land_workers,
@@ -53,6 +92,6 @@ def bench(
         ack=ack.value,
         keep=keep,
         log=lambda m: console.print(m, highlight=False),
+        progress=progress,
+        soak_seconds=soak,
     )
-    figures = run_bench(cfg)
-    print_figures(figures, print)

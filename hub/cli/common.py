@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import ParamSpec, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from hub.errors import HubError
 from hub.settings import HubSettings
@@ -18,6 +22,43 @@ err_console = Console(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+WIDE = 120  # at least this many columns: tables show every column; below, the ones that matter most
+
+
+def compact_table(*columns: str, title: str | None = None) -> Table:
+    """A table that reads in an 80-column terminal: no outer border, one space of padding, a rule under the header."""
+    return Table(*columns, title=title, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1))
+
+
+Report = Callable[[str, int, int], None]  # (what, done, total): one progress bar per `what`
+
+
+@contextlib.contextmanager
+def progress_bars() -> Iterator[Report]:
+    """Progress bars for a long command, one per thing counted; drawn only on a terminal, gone when done."""
+    with Progress(
+        TextColumn("   {task.description:<28}"),
+        BarColumn(bar_width=24),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bars:
+        tasks: dict[str, TaskID] = {}
+
+        def report(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bars.add_task(what, total=total)
+            bars.update(tasks[what], completed=done, total=total)
+
+        yield report
+
+
+def wide() -> bool:
+    return console.width >= WIDE
 
 
 def settings() -> HubSettings:

@@ -8,11 +8,10 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from hub.catalog import dead_letters as stored
 from hub.catalog import store as catalog
-from hub.cli.common import console, one_line_errors, settings
+from hub.cli.common import compact_table, console, one_line_errors, settings
 from hub.connector.model import parse_duration
 from hub.db import connection
 from hub.errors import ConfigError
@@ -96,7 +95,7 @@ def listing(
     if not letters:
         console.print("no dead letters" + (" (add --replayed to see replayed ones)" if not replayed else ""))
         return
-    table = Table("id", "received", "partner.feed", "reason", "message", "payload", "state")
+    table = compact_table("id", "received", "partner.feed", "reason", "message", "payload", "state")
     for d in letters:
         state = f"replayed {d.replayed_at:%Y-%m-%d %H:%M}" if d.replayed_at else f"dead ({d.replays} replays)"
         table.add_row(

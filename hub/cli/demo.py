@@ -17,11 +17,10 @@ from typing import Annotated
 
 import asyncpg
 import typer
-from rich.table import Table
 
 from hub.catalog import tokens
 from hub.cli import demo_share
-from hub.cli.common import console, one_line_errors, settings
+from hub.cli.common import compact_table, console, one_line_errors, progress_bars, settings
 from hub.cli.simulate import applied_feeds, print_report
 from hub.control import credentials, db_credentials
 from hub.control.apply import apply
@@ -120,25 +119,29 @@ def demo(
     before = asyncio.run(_landed(url))
     say(f"\n[bold]4. devices[/bold]: {messages} messages at {rate:.0f}/s, {invalid:.0%} invalid on purpose")
     feeds = asyncio.run(applied_feeds())
-    report = simulate(
-        feeds, mqtt, creds_dir, namespace=s.mqtt_namespace_root, messages=messages, rate=rate, invalid_fraction=invalid
-    )
+    with progress_bars() as progress:
+        report = simulate(
+            feeds, mqtt, creds_dir, namespace=s.mqtt_namespace_root, messages=messages, rate=rate,
+            invalid_fraction=invalid, progress=progress,
+        )  # fmt: skip
     print_report(report)
 
     expected = report.total - sum(report.invalid.values())
     deadline = time.monotonic() + 60
     landed = 0
-    while time.monotonic() < deadline:
-        landed = asyncio.run(_landed(url)) - before
-        if landed >= expected:
-            break
-        time.sleep(0.5)
+    with progress_bars() as progress:
+        while time.monotonic() < deadline:
+            landed = asyncio.run(_landed(url)) - before
+            progress("landed as rows", landed, expected)
+            if landed >= expected:
+                break
+            time.sleep(0.5)
     if landed < expected:
         raise HubError(f"only {landed} of {expected} valid messages landed in 60 s; see {proc.log_path}")
     say(f"\n[bold]5. landed[/bold]: {landed} rows (every valid message exactly once); the invalid ones are in "
         f"the dead-letter topic, with reports on hub/errors/<partner>/<feed>")  # fmt: skip
     say(f"\n{SAMPLE_QUERY};")
-    table = Table("device_id", "time", "pm25", "pm10", "temperature_c")
+    table = compact_table("device_id", "time", "pm25", "pm10", "temperature_c")
     for r in asyncio.run(_sample(url)):
         table.add_row(
             r["device_id"], str(r["time"]), f"{r['pm25']:.1f}", f"{r['pm10']:.1f}", f"{r['temperature_c']:.1f}"
@@ -158,5 +161,6 @@ def demo(
     say(
         '\nNext: `eval "$(.venv/bin/hub stack env)"; psql "$HUB_DATABASE_URL"`, `.venv/bin/hub feeds`, '
         f'`psql "$(.venv/bin/hub db-url {demo_share.DEMO_ORG})"`, `.venv/bin/hub orgs`, `.venv/bin/hub audit`; '
-        "stop everything with `.venv/bin/hub stack down`."
+        "the workers keep running in the background (`.venv/bin/hub stack status` lists them); "
+        "stop them and the servers with `.venv/bin/hub stack down`."
     )

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from hub.cli.common import console, one_line_errors, settings
+from hub.cli.common import compact_table, console, one_line_errors, settings
 from hub.cli.onboard import list_partners, show_credentials
 from hub.control import mqtt_logins
 from hub.errors import ConfigError
@@ -82,7 +81,7 @@ def list_devices(partner: Partner, as_json: Annotated[bool, typer.Option("--json
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table("username = client id", "device", "created", "password set")
+    table = compact_table("username = client id", "device", "created", "password set")
     for r in rows:
         table.add_row(
             r["username"], r["device"] or "(the partner's own login)", r["created_at"][:19], r["password_set_at"][:19]

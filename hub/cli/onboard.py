@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from hub.catalog import store as catalog
 from hub.catalog.feeds_view import feed_summaries
-from hub.cli.common import console, one_line_errors, settings
+from hub.cli.common import compact_table, console, one_line_errors, settings, wide
 from hub.control import apply as applier
 from hub.control import credentials, db_credentials, kafka_access
 from hub.control.mapping import mapping_lines
@@ -120,10 +119,17 @@ def feeds(as_json: Annotated[bool, typer.Option("--json", help="One JSON array f
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table("partner", "feed", "table", "kafka topic", "schema", "rows", "licence")
-    for r in rows:
-        table.add_row(r["partner"], r["feed"], r["table"], r["kafka_topic"],
-                      f"v{r['schema_version']} (id {r['schema_id']})", str(r["rows_landed"]), r["licence"])  # fmt: skip
+    if wide():
+        table = compact_table("partner", "feed", "table", "kafka topic", "schema", "rows", "licence")
+        for r in rows:
+            schema, landed = f"v{r['schema_version']} (id {r['schema_id']})", f"{r['rows_landed']:,}"
+            table.add_row(r["partner"], r["feed"], r["table"], r["kafka_topic"], schema, landed, r["licence"])
+    else:  # 80 columns: the table and topic on a line of their own under each feed
+        table = compact_table("feed", "schema", "rows", "licence")
+        for r in rows:
+            name = f"{r['partner']}.{r['feed']}\n[dim]{r['table']}, {r['kafka_topic']}[/dim]"
+            schema, landed = f"v{r['schema_version']} (id {r['schema_id']})", f"{r['rows_landed']:,}"
+            table.add_row(name, schema, landed, r["licence"])
     console.print(table)
 
 
@@ -148,7 +154,7 @@ def list_partners(as_json: bool) -> None:
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table("id", "name", "kind", "contact", "config")
+    table = compact_table("id", "name", "kind", "contact", "config")
     for r in rows:
         table.add_row(r["id"], r["name"], r["kind"], r["contact"], r["config"])
     console.print(table)

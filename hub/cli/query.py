@@ -13,10 +13,9 @@ from typing import Annotated, Any
 
 import asyncpg
 import typer
-from rich.table import Table
 
 from hub.access import queries
-from hub.cli.common import console, one_line_errors, settings
+from hub.cli.common import compact_table, console, one_line_errors, settings
 from hub.connector.model import parse_duration
 from hub.db import connection
 
@@ -45,7 +44,7 @@ def _show(rows: list[asyncpg.Record], as_json: bool, title: str, keep: Callable[
         console.print(f"{title}: no rows", highlight=False)
         return
     columns = [c for c in rows[0].keys() if keep(c) and any(r[c] is not None for r in rows)]
-    table = Table(*columns, title=title)
+    table = compact_table(*columns, title=title)
     for r in rows:
         table.add_row(*(_text(r[c]) for c in columns))
     console.print(table)

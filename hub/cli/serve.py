@@ -19,16 +19,18 @@ def serve(
     """Serve the web page and DCAT-AP catalog, access requests, the schema registry (read-only), /feeds, /health."""
     import uvicorn
 
+    from hub import log_format
     from hub.api.app import create_app
     from hub.api.limits import ApiLimits, protocol_with_deadline
     from hub.api.site import Site
     from hub.stack.broker_auth import LocalBrokerAuth
 
     s = settings()
+    log_format.configure(s.log_format)
     database_url = s.endpoints().database_url  # no stack and no HUB_DATABASE_URL: a one-line error
     port = port if port is not None else s.api_port
     console.print(
-        f"hub API on http://{host}:{port}: the page at /, the catalog at /catalog.ttl, the schema registry",
+        f"hub API on http://{host}:{port}: the page at /, the catalog at /catalog.ttl, the schema registry, /metrics",
         highlight=False,
     )
     limits = ApiLimits(
@@ -42,6 +44,7 @@ def serve(
         port=port,
         lifespan="on",
         access_log=False,
+        log_config=None,  # our handler (plain or JSON lines, secrets redacted), not uvicorn's own
         http=protocol_with_deadline(limits.header_timeout_s),
     )
     server = uvicorn.Server(config)

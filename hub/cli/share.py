@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from hub.access import audit as audit_report
 from hub.access import explain as explaining
 from hub.agreement import names
 from hub.agreement.model import Form
 from hub.agreement.policy import Question
-from hub.cli.common import console, err_console, one_line_errors, settings
+from hub.cli.common import compact_table, console, err_console, one_line_errors, settings
 from hub.connector.model import parse_duration
 from hub.control import credentials, db_credentials, kafka_access
 from hub.control.apply import actor_name
@@ -66,7 +65,7 @@ def orgs(as_json: JsonOpt = False) -> None:
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table("id", "name", "kind", "publishes", "database role", "reads")
+    table = compact_table("id", "name", "kind", "publishes", "database role", "reads")
     for r in rows:
         role = r["role"] if r["role_exists"] else f"{r['role']} (not created yet)"
         table.add_row(

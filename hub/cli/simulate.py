@@ -10,7 +10,7 @@ import typer
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from hub.catalog.runtime import FeedRuntime, load_feeds
-from hub.cli.common import console, one_line_errors, settings
+from hub.cli.common import console, one_line_errors, progress_bars, settings
 from hub.control import credentials as partner_credentials
 from hub.db import connection
 from hub.errors import ConfigError
@@ -55,15 +55,17 @@ def simulate_cmd(
     """Publish realistic data for the applied partners' devices over MQTT, with their own credentials."""
     s = settings()
     feeds = asyncio.run(applied_feeds(partner))
-    report = simulate(
-        feeds,
-        s.endpoints().mqtt(),
-        credentials or partner_credentials.default_dir(s),
-        namespace=s.mqtt_namespace_root,
-        messages=messages,
-        rate=rate,
-        devices=devices,
-        invalid_fraction=invalid,
-        protocol=MQTTProtocolVersion.MQTTv311 if mqtt311 else MQTTProtocolVersion.MQTTv5,
-    )
+    with progress_bars() as progress:
+        report = simulate(
+            feeds,
+            s.endpoints().mqtt(),
+            credentials or partner_credentials.default_dir(s),
+            namespace=s.mqtt_namespace_root,
+            messages=messages,
+            rate=rate,
+            devices=devices,
+            invalid_fraction=invalid,
+            protocol=MQTTProtocolVersion.MQTTv311 if mqtt311 else MQTTProtocolVersion.MQTTv5,
+            progress=progress,
+        )
     print_report(report)

@@ -3,18 +3,40 @@
 from __future__ import annotations
 
 import json
+import time
 
 import typer
-from rich.table import Table
 
-from hub.cli.common import console, one_line_errors, settings
+from hub.cli.common import compact_table, console, one_line_errors, settings, wide
 from hub.stack.local import ComponentStatus, LocalStack, stack_summary
+from hub.stack.workers import WorkerStatus, worker_statuses
 
 app = typer.Typer(help="Start, inspect and stop the local stack (Mosquitto, PostgreSQL, Kafka-protocol broker).")
 
 
+def _print_workers(workers: list[WorkerStatus]) -> None:
+    if not workers:
+        console.print("workers: none running (start them with `hub run`)", highlight=False)
+        return
+    headers = ["worker", "pid", "client id", "since", "health", "metrics"]
+    table = compact_table(*([*headers[:5], "memory", "metrics"] if wide() else headers))
+    for w in workers:
+        cells = [
+            f"{w.kind}-{w.index}",
+            str(w.pid),
+            w.client_id or "-",
+            time.strftime("%H:%M:%S", time.localtime(w.since)),
+            f"[green]{w.health}[/green]" if w.healthy else f"[yellow]{w.health}[/yellow]",
+        ]
+        if wide():
+            cells.append(f"{w.rss_mb:.0f} MB" if w.rss_mb is not None else "-")
+        table.add_row(*cells, w.metrics or "-")
+    console.print(table)
+
+
 def _print(statuses: list[ComponentStatus]) -> None:
-    table = Table("component", "address", "pid", "health", "memory", "restarts", "detail")
+    full = wide()  # below 120 columns each server's detail goes on a line of its own, under the table
+    table = compact_table("component", "address", "pid", "health", "memory", "restarts", *(["detail"] if full else []))
     for s in statuses:
         table.add_row(
             s.name,
@@ -23,10 +45,12 @@ def _print(statuses: list[ComponentStatus]) -> None:
             "[green]healthy[/green]" if s.healthy else "[red]down[/red]",
             f"{s.rss_mb:.0f} MB" if s.rss_mb is not None else "-",
             str(s.restarts),
-            s.detail,
+            *([s.detail] if full else []),
         )
     console.print(table)
     for s in statuses:
+        if not full:
+            console.print(f"{s.name}: {s.detail}", highlight=False)
         if s.last_event and s.name != "supervisor":
             console.print(f"{s.name}: {s.last_event}", highlight=False)
 
@@ -53,12 +77,15 @@ def down() -> None:
 @app.command()
 @one_line_errors
 def status(as_json: bool = typer.Option(False, "--json", help="One JSON object for scripts.")) -> None:
-    """Each component, its address, health and memory; exits 1 if any is down."""
-    statuses = LocalStack(settings()).status()
+    """Each server and every running worker: address, health, memory; exits 1 if a server is down."""
+    s = settings()
+    statuses = LocalStack(s).status()
+    workers = worker_statuses(s.state_dir)
     if as_json:
-        print(json.dumps(stack_summary(statuses)))
+        print(json.dumps({**stack_summary(statuses), "workers": [w.as_json() for w in workers]}))
     else:
         _print(statuses)
+        _print_workers(workers)
     if not all(s.healthy for s in statuses):
         raise typer.Exit(1)
 
@@ -68,12 +95,13 @@ def status(as_json: bool = typer.Option(False, "--json", help="One JSON object f
 def supervise() -> None:
     """The stack's supervisor (started by `hub stack up`): starts a crashed server again."""
     import asyncio
-    import logging
 
+    from hub import log_format
     from hub.stack.supervisor import supervise_stack
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(supervise_stack(settings()))
+    s = settings()
+    log_format.configure(s.log_format)
+    asyncio.run(supervise_stack(s))
 
 
 @app.command()

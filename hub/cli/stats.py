@@ -7,10 +7,9 @@ import json
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from hub.catalog import store as catalog
-from hub.cli.common import console, one_line_errors, settings
+from hub.cli.common import compact_table, console, one_line_errors, settings, wide
 from hub.db import connection
 from hub.ingest.stats import FeedStats, ingest_stats
 from hub.share.stats import StreamStats, share_stats
@@ -38,25 +37,33 @@ def stats(
     if not rows:
         console.print(f"no feeds{f' for partner {partner!r}' if partner else ''} in the catalog; run `hub apply`")
         return
-    table = Table("partner", "feed", "accepted", "duplicates", "refused", "lost", "most common reasons", "last message")
+    full = wide()
+    # Below 120 columns: partner.feed in one column, times without seconds and zone (--json has everything).
+    headers = ["partner", "feed"] if full else ["feed"]
+    headers += ["accepted", "duplicates" if full else "dups", "refused", "lost"]
+    headers += ["most common reasons", "last message"] if full else ["top reasons", "last (UTC)"]
+    table = compact_table(*headers)
     for r in rows:
         shown = ", ".join(f"{reason} {n:,}" for reason, n in r.reasons[:top])
         more = len(r.reasons) - top
-        table.add_row(
-            r.partner,
-            r.feed,
+        cells = [r.partner, r.feed] if full else [f"{r.partner}.{r.feed}"]
+        cells += [
             f"{r.accepted:,}",
             f"{r.duplicates:,}",
             f"[red]{r.refused:,}[/red]" if r.refused else "0",
             f"[bold red]{r.lost:,}[/bold red]" if r.lost else "0",
             shown + (f", +{more} more" if more > 0 else "") or "-",
-            r.last_at.strftime("%Y-%m-%d %H:%M:%S %Z") if r.last_at else "-",
-        )
+        ]
+        if r.last_at is None:
+            cells.append("-")
+        else:
+            cells.append(r.last_at.strftime("%Y-%m-%d %H:%M:%S %Z") if full else r.last_at.strftime("%m-%d %H:%M"))
+        table.add_row(*cells)
     console.print(table)
     console.print("accepted = rows landed; acknowledged = accepted + duplicates + refused + lost", style="dim")
     if streams:
-        shares = Table("agreement", "consumer", "feed", "form", "shared", "dead letters", "lag", "last shared",
-                       "last record time")  # fmt: skip
+        shares = compact_table("agreement", "consumer", "feed", "form", "shared", "dead letters", "lag",
+                               "last shared", "last record time")  # fmt: skip
         for x in streams:
             shares.add_row(
                 x.agreement,

@@ -25,8 +25,7 @@ from pydantic import (
 from hub.connector.paths import is_flat, parse_path
 from hub.errors import IdentifierError
 from hub.identifiers import check_identifier
-from hub.schema.avro import COLUMN_NAME, DEVICE_ID, TIME
-from hub.schema.compatibility import Compatibility
+from hub.schema.avro import COLUMN_NAME, DEVICE_ID, TIME, Compatibility
 
 _DURATION = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

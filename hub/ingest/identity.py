@@ -10,15 +10,12 @@ every start (hub/mqtt_auth/dynsec.py `provision_login`), so no one else can take
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-import re
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hub import worker_registry
 from hub.errors import HubError
 from hub.mqtt_auth.accounts import ROLE_BROKER_LOG, ROLE_INGEST, generate_secret
 from hub.mqtt_auth.dynsec import DynsecBroker, provision_login
@@ -30,17 +27,12 @@ PREFIX = "hub-ingest-"
 WATCH_PREFIX = "hub-watch-"
 
 
-def host_label(host: str) -> str:
-    """A host name as one safe part of a client id: lower-case letters, digits and '-', at most 40."""
-    label = re.sub(r"[^a-z0-9]+", "-", host.lower()).strip("-")[:40].strip("-")
-    return label or "host"
+host_label = worker_registry.host_label
 
 
 def ingest_client_id(host: str, index: int) -> str:
-    """The one place an ingest worker's client id is made (also its MQTT user name)."""
-    if index < 0:
-        raise ValueError(f"worker index {index} is negative")
-    return f"{PREFIX}{host_label(host)}-{index}"
+    """An ingest worker's client id (also its MQTT user name): hub/worker_registry.py `worker_id`."""
+    return worker_registry.worker_id("ingest", host, index)
 
 
 def watch_client_id(host: str, index: int) -> str:
@@ -49,7 +41,7 @@ def watch_client_id(host: str, index: int) -> str:
 
 
 def this_host(settings: HubSettings) -> str:
-    return settings.worker_host or socket.gethostname()
+    return worker_registry.this_host(settings.worker_host)
 
 
 def worker_client_id(settings: HubSettings, index: int) -> str:
@@ -64,42 +56,19 @@ def index_on_host(client_id: str, host: str) -> int | None:
 
 
 def run_dir(settings: HubSettings) -> Path:
-    d = settings.state_dir.resolve() / "run"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    return worker_registry.run_dir(settings.state_dir)
 
 
 @contextmanager
 def claim(settings: HubSettings, name: str) -> Iterator[None]:
-    """Hold `name` for this process (a lock file the kernel releases when the process ends, however it ends).
-
-    Raises HubError at once if another process holds it.
-    """
-    path = run_dir(settings) / f"{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
-            raise HubError(
-                f"{name} is in use by process {holder} on this machine (state {settings.state_dir}); "
-                "stop it, or let `hub run` pick the next free worker index"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+    """Hold `name` for this process (hub/worker_registry.py `claim`); raises HubError at once if another holds it."""
+    with worker_registry.claim(settings.state_dir, name):
         yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def free(settings: HubSettings, name: str) -> bool:
     """Whether no process holds `name` right now."""
-    try:
-        with claim(settings, name):
-            return True
-    except HubError:
-        return False
+    return worker_registry.free(settings.state_dir, name)
 
 
 def tls_ca(settings: HubSettings) -> str | None:

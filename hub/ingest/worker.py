@@ -43,6 +43,7 @@ from hub.catalog.topics import feed_topic_specs
 from hub.db import DATABASE_ERRORS, connect
 from hub.errors import ServerUnavailable
 from hub.ingest import ack_latency, identity
+from hub.ingest import metrics as ingest_metrics
 from hub.ingest.ack_ledger import COUNT_SQL, POLL_SQL, PRUNE_SQL, counter_args, landed
 from hub.ingest.decode import FeedDecoder
 from hub.ingest.kafka_send import KafkaSender, marker_spec
@@ -101,6 +102,11 @@ def _signature(feeds: list[FeedRuntime]) -> list[tuple[str, str, int, str]]:
     return sorted((f.row.partner_id, f.row.name, f.schema_id, json.dumps(f.row.config, sort_keys=True)) for f in feeds)
 
 
+def _feed_of(feeds: list[FeedRuntime]) -> dict[str, tuple[str, str]]:
+    """Kafka topic -> (partner, feed): the labels of the batch's metrics."""
+    return {f.row.kafka_topic: (f.row.partner_id, f.row.name) for f in feeds}
+
+
 def _topic_specs(settings: HubSettings, feeds: list[FeedRuntime]) -> list[TopicSpec]:
     return feed_topic_specs(settings, (f.row for f in feeds))
 
@@ -153,6 +159,7 @@ class IngestWorker:
             self.db = await connect(ep.database_url)
             opened.push_async_callback(self.db.close)
             self.feeds = await load_feeds(self.db)
+            self._feed_of = _feed_of(self.feeds)
             router = Router(build_routes(self.feeds, s))
             self.mode = ack_mode(s, ep)
             self.locks = TopicLocks(ep.database_url)
@@ -191,6 +198,9 @@ class IngestWorker:
                 await catalog.set_resource(self.db, "mqtt-session", name, "active", json.dumps({"filters": filters}))
             if self.mode == "landed":
                 self._poller = asyncio.create_task(self._poll_landed(), name="ingest-landed-acks")
+            ingest_metrics.watch(
+                lambda: len(self.source.inbox), lambda: max(0, self.source.outstanding - len(self.source.inbox))
+            )
             opened.pop_all()
         log.info(
             "ingest worker %s (client id %s, acknowledging once %s): %d feeds, %s %s",
@@ -332,15 +342,19 @@ class IngestWorker:
             await self._maybe_reload(soon=True)
             outgoing += self.preparer.prepare_all(held, hold_unknown_partners=False)
         counts, self.stats.counters = self.stats.counters, Counter()  # messages that sent nothing
+        ingest_metrics.count_batch(len(messages), outgoing, counts, self._feed_of)
         if self.mode == "kafka":
-            await self.sender.deliver(outgoing, record=True, counts=counts)
+            with ingest_metrics.KafkaTimer(len(outgoing)):
+                await self.sender.deliver(outgoing, record=True, counts=counts)
             self._ack(messages)
             return
-        released = await self.sender.deliver(outgoing, record=False)
+        with ingest_metrics.KafkaTimer(len(outgoing)):
+            released = await self.sender.deliver(outgoing, record=False)
         self.waiting.add(Waiting.of(messages, outgoing, self.sender.landed_topics, released, counts))
 
     def _ack(self, messages: list[Message]) -> None:
         self.source.ack(messages)
+        ingest_metrics.ACKNOWLEDGED.inc(len(messages))
         self.latency.record((m.received_ms for m in messages), time.time() * 1000)
 
     async def _poll_landed(self) -> None:
@@ -419,6 +433,7 @@ class IngestWorker:
             return
         s = self.settings
         self.feeds = feeds
+        self._feed_of = _feed_of(feeds)
         await self.sender.use_topics(_topic_specs(s, feeds))
         self.preparer.router = Router(build_routes(feeds, s))
         log.info("catalog reloaded: %d feeds", len(feeds))

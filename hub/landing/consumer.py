@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
-import secrets
-import socket
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from hub.kafka import KafkaAdmin, client_options
+from hub.landing import metrics as land_metrics
 from hub.landing.feeds import LandingFeeds
 from hub.landing.positions import Positions
 from hub.landing.recovery import Recovery
@@ -25,15 +23,6 @@ from hub.landing.retry import NOT_NOW, Retry
 from hub.settings import Endpoints, HubSettings
 
 log = logging.getLogger("hub.land")
-
-
-def land_client_id(host: str) -> str:
-    """A landing consumer's own client id (each start makes a new one): members of one group never share one.
-
-    aiokafka's default is the same for every client; the local broker was seen giving two share workers with
-    that default the same partitions (and nobody the others). Not seen with landing, but cheap to rule out,
-    and the broker's logs then tell the members apart."""
-    return f"hub-land-{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 class GroupConsumer:
@@ -57,18 +46,19 @@ class GroupConsumer:
         self.retrying = retrying
         self.land_lock = land_lock
         self.consumer: AIOKafkaConsumer | None = None
+        self.client_id = "hub-land"
 
     async def start(self) -> None:
         s = self.settings
         consumer = AIOKafkaConsumer(
             **client_options(s, self.endpoints.kafka_bootstrap),
-            client_id=land_client_id(s.worker_host or socket.gethostname()),
             group_id=s.land_group,
+            client_id=self.client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=s.land_batch_size,
-            fetch_max_bytes=16 * 1024 * 1024,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=4 * 1024 * 1024,
+            max_partition_fetch_bytes=1024 * 1024,
         )
         await consumer.start()
         self.consumer = consumer
@@ -135,6 +125,7 @@ class GroupConsumer:
             locked = False
         try:
             self.positions.revoke(revoked)
+            land_metrics.forget(revoked)
         finally:
             if locked:
                 self.land_lock.release()

@@ -39,7 +39,9 @@ class DeadLetterSender:
         async def send() -> None:
             futures = []
             for r in rejected:
-                headers = dead_letters.refused(r.reason, r.message, stage="landing", keep=r.headers)
+                headers = dead_letters.refused(
+                    r.reason, r.message, stage="landing", keep=r.headers, origin=(r.topic, r.partition, r.offset)
+                )
                 futures.append(await self.producer.send(topic, value=r.value, key=r.key, headers=headers))
             await asyncio.gather(*futures)
 

@@ -42,15 +42,18 @@ import asyncpg
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from hub import worker_registry
 from hub.catalog import store as catalog
 from hub.catalog.runtime import load_feeds, schema_by_id
 from hub.kafka import KafkaAdmin
 from hub.landing import dead_letter_rows
 from hub.landing import epoch as epochs
+from hub.landing import metrics as land_metrics
 from hub.landing.broker_memory import MemoryFreeing
 from hub.landing.consumer import GroupConsumer
 from hub.landing.dead_letter import DeadLetterSender
 from hub.landing.feeds import Built, LandingFeeds
+from hub.landing.kafka_commits import KafkaCommits
 from hub.landing.positions import Positions
 from hub.landing.recovery import Recovery
 from hub.landing.reports import PartnerReports
@@ -65,9 +68,12 @@ Data = dict[TopicPartition, list[Any]]
 
 
 class LandingWorker:
-    def __init__(self, settings: HubSettings, endpoints: Endpoints) -> None:
+    def __init__(self, settings: HubSettings, endpoints: Endpoints, index: int = 0) -> None:
         self.settings = settings
         self.endpoints = endpoints
+        self.index = index
+        # Its Kafka client id: which member of the group it is, in Kafka's tools (hub/worker_registry.py).
+        self.client_id = worker_registry.worker_id("land", worker_registry.this_host(settings.worker_host), index)
         # What this worker did (read by tests, `hub bench` and logs).
         self.landed = 0  # rows inserted
         self.duplicates = 0  # records identical to a row already landed, sent twice by a device
@@ -135,6 +141,8 @@ class LandingWorker:
         self.group = GroupConsumer(
             s, ep, self.admin, self.positions, self.feeds, self.recovery, self._retrying, self._land_lock
         )
+        self.group.client_id = self.client_id
+        self.commits = KafkaCommits(lambda: self.group.consumer, s.land_kafka_timeout_s)
         await self.group.start()
         return self
 
@@ -142,6 +150,7 @@ class LandingWorker:
         self._stopping.set()
         try:
             await self.memory.finish()
+            await self.commits.close()
             await self.group.stop()
             await self.dead_letters.__aexit__(None, None, None)
             await self.admin.__aexit__(None, None, None)
@@ -293,7 +302,11 @@ class LandingWorker:
                     dead_letters=built.dead_letters,
                 )
 
+        started = time.perf_counter()
         result = await self._retrying("write a batch", write)
+        land_metrics.count_batch(result, sum(len(v) for v in data.values()), time.perf_counter() - started, moves)
+        if self.settings.land_commit_kafka_offsets and result.stored:
+            self.commits.offer({TopicPartition(*key): moves[key].next for key in result.stored})
         self._met_landed = (self._met_landed - {(b.schema, b.table) for b in built.batches}) | result.met_landed
         self.landed += result.inserted
         self.duplicates += result.duplicates

@@ -146,6 +146,8 @@ class WriteResult:
     stored: set[TopicPartitionKey] = field(default_factory=set)  # partitions whose offsets moved
     fenced: dict[TopicPartitionKey, int | None] = field(default_factory=dict)  # partition -> offset found instead
     epoch_changed: bool = False
+    rows_by_feed: Counter[tuple[str, str]] = field(default_factory=Counter)  # (partner, feed) -> rows inserted
+    outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (partner, feed, outcome) -> records
 
 
 DeadLetter = Callable[[list[Rejected]], Awaitable[None]]
@@ -194,6 +196,7 @@ async def write_batch(
             before = (len(result.refused), len(result.conflicts), result.duplicates, result.redelivered)
             inserted = await _insert(conn, b, result)
             result.inserted += inserted
+            result.rows_by_feed[(b.partner_id, b.feed)] += inserted
             outcomes[(b.partner_id, b.feed, "duplicate")] += result.duplicates - before[2]
             outcomes[(b.partner_id, b.feed, "redelivered")] += result.redelivered - before[3]
             letters = [*result.refused[before[0] :], *result.conflicts[before[1] :]]
@@ -225,6 +228,7 @@ async def write_batch(
             await dead_letter([r for _p, _f, r in result.letters])
             result.dead_lettered = len(result.letters)
         await _count_outcomes(conn, outcomes)
+    result.outcomes = outcomes
     return result
 
 

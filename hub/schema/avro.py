@@ -18,6 +18,7 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -29,6 +30,22 @@ from fastavro.schema import SchemaParseException, UnknownType
 
 from hub.errors import SchemaError, shortened
 from hub.schema.timestamps import top_level_time_units, without_timestamp_types
+
+
+class Compatibility(StrEnum):
+    """A feed's compatibility mode (checked by compatibility.py; named here, so that reading a connector
+    config, as every worker does, does not load Apache Avro's compatibility checker)."""
+
+    BACKWARD = "BACKWARD"
+    BACKWARD_TRANSITIVE = "BACKWARD_TRANSITIVE"
+    FORWARD = "FORWARD"
+    FORWARD_TRANSITIVE = "FORWARD_TRANSITIVE"
+    FULL = "FULL"
+    FULL_TRANSITIVE = "FULL_TRANSITIVE"
+    NONE = "NONE"
+
+
+MODES = tuple(str(m) for m in Compatibility)
 
 COLUMN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # Columns the hub adds to every feed table itself.

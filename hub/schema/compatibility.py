@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from enum import StrEnum
 from typing import Literal
 
 import avro.schema
@@ -23,20 +22,18 @@ from avro.compatibility import (
 )
 
 from hub.errors import SchemaError
-from hub.schema.avro import DEVICE_ID, TIME, FeedSchema, avro_parse, describe_type, logical_type
+from hub.schema.avro import (
+    DEVICE_ID,
+    MODES,
+    TIME,
+    Compatibility,
+    FeedSchema,
+    avro_parse,
+    describe_type,
+    logical_type,
+)
 
-
-class Compatibility(StrEnum):
-    BACKWARD = "BACKWARD"
-    BACKWARD_TRANSITIVE = "BACKWARD_TRANSITIVE"
-    FORWARD = "FORWARD"
-    FORWARD_TRANSITIVE = "FORWARD_TRANSITIVE"
-    FULL = "FULL"
-    FULL_TRANSITIVE = "FULL_TRANSITIVE"
-    NONE = "NONE"
-
-
-MODES = tuple(str(m) for m in Compatibility)
+__all__ = ["MODES", "Compatibility", "check_compatibility"]
 
 Direction = Literal["backward", "forward"]
 

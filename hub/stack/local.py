@@ -26,6 +26,7 @@ from hub.stack.api_process import api_check, api_process, start_api
 from hub.stack.events import histories, read_events
 from hub.stack.process import ManagedProcess, port_in_use, wait_for_port
 from hub.stack.supervisor_process import events_path, start_supervisor, supervisor_process
+from hub.stack.workers import stop_workers
 
 DATABASE = "hub"
 # The servers of the local stack, in the order they start; the supervisor starts any that crashed again.
@@ -46,7 +47,7 @@ class ComponentStatus:
 
 def workers_process(state: Path) -> ManagedProcess:
     """A background `hub run` started by `hub demo`; `down` stops it before the servers."""
-    return ManagedProcess("workers", state / "workers", "hub run")
+    return ManagedProcess("workers", state / "workers", "-m hub")  # `hub run`, then `hub.supervise` (same PID)
 
 
 class LocalStack:
@@ -242,8 +243,8 @@ class LocalStack:
         # their broker sessions cleanly), then the servers they use.
         if supervisor_process(self.state).stop(timeout_s=30):
             stopped.append("supervisor")
-        if workers_process(self.state).stop(timeout_s=60):
-            stopped.append("workers")
+        stopped += stop_workers(self.state)  # every `hub run` of this state, the user's own too
+        workers_process(self.state).stop(timeout_s=60)
         if api_process(self.state).stop():
             stopped.append("api")
         if servers.mosquitto_process(self.state).stop():

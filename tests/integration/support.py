@@ -133,9 +133,9 @@ def running_ingest(settings: HubSettings, index: int = 0) -> AbstractAsyncContex
     return running(IngestWorker(settings, settings.endpoints(), index))
 
 
-def running_land(settings: HubSettings) -> AbstractAsyncContextManager[LandingWorker]:
-    """A landing worker with these settings (`land_*`)."""
-    return running(LandingWorker(settings, settings.endpoints()))
+def running_land(settings: HubSettings, index: int = 0) -> AbstractAsyncContextManager[LandingWorker]:
+    """Landing worker `index` (its client id, as `hub run land` numbers them) with these settings (`land_*`)."""
+    return running(LandingWorker(settings, settings.endpoints(), index=index))
 
 
 class Device:

@@ -39,7 +39,7 @@ SECRETS = {
 }
 HUB_SERVICES = ("hub-api", "hub-ingest", "hub-land", "hub-share", "hub-apply")
 INIT_SERVICES = ("mosquitto-init",)  # one-shot, from the hub's image, before the broker first starts
-INFRA_SERVICES = ("mosquitto", "kafka", "timescaledb", "grafana")
+INFRA_SERVICES = ("mosquitto", "kafka", "timescaledb", "grafana", "prometheus")
 # The only places a secret may reach: the environment entries that need it.
 SECRET_ENV_KEYS = {
     "POSTGRES_PASSWORD",
@@ -180,6 +180,7 @@ def test_compose_describes_the_infrastructure_and_the_hub_services(rendered: dic
         "kafka": "apache/kafka:3.8.0",
         "timescaledb": "timescale/timescaledb:2.17.2-pg16",
         "grafana": "grafana/grafana-oss:11.2.0",
+        "prometheus": "prom/prometheus:v2.53.0",
     }
 
 
@@ -214,7 +215,7 @@ def test_hub_services_get_every_server_address_from_compose(rendered: dict[str, 
 
 def test_services_wait_for_the_health_of_what_they_need(rendered: dict[str, Any]) -> None:
     services = rendered["services"]
-    for name in ("mosquitto", "kafka", "timescaledb", "grafana", "hub-api"):
+    for name in ("mosquitto", "kafka", "timescaledb", "grafana", "prometheus", "hub-api", "hub-ingest", "hub-land"):
         assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
     for name in HUB_SERVICES:
         depends_on = services[name]["depends_on"]
@@ -359,6 +360,41 @@ def test_ingest_and_landing_workers_can_be_scaled(rendered: dict[str, Any], empt
     scaled = render({**SECRETS, "HUB_INGEST_REPLICAS": "3", "HUB_LAND_REPLICAS": "2"}, empty_env_file)
     assert scaled["services"]["hub-ingest"]["deploy"]["replicas"] == 3
     assert scaled["services"]["hub-land"]["deploy"]["replicas"] == 2
+
+
+def worker_services(rendered: dict[str, Any]) -> dict[str, str]:
+    """Service name -> worker kind, for every service that runs `hub run <kind>`."""
+    return {
+        name: service["command"][2]
+        for name, service in rendered["services"].items()
+        if service.get("command", [])[:2] == ["hub", "run"]
+    }
+
+
+def test_every_worker_service_scales_serves_metrics_and_reports_its_health(rendered: dict[str, Any]) -> None:
+    from hub.worker_registry import KINDS
+
+    workers = worker_services(rendered)
+    assert set(workers.values()) == set(KINDS), "every kind of worker has a service"
+    for name in workers:
+        service = rendered["services"][name]
+        assert "container_name" not in service and "ports" not in service, name
+        environment = service["environment"]
+        assert (environment["HUB_METRICS_HOST"], environment["HUB_METRICS_PORT"]) == ("0.0.0.0", "9400"), name
+        assert "http://127.0.0.1:9400/health/live" in " ".join(service["healthcheck"]["test"]), name
+
+
+def test_prometheus_scrapes_the_api_and_every_container_of_every_worker_service(rendered: dict[str, Any]) -> None:
+    service = rendered["services"]["prometheus"]
+    config_path = Path(mounts(service)["/etc/prometheus/prometheus.yml"][0])
+    assert mounts(service)["/etc/prometheus/prometheus.yml"][1], "read-only"
+    jobs = {job["job_name"]: job for job in yaml.safe_load(config_path.read_text())["scrape_configs"]}
+    assert jobs["hub-api"]["static_configs"][0]["targets"] == ["hub-api:8081"]
+    (dns,) = jobs["hub-workers"]["dns_sd_configs"]
+    # A scaled service's name resolves to each of its containers: every replica is scraped.
+    assert dns["type"] == "A" and dns["port"] == 9400
+    assert set(worker_services(rendered)) <= set(dns["names"])
+    assert jobs["hub-workers"]["metrics_path"] == jobs["hub-api"]["metrics_path"] == "/metrics"
 
 
 def test_hub_tuning_settings_pass_through_from_the_environment(raw: dict[str, Any], empty_env_file: Path) -> None:

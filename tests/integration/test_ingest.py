@@ -34,13 +34,13 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from hub.catalog.runtime import FeedRuntime, load_feeds, schema_by_id
 from hub.control import credentials as partner_credentials
 from hub.ingest.identity import worker_client_id
+from hub.ingest.stale_sessions import drain as drain_stale_sessions
 from hub.ingest.worker import IngestWorker
 from hub.schema.wire import decode_wire
 from hub.settings import HubSettings
 from hub.stack.broker_auth import LocalBrokerAuth
 from hub.stack.process import free_port, wait_for_port
 from hub.stack.servers import kafka_process, postgres_process, start_kafka, start_postgres, stop_postgres
-from hub.supervise import drain_stale_sessions
 from tests.integration.support import (
     Device,
     TopicsSubscriber,

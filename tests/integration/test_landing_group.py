@@ -19,13 +19,13 @@ def every_partition(worker: LandingWorker) -> set[TopicPartition]:
 
 
 async def test_two_landing_workers_own_disjoint_partitions_that_cover_every_partition(applied: HubSettings) -> None:
-    """Started at once, as `hub run land --workers 2` starts them. Each member has a client id of its own: with
-    aiokafka's default one, the local broker was seen handing two share workers the same partitions and nobody
-    the others."""
+    """Started at once, as `hub run land --workers 2` starts them (indexes 0 and 1). Each member has a client id of
+    its own: with aiokafka's default one, the local broker was seen handing two share workers the same partitions
+    and nobody the others."""
     settings = own_group(applied)
     async with contextlib.AsyncExitStack() as stack:
         first, second = await asyncio.gather(
-            stack.enter_async_context(running_land(settings)), stack.enter_async_context(running_land(settings))
+            stack.enter_async_context(running_land(settings, 0)), stack.enter_async_context(running_land(settings, 1))
         )
         assert first.group.consumer is not None and second.group.consumer is not None
         assert first.group.consumer._client._client_id != second.group.consumer._client._client_id

@@ -15,7 +15,7 @@ import pytest
 from hub.settings import HubSettings
 from hub.stack import servers
 from hub.stack.process import free_port
-from hub.supervise import until_reachable
+from hub.worker_process import until_reachable
 from tests.integration.support import eventually, running_ingest, running_land
 
 

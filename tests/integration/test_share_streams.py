@@ -270,15 +270,12 @@ async def test_a_share_worker_killed_mid_stream_loses_nothing(streams: Workspace
     settings = streams.settings
     topic = names.share_topic(streams.org("startup"), streams.partner, "air")
     env = {**os.environ, **cli_env(stack_settings), "HUB_SHARE_GROUP": settings.share_group}
-    code = (
-        "import asyncio, logging; logging.basicConfig(level=logging.WARNING);"
-        "from hub.supervise import run_share; asyncio.run(run_share())"
-    )
     old = int(time.time() * 1000) - 3 * 3600_000
     records = [{"device_id": f"k-{i % 7}", "time": old + i, "pm25": float(i), "pm10": 1.0, "no2": None,
                 "temperature_c": 1.0, "humidity_pct": 1.0, "battery_v": None} for i in range(6000)]  # fmt: skip
     share: ShareWorker = streams.share  # type: ignore[attr-defined]
-    child = subprocess.Popen([sys.executable, "-c", code], env=env)  # noqa: ASYNC220
+    # One share worker process as `hub run share` starts it (index 1: the test's own worker is 0).
+    child = subprocess.Popen([sys.executable, "-m", "hub.worker_process", "share", "1"], env=env)  # noqa: ASYNC220
     try:
         owned = len(share.assigned)
         assert await eventually(lambda: 0 < len(share.assigned) < owned, 30), "the second worker took partitions"

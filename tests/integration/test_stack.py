@@ -24,6 +24,7 @@ def test_status_reports_every_component_healthy_and_the_database_mode(hub_env: d
     result = run_hub(["stack", "status", "--json"], hub_env)
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
+    assert isinstance(status.pop("workers"), list), "the running workers (tests/integration/test_operations.py)"
     assert set(status) == {"postgres", "kafka", "mosquitto", "api", "supervisor"}
     assert all(c["healthy"] for c in status.values()), status
     assert "PostgreSQL" in status["postgres"]["detail"]

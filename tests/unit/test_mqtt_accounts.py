@@ -190,26 +190,3 @@ def test_broker_init_writes_the_first_accounts_file_owner_only_and_never_overwri
         app, ["broker-init", str(tmp_path / "x.json")], env={**env, "HUB_MQTT_URL": "mqtt://me:pw@h"}
     )
     assert wrong.exit_code == 1 and "hub-admin" in wrong.output
-
-
-def test_a_second_hub_run_on_one_machine_takes_the_next_worker_indexes_never_the_same_client_id(tmp_path: Path) -> None:
-    from hub.errors import HubError
-    from hub.ingest.identity import claim, worker_client_id
-    from hub.supervise import reserve_ingest_slots
-
-    settings = HubSettings(state_dir=tmp_path, worker_host="node-a")
-    first, held_first = reserve_ingest_slots(settings, 2)
-    with claim(settings, worker_client_id(settings, 2)):  # a worker started outside `hub run` holds index 2
-        second, held_second = reserve_ingest_slots(settings, 2)
-    assert (first, second) == ([0, 1], [3, 4])
-    with (
-        pytest.raises(HubError, match="hub-ingest-node-a-0 is in use by process"),
-        claim(settings, "hub-ingest-node-a-0"),
-    ):
-        with claim(settings, "hub-ingest-node-a-0"):
-            pass
-    held_first.close()
-    again, held_again = reserve_ingest_slots(settings, 1)
-    assert again == [0], "a stopped run's indexes (and sessions) are taken up again"
-    held_second.close()
-    held_again.close()
