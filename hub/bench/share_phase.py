@@ -20,21 +20,39 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hub.agreement.names import share_topic
+from hub.bench.c_clients import CClients
 from hub.bench.measure import percentile
 from hub.bench.payloads import DEVICES, event_time_ms, make_lines
 from hub.control.apply import apply
 from hub.errors import HubError
 from hub.mqtt_auth.accounts import consumer_name
+from hub.settings import Endpoints, HubSettings
 from hub.stack.broker_auth import LocalBrokerAuth
 
-if TYPE_CHECKING:
-    from hub.bench.runner import Bench
+
+class Bench(Protocol):
+    """What the share phase uses of the benchmark's private stack (hub/bench/runner.py `Bench`)."""
+
+    cfg: Any  # runner.BenchConfig (a Protocol here keeps this module out of an import circle with the runner)
+    settings: HubSettings
+    ep: Endpoints
+    state: Path
+    ingest_ack: str
+    c: CClients
+
+    def start_workers(self, name: str, args: list[str], ack: str | None = None) -> None: ...
+    def stop_workers(self, name: str) -> None: ...
+    async def wait_ingest_ready(self, workers: int, timeout_s: float = 60) -> None: ...
+    async def end_to_end(self, lines: list[bytes]) -> dict[str, Any]: ...
+    async def counts(self, conn: asyncpg.Connection) -> tuple[int, int, int]: ...
+    def paced_publish(self, rate: float, n: int, prefix: str, publishers: int = 2) -> None: ...
+
 
 HERE = Path(__file__).resolve().parent
 FIELDS_AGREEMENT = "bench_fields"  # every message of the feed reaches its stream
