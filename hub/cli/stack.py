@@ -50,9 +50,9 @@ def _print(statuses: list[ComponentStatus]) -> None:
     console.print(table)
     for s in statuses:
         if not full:
-            console.print(f"{s.name}: {s.detail}", highlight=False)
+            console.print(f"{s.name}: {s.detail}", highlight=False, soft_wrap=False)  # wrapped at the terminal
         if s.last_event and s.name != "supervisor":
-            console.print(f"{s.name}: {s.last_event}", highlight=False)
+            console.print(f"{s.name}: {s.last_event}", highlight=False, soft_wrap=False)
 
 
 @app.command()

@@ -93,6 +93,25 @@ def worker_statuses(state_dir: Path) -> list[WorkerStatus]:
     return out
 
 
+def _running(p: psutil.Process) -> bool:
+    """Still doing something: an ended process whose parent has not reaped it yet (a zombie) is done."""
+    try:
+        return bool(p.is_running() and p.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def _wait(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait until each has ended (zombies count as ended: psutil's wait_procs waits for a zombie that is not
+    our child until the time-out), at most `timeout_s`; returns those still running."""
+    deadline = time.monotonic() + timeout_s
+    alive = [p for p in procs if _running(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in alive if _running(p)]
+    return alive
+
+
 def _end(pids: list[int], timeout_s: float) -> None:
     """SIGTERM each, wait for all up to `timeout_s`, then SIGKILL what is left."""
     procs = []
@@ -103,13 +122,13 @@ def _end(pids: list[int], timeout_s: float) -> None:
             procs.append(p)
         except psutil.Error:
             continue
-    _gone, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    alive = _wait(procs, timeout_s)
     for p in alive:
         try:
             p.kill()
         except psutil.Error:
             continue
-    psutil.wait_procs(alive, timeout=5)
+    _wait(alive, 5)
 
 
 def stop_workers(state_dir: Path, timeout_s: float = 60.0) -> list[str]:

@@ -45,6 +45,9 @@ PUBLIC = {
     ("GET", "/open-data/{provider}/{name}"),
     ("GET", "/feeds"),
     ("GET", "/health"),
+    ("GET", "/health/ready"),
+    ("GET", "/health/live"),
+    ("GET", "/metrics"),  # the API's own request counts and times: no partner's data (hub/api/metrics.py)
     ("GET", "/signin"),
     ("POST", "/signin"),
     ("POST", "/signout"),
@@ -197,8 +200,20 @@ def test_the_owner_reads_what_a_stranger_is_refused(setting: Setting) -> None:
 
 
 def test_public_routes_answer_without_a_token(setting: Setting) -> None:
-    for path in ("/", "/catalog.ttl", "/feeds", "/health", "/signin", "/static/page.css"):
+    for path in (
+        "/",
+        "/catalog.ttl",
+        "/feeds",
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/signin",
+        "/static/page.css",
+    ):
         assert httpx.get(setting.base + path, timeout=30).status_code == 200, path
+    scrape = httpx.get(setting.base + "/metrics", timeout=30)
+    assert scrape.status_code == 200 and "hub_api_requests_total" in scrape.text
+    assert setting.ws.partner not in scrape.text  # routes are counted by name, never by the subject or feed asked for
     opened = httpx.get(f"{setting.base}/open-data/{setting.ws.partner}/noise.json", timeout=30)
     assert opened.status_code == 200 and opened.headers["x-hub-agreement"] == f"open_{setting.ws.tag}"
     closed = httpx.get(f"{setting.base}/open-data/{setting.ws.partner}/air.csv", timeout=30)

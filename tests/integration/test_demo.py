@@ -48,7 +48,9 @@ def test_hub_demo_lands_every_valid_message_and_stack_down_stops_everything_it_s
         down = subprocess.run(
             [*HUB, "stack", "down"], env=env, capture_output=True, text=True, timeout=120, check=False
         )
-    assert "workers" in down.stdout and "postgres" in down.stdout
+    stopped = down.stdout.removeprefix("stopped: ").strip().split(", ")
+    assert {"ingest-0", "land-0", "share-0", "api", "postgres"} <= set(stopped), down.stdout
+    assert any(s.startswith("hub run (pid ") for s in stopped), down.stdout
     assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     shutil.rmtree(settings.state_dir, ignore_errors=True)
 

@@ -112,9 +112,9 @@ def hub_run(env: dict[str, str], ops_stack: HubSettings) -> Iterator[subprocess.
 async def test_stack_status_lists_every_running_worker_with_its_client_id_health_and_metrics_address(
     env: dict[str, str], hub_run: subprocess.Popen[bytes]
 ) -> None:
-    assert await eventually(lambda: asyncio.to_thread(lambda: len(ready_workers(env)) == 2), timeout_s=90)
+    assert await eventually(lambda: asyncio.to_thread(lambda: len(ready_workers(env)) == 3), timeout_s=90)
     workers = {w["kind"]: w for w in status(env)["workers"]}
-    assert set(workers) == {"ingest", "land"}
+    assert set(workers) == {"ingest", "land", "share"}
     for kind, w in workers.items():
         assert w["health"] == "ready" and w["supervisor"] == hub_run.pid
         assert w["client_id"].startswith(f"hub-{kind}-") and w["client_id"].endswith("-0")
@@ -124,7 +124,8 @@ async def test_stack_status_lists_every_running_worker_with_its_client_id_health
     assert text.returncode == 0
     for w in workers.values():
         assert f"{w['kind']}-0" in text.stdout and str(w["pid"]) in text.stdout
-    assert max(len(line) for line in text.stdout.splitlines()) <= 80, "readable in an 80-column terminal"
+    widest = max(text.stdout.splitlines(), key=len)
+    assert len(widest) <= 80, f"readable in an 80-column terminal: {widest!r}"
 
 
 async def test_a_second_hub_run_joins_with_client_ids_of_its_own(
@@ -132,7 +133,7 @@ async def test_a_second_hub_run_joins_with_client_ids_of_its_own(
 ) -> None:
     second = start_hub_run(env, ["ingest"], subprocess.DEVNULL)
     try:
-        assert await eventually(lambda: asyncio.to_thread(lambda: len(ready_workers(env)) == 3), timeout_s=90)
+        assert await eventually(lambda: asyncio.to_thread(lambda: len(ready_workers(env)) == 4), timeout_s=90)
         ingest = sorted((w for w in status(env)["workers"] if w["kind"] == "ingest"), key=lambda w: w["index"])
         assert [w["index"] for w in ingest] == [0, 1]
         assert ingest[0]["client_id"] != ingest[1]["client_id"]
@@ -140,7 +141,7 @@ async def test_a_second_hub_run_joins_with_client_ids_of_its_own(
     finally:
         second.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(second.wait, 60) == 0
-    assert await eventually(lambda: asyncio.to_thread(lambda: len(status(env)["workers"]) == 2), timeout_s=30)
+    assert await eventually(lambda: asyncio.to_thread(lambda: len(status(env)["workers"]) == 3), timeout_s=30)
 
 
 async def test_workers_and_the_api_serve_metrics_counted_per_batch(
