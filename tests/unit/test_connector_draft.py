@@ -87,6 +87,7 @@ def test_an_existing_file_is_never_overwritten(tmp_path: Path) -> None:
         (NOW_MS * 1000, "epoch_us", "epoch microseconds"),
         ("2026-11-23T10:15:00+01:00", "iso8601", "ISO 8601 times with an offset"),
     ],
+    ids=["epoch_s", "epoch_us", "iso8601"],  # ids without the clock: every process collects the same tests
 )
 def test_the_time_format_is_found_from_the_values(tmp_path: Path, value: Any, fmt: str, evidence: str) -> None:
     d = draft(read_samples([jsonl(tmp_path, [{"sensor_id": "a", "ts": value, "v": 1.5}] * 2)]))
