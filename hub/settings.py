@@ -208,6 +208,9 @@ class HubSettings(BaseSettings):
     grafana_secrets_file: Path | None = Field(
         default=None, description="Owner-only env file of Grafana's database passwords (default <state_dir>/grafana)."
     )
+    grafana_prometheus_url: str | None = Field(
+        default=None, description="The Prometheus Grafana reads the overview's rates from (unset: no rate panels)."
+    )
 
     # Operations (+18): metrics, health routes, logs (docs/operations.md, "Metrics" and "Logs").
     metrics_host: str = Field(

@@ -219,8 +219,69 @@ def grant_dashboard(org: str, feed: FeedMeta, access: Access, *, ds: str, folder
     return Dashboard(dashboard_uid, title, org, folder, "grant", model, queries, feed.key, form, a.id)
 
 
-def overview_dashboard(*, ds: str, folder: str) -> Dashboard:
-    """The operators' view of the hub, from what its database holds."""
+RATE = "[$__rate_interval]"  # Grafana's own window for rate(): at least four scrape intervals
+
+
+def _p99(histogram: str) -> str:
+    return f"histogram_quantile(0.99, sum by (le) (rate({histogram}_bucket{RATE})))"
+
+
+def _prometheus_section(prom: str) -> Section:
+    """Rates over time from the workers' and the API's own metrics (hub/metrics.py; docs/operations.md, "Metrics").
+
+    No SQL: `hub grafana check` has nothing to run for them, and the PromQL names only metrics the hub exports
+    (tests/unit/test_grafana_prometheus.py)."""
+    why = "From Prometheus (the `prometheus` service of docker-compose.yml), which scrapes every hub process."
+    lag = "max by (topic, partition) (hub_land_lag_records)"  # a partition that moved keeps its old owner's gauge
+    panels_ = [
+        panels.prom_series(
+            "Messages accepted per second, by partner and feed",
+            [(f"sum by (partner, feed) (rate(hub_ingest_messages_accepted_total{RATE}))", "{{partner}}.{{feed}}")],
+            prom, unit="reqps", description=why,
+        ),
+        panels.prom_series(
+            "Messages refused per second, by reason",
+            [(f"sum by (reason) (rate(hub_ingest_messages_refused_total{RATE}))", "{{reason}}")],
+            prom, unit="reqps", description=why,
+        ),
+        panels.prom_series(
+            "Rows landed per second, by feed",
+            [(f"sum by (partner, feed) (rate(hub_land_rows_total{RATE}))", "{{partner}}.{{feed}}")],
+            prom, unit="rowsps", description=why,
+        ),
+        panels.prom_series(
+            "Landing lag (records), per partition and in all",
+            [(lag, "{{topic}}/{{partition}}"), (f"sum({lag})", "all partitions")],
+            prom, description="Log end minus the landed offset, as each landing worker saw it after its last batch.",
+        ),
+        panels.prom_series(
+            "Ingest inbox depth and messages awaiting their acknowledgement",
+            [
+                ("sum by (instance) (hub_ingest_inbox_messages)", "inbox {{instance}}"),
+                ("sum by (instance) (hub_ingest_unacknowledged_messages)", "unacknowledged {{instance}}"),
+            ],
+            prom, description=why,
+        ),
+        panels.prom_series(
+            "Kafka send and landing batch latency (p99)",
+            [
+                (_p99("hub_kafka_send_duration_seconds"), "Kafka send p99"),
+                (_p99("hub_land_batch_duration_seconds"), "landing batch p99"),
+            ],
+            prom, unit="s", description="99th percentile over all workers, from the histograms' buckets.",
+        ),
+        panels.prom_series(
+            "Resident memory of each hub process",
+            [('process_resident_memory_bytes{job=~"hub-workers|hub-api"}', "{{job}} {{instance}}")],
+            prom, unit="bytes", width=24, description=why,
+        ),
+    ]  # fmt: skip
+    return ("Rates (Prometheus)", [(p, []) for p in panels_])
+
+
+def overview_dashboard(*, ds: str, folder: str, prometheus: str | None = None) -> Dashboard:
+    """The operators' view of the hub: what its database holds and, with a Prometheus datasource (its uid in
+    `prometheus`), rates over time from the processes' metrics."""
     totals = sql.overview_totals("Messages accepted, refused, rows landed (all time)")
     lag_total = sql.overview_lag_total("Landing lag (records) and time since the last commit")
     size = sql.overview_database_size("Database size")
@@ -229,14 +290,23 @@ def overview_dashboard(*, ds: str, folder: str) -> Dashboard:
     dead_table = sql.overview_dead_letters("Dead letters by partner, feed and reason")
     lag = sql.overview_lag("Landing position per topic partition")
     events = sql.overview_land_events("Landing events (broker resets, gaps, topics recreated)")
-    about = panels.note(
-        "What this dashboard shows",
+    counters = (
         "Counters the hub keeps in its database (`hub.ingest_counters`, `hub.land_counters`, `hub.land_offsets`, "
-        "`hub.dead_letters`, `hub.land_events`) and table sizes. They are totals since the hub started counting, "
-        "not rates: message and landing **rates over time** need the workers' Prometheus metrics, which this "
-        "dashboard does not read yet. Dead letters carry their time, so their rate is shown.",
-        height=3,
+        "`hub.dead_letters`, `hub.land_events`) and table sizes: totals since the hub started counting. "
     )
+    if prometheus is None:
+        rates = (
+            "Message and landing **rates over time** come from the workers' Prometheus metrics, and this build was "
+            "given no Prometheus (`HUB_GRAFANA_PROMETHEUS_URL`), so they are left out. Dead letters carry their "
+            "time, so their rate is shown."
+        )
+    else:
+        rates = (
+            "**Rates over time** (messages, refusals, rows landed, lag, inbox, latency, memory) come from the "
+            "Prometheus that scrapes every hub process (datasource `" + prometheus + "`), for as long as it keeps "
+            "them (15 days by default in compose). Dead letters carry their time, so their rate is shown too."
+        )
+    about = panels.note("What this dashboard shows", counters + rates, height=4)
     sections: list[Section] = [
         ("About", [(about, [])]),
         (
@@ -248,6 +318,10 @@ def overview_dashboard(*, ds: str, folder: str) -> Dashboard:
             ],
         ),
         ("Feeds", [_one(panels.table(feeds, ds), feeds)]),
+    ]
+    if prometheus is not None:
+        sections.append(_prometheus_section(prometheus))
+    sections += [
         (
             "Dead letters",
             [

@@ -67,7 +67,8 @@ async def read_site(conn: asyncpg.Connection, settings: HubSettings, at: datetim
     feeds = {f"{r.partner_id}.{r.name}": feed_meta(r) for r in await catalog.feeds(conn)}
     timescaledb = bool(await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"))
     version = int(await conn.fetchval("SHOW server_version_num"))
-    return build_site(world, feeds, database_target(settings, timescaledb, version), at or datetime.now(UTC))
+    target = database_target(settings, timescaledb, version)
+    return build_site(world, feeds, target, at or datetime.now(UTC), settings.grafana_prometheus_url)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """A site as files: one JSON file per dashboard, Grafana provisioning files, and a manifest.
 
     DIR/manifest.json                                  what was built, for people and scripts
-    DIR/provisioning/datasources/hub.yaml              one datasource per Grafana organisation
+    DIR/provisioning/datasources/hub.yaml              one datasource per Grafana organisation (and the
+                                                       operators' Prometheus, when the build was given one)
     DIR/provisioning/dashboards/hub.yaml               one file provider per (organisation, folder)
     DIR/operators/civic-hub/hub-overview.json          the operators' overview (Grafana's organisation 1)
     DIR/org-<id>/<folder uid>/<dashboard uid>.json     an organisation's dashboards
@@ -70,6 +71,9 @@ def render(site: Site, grafana_path: str, org_ids: Mapping[str, int]) -> BuiltFi
                     "secureJsonData": {"password": "${" + ds.password_env + "}"},
                 }
             )
+        if org.hub_org is None and site.prometheus is not None:
+            datasources.append({**site.prometheus.settings(), "orgId": org_id, "editable": False})
+            entry["prometheus"] = {"uid": site.prometheus.uid, "url": site.prometheus.url}
         for folder in site.folders_of(org.hub_org):
             directory = f"{org.directory}/{folder.uid}"
             dashboards = [d for d in site.dashboards_of(org.hub_org) if d.folder == folder.uid]

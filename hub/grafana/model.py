@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PG_PLUGIN = "grafana-postgresql-datasource"  # the PostgreSQL plugin's id since Grafana 10 ("postgres" before)
+PROM_PLUGIN = "prometheus"
 OPERATORS_DIR = "operators"
 MANAGED_TAG = "hub-generated"  # every generated dashboard carries it: `hub grafana sync` deletes only those
 
@@ -87,6 +88,27 @@ class Datasource:
 
 
 @dataclass(frozen=True)
+class PrometheusSource:
+    """The operators' second datasource: the Prometheus that scrapes every hub process (no password)."""
+
+    uid: str
+    name: str
+    url: str
+
+    def settings(self) -> dict[str, Any]:
+        """As both provisioning files and the HTTP API take it."""
+        return {
+            "uid": self.uid,
+            "name": self.name,
+            "type": PROM_PLUGIN,
+            "access": "proxy",
+            "url": self.url,
+            "isDefault": False,
+            "jsonData": {"httpMethod": "POST", "timeInterval": "15s"},  # the scrape interval of deploy/prometheus
+        }
+
+
+@dataclass(frozen=True)
 class Folder:
     uid: str
     title: str
@@ -120,6 +142,7 @@ class Site:
     folders: tuple[Folder, ...]
     dashboards: tuple[Dashboard, ...]
     notes: tuple[str, ...] = field(default=())
+    prometheus: PrometheusSource | None = None  # the operators' organisation only
 
     def org(self, hub_org: str | None) -> GrafanaOrg:
         return next(o for o in self.orgs if o.hub_org == hub_org)

@@ -1,7 +1,8 @@
 """Panels built with grafana-foundation-sdk (types of Grafana 11.2, the compose file's image).
 
 The SDK has no PostgreSQL query type, so a target is the SDK's own `UnknownDataquery`: the dict Grafana 11's
-SQL query editor saves in code mode, emitted unchanged. Every panel names its datasource by uid, carries its
+SQL query editor saves in code mode, emitted unchanged. Prometheus targets come from the SDK's own Prometheus
+query builder (`rate_series`). Every panel names its datasource by uid, carries its
 targets' SQL (hub/grafana/sql.py) and an explicit id, so the output is the same on every build.
 """
 
@@ -14,6 +15,7 @@ from grafana_foundation_sdk.builders.bargauge import Panel as BarGauge
 from grafana_foundation_sdk.builders.dashboard import ThresholdsConfig
 from grafana_foundation_sdk.builders.geomap import ControlsOptions, MapViewConfig
 from grafana_foundation_sdk.builders.geomap import Panel as Geomap
+from grafana_foundation_sdk.builders.prometheus import Dataquery as PromQuery
 from grafana_foundation_sdk.builders.stat import Panel as Stat
 from grafana_foundation_sdk.builders.table import Panel as Table
 from grafana_foundation_sdk.builders.text import Panel as Text
@@ -23,9 +25,10 @@ from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.runtime import UnknownDataquery
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, Threshold, ThresholdsMode
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat, QueryEditorMode
 from grafana_foundation_sdk.models.text import TextMode
 
-from hub.grafana.model import PG_PLUGIN, PanelQuery
+from hub.grafana.model import PG_PLUGIN, PROM_PLUGIN, PanelQuery
 
 AnyPanel = TimeSeries | Stat | Table | BarGauge | Geomap | Text
 
@@ -113,3 +116,30 @@ def geomap(query: PanelQuery, ds: str, lat: str, lon: str, *, device: str, descr
 
 def note(title: str, markdown: str, *, width: int = 24, height: int = 4) -> Any:
     return Text().title(title).span(width).height(height).mode(TextMode.MARKDOWN).content(markdown)
+
+
+def prom_series(
+    title: str,
+    queries: list[tuple[str, str]],
+    ds: str,
+    *,
+    unit: str = "none",
+    width: int = 12,
+    description: str | None = None,
+) -> Any:
+    """A time series of PromQL range queries: `queries` are (expression, legend) pairs, refIds A, B, ..."""
+    ref = DataSourceRef(type_val=PROM_PLUGIN, uid=ds)
+    panel = TimeSeries().title(title).datasource(ref).span(width).height(8).unit(unit).line_width(1).fill_opacity(10)
+    for i, (expr, legend) in enumerate(queries):
+        target = (
+            PromQuery()
+            .expr(expr)
+            .legend_format(legend)
+            .ref_id(chr(ord("A") + i))
+            .datasource(ref)
+            .editor_mode(QueryEditorMode.CODE)
+            .format(PromQueryFormat.TIME_SERIES)
+            .range()
+        )
+        panel = panel.with_target(target)
+    return panel.description(description) if description else panel

@@ -15,9 +15,10 @@ from datetime import datetime
 from hub.agreement import names
 from hub.agreement.policy import World, readable
 from hub.grafana.dashboards import FeedMeta, feed_dashboard, grant_dashboard, overview_dashboard
-from hub.grafana.model import Dashboard, Datasource, Folder, GrafanaOrg, Site, uid
+from hub.grafana.model import Dashboard, Datasource, Folder, GrafanaOrg, PrometheusSource, Site, uid
 
 OPERATORS_DATASOURCE = "hub-timescaledb"  # the uid deploy/grafana/provisioning gives the operators' datasource
+OPERATORS_PROMETHEUS = "hub-prometheus"  # the uid of the operators' Prometheus datasource (same in deploy/)
 OPERATORS_FOLDER = "civic-hub"
 OPERATORS_PASSWORD_ENV = "GRAFANA_DB_PASSWORD"  # noqa: S105 (a variable's name, as docker-compose.yml has it)
 
@@ -51,13 +52,28 @@ def datasource_of(org: str | None, db: DatabaseTarget) -> Datasource:
     )  # fmt: skip
 
 
-def build_site(world: World, feeds: Mapping[str, FeedMeta], db: DatabaseTarget, at: datetime) -> Site:
-    """The dashboards every organisation may see at `at` (grants not yet or no longer in force get none)."""
+def build_site(
+    world: World,
+    feeds: Mapping[str, FeedMeta],
+    db: DatabaseTarget,
+    at: datetime,
+    prometheus_url: str | None = None,
+) -> Site:
+    """The dashboards every organisation may see at `at` (grants not yet or no longer in force get none).
+
+    With `prometheus_url` the operators' organisation also gets a Prometheus datasource and the overview its
+    rate panels; without, neither, and a note says so."""
     orgs = [GrafanaOrg(None, "Hub operators")]
     datasources = [datasource_of(None, db)]
     folders = [Folder(OPERATORS_FOLDER, "Civic hub", None)]
-    dashboards: list[Dashboard] = [overview_dashboard(ds=OPERATORS_DATASOURCE, folder=OPERATORS_FOLDER)]
+    prometheus = PrometheusSource(OPERATORS_PROMETHEUS, "Hub Prometheus", prometheus_url) if prometheus_url else None
+    overview = overview_dashboard(
+        ds=OPERATORS_DATASOURCE, folder=OPERATORS_FOLDER, prometheus=prometheus.uid if prometheus else None
+    )
+    dashboards: list[Dashboard] = [overview]
     notes: list[str] = []
+    if prometheus is None:
+        notes.append("operators: no HUB_GRAFANA_PROMETHEUS_URL, so no Prometheus datasource and no rate panels")
     for org in sorted(world.orgs.values(), key=lambda o: o.id):
         ds = datasource_of(org.id, db)
         orgs.append(GrafanaOrg(org.id, org.name))
@@ -77,4 +93,4 @@ def build_site(world: World, feeds: Mapping[str, FeedMeta], db: DatabaseTarget, 
                 dashboards.append(grant_dashboard(org.id, feed, access, ds=ds.uid, folder=shared.uid))
                 used.add(shared.uid)
         folders += [f for f in (published, shared) if f.uid in used]
-    return Site(tuple(orgs), tuple(datasources), tuple(folders), tuple(dashboards), tuple(notes))
+    return Site(tuple(orgs), tuple(datasources), tuple(folders), tuple(dashboards), tuple(notes), prometheus)

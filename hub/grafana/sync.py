@@ -71,11 +71,15 @@ def observe(grafana: Grafana, site: Site, hub_org: str | None, org_id: int | Non
     """What one organisation holds now (an organisation not created yet, in a dry run, holds nothing)."""
     if org_id is None:
         return Observed()
-    ds_call, folders_call, search_call, *dashboard_calls = sync_plan.reads(site, hub_org, org_id)
+    ds_call, *calls = sync_plan.reads(site, hub_org, org_id)
+    datasource = grafana.send(ds_call)
+    prometheus = grafana.send(calls.pop(0)) if sync_plan.prometheus_of(site, hub_org) else None
+    folders_call, search_call, *dashboard_calls = calls
     folders = grafana.send(folders_call) or []
     hits = grafana.send(search_call) or []
     seen = Observed(
-        datasource=grafana.send(ds_call),
+        datasource=datasource,
+        prometheus=prometheus,
         folders={f["uid"]: f["title"] for f in folders},
         managed=[h["uid"] for h in hits if h.get("type") == "dash-db"],
     )

@@ -6,8 +6,9 @@ http_api/): organisations `GET /api/orgs/name/:name`, `POST /api/orgs`; data sou
 dashboards `GET /api/search`, `GET|DELETE /api/dashboards/uid/:uid`, `POST /api/dashboards/db`; members of an
 organisation the syncing admin did not create `GET|POST /api/orgs/:orgId/users`. A request for
 an organisation's content carries `X-Grafana-Org-Id`. Organisations come first, so nothing refers to one that
-does not exist; then, per organisation, its datasource, folders, dashboards, and the deletion of generated
-dashboards it may no longer see. A second run against the same Grafana sends reads only.
+does not exist; then, per organisation, its datasource (the operators' organisation also its Prometheus
+datasource), folders, dashboards, and the deletion of generated dashboards it may no longer see. A second run
+against the same Grafana sends reads only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from hub.grafana.model import MANAGED_TAG, Dashboard, Datasource, Site
+from hub.grafana.model import MANAGED_TAG, Dashboard, Datasource, PrometheusSource, Site
 
 SYNC_MESSAGE = "hub grafana sync"
 
@@ -44,6 +45,7 @@ class Observed:
     """What one Grafana organisation holds, from the answers to `reads()`."""
 
     datasource: Mapping[str, Any] | None = None  # None: Grafana answered 404
+    prometheus: Mapping[str, Any] | None = None  # the operators' Prometheus datasource; None: 404
     folders: Mapping[str, str] = field(default_factory=dict)  # uid -> title
     managed: list[str] = field(default_factory=list)  # uids of dashboards tagged hub-generated
     dashboards: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # uid -> {"dashboard", "meta"}
@@ -81,11 +83,18 @@ def join(org_id: int, login: str, users: list[Mapping[str, Any]]) -> list[Call]:
     return [Call("POST", f"/api/orgs/{org_id}/users", None, body, f"add {login} to organisation {org_id} as Admin")]
 
 
+def prometheus_of(site: Site, hub_org: str | None) -> PrometheusSource | None:
+    return site.prometheus if hub_org is None else None
+
+
 def reads(site: Site, hub_org: str | None, org_id: int) -> list[Call]:
-    """What the plan of one organisation needs to know; the answers make `Observed`."""
+    """What the plan of one organisation needs to know; the answers make `Observed` (in this order: datasource,
+    the operators' Prometheus datasource if the site has one, folders, search, each dashboard)."""
     ds = site.datasource(hub_org)
+    prometheus = prometheus_of(site, hub_org)
     calls = [
         Call("GET", f"/api/datasources/uid/{ds.uid}", org_id),
+        *([Call("GET", f"/api/datasources/uid/{prometheus.uid}", org_id)] if prometheus else []),
         Call("GET", "/api/folders", org_id),
         Call("GET", f"/api/search?type=dash-db&tag={MANAGED_TAG}&limit=5000", org_id),
     ]
@@ -118,6 +127,22 @@ def _datasource(
     return plan
 
 
+def _prometheus(ds: PrometheusSource, org_id: int, seen: Mapping[str, Any] | None) -> Plan:
+    plan = Plan()
+    wanted = ds.settings()
+    if seen is not None and seen.get("readOnly"):
+        plan.notes.append(f"datasource {ds.uid} is provisioned from files in this Grafana: left as it is")
+    elif seen is None:
+        plan.calls.append(Call("POST", "/api/datasources", org_id, wanted, f"create datasource {ds.uid} at {ds.url}"))
+    elif any(seen.get(k) != v for k, v in wanted.items() if k != "jsonData") or any(
+        (seen.get("jsonData") or {}).get(k) != v for k, v in wanted["jsonData"].items()
+    ):
+        plan.calls.append(
+            Call("PUT", f"/api/datasources/uid/{ds.uid}", org_id, wanted, f"update datasource {ds.uid} at {ds.url}")
+        )
+    return plan
+
+
 def _same(seen: Mapping[str, Any], d: Dashboard) -> bool:
     model = {k: v for k, v in (seen.get("dashboard") or {}).items() if k not in ("id", "version")}
     return model == d.model and (seen.get("meta") or {}).get("folderUid") == d.folder
@@ -136,6 +161,11 @@ def writes(
     `passwords` by environment variable name; `rotated`: roles whose password changed in this run."""
     ds = site.datasource(hub_org)
     plan = _datasource(ds, org_id, seen.datasource, passwords.get(ds.password_env), ds.user in rotated)
+    prometheus = prometheus_of(site, hub_org)
+    if prometheus is not None:
+        extra = _prometheus(prometheus, org_id, seen.prometheus)
+        plan.calls += extra.calls
+        plan.notes += extra.notes
     for folder in site.folders_of(hub_org):
         title = seen.folders.get(folder.uid)
         if title is None:

@@ -91,5 +91,8 @@ def world(revoked: tuple[str, ...] = ()) -> World:
     return World(ORGS, infos, states)
 
 
-def site(at: datetime = NOW, revoked: tuple[str, ...] = ()) -> Site:
-    return build_site(world(revoked), FEEDS, DB, at)
+PROMETHEUS_URL = "http://prometheus:9090"  # as docker-compose.yml sets HUB_GRAFANA_PROMETHEUS_URL
+
+
+def site(at: datetime = NOW, revoked: tuple[str, ...] = (), prometheus_url: str | None = PROMETHEUS_URL) -> Site:
+    return build_site(world(revoked), FEEDS, DB, at, prometheus_url)

@@ -15,7 +15,7 @@ from grafana_foundation_sdk.models.dashboard import Dashboard as DashboardModel
 from hub.agreement.policy import readable
 from hub.grafana import files
 from hub.grafana.macros import expand
-from hub.grafana.model import MANAGED_TAG, PG_PLUGIN, Dashboard, uid
+from hub.grafana.model import MANAGED_TAG, PG_PLUGIN, PROM_PLUGIN, Dashboard, uid
 from tests.unit.grafana_world import NOW, site, world
 
 UID = re.compile(r"^[a-zA-Z0-9_-]{1,40}$")
@@ -50,10 +50,16 @@ def test_dashboards_hold_together_as_grafana_lays_them_out() -> None:
         for p in panels(d):
             if p["type"] == "text":
                 continue
+            if p["datasource"]["type"] == PROM_PLUGIN:  # the overview's rates: operators only
+                assert d.kind == "overview" and s.prometheus is not None
+                assert p["datasource"] == {"type": PROM_PLUGIN, "uid": s.prometheus.uid}
+                assert all(t["datasource"] == p["datasource"] and t["expr"] and t["range"] for t in p["targets"])
+                assert [t["refId"] for t in p["targets"]] == ["A", "B"][: len(p["targets"])]
+                continue
             assert p["datasource"] == {"type": PG_PLUGIN, "uid": ds}
             assert [t["datasource"]["uid"] for t in p["targets"]] == [ds]
             assert p["targets"][0]["rawQuery"] is True and p["targets"][0]["editorMode"] == "code"
-        sent = [t["rawSql"] for p in panels(d) for t in p.get("targets", [])]
+        sent = [t["rawSql"] for p in panels(d) for t in p.get("targets", []) if "rawSql" in t]
         assert sent == [q.sql for q in d.queries]
     titles = [(d.org, d.folder, d.title) for d in s.dashboards]
     assert len(titles) == len(set(titles))  # Grafana wants titles unique per folder

@@ -13,7 +13,7 @@ from niquests.models import PreparedRequest, Response
 from niquests.structures import CaseInsensitiveDict
 
 from hub.errors import AccessDenied, ServerUnavailable
-from hub.grafana.sync import Grafana
+from hub.grafana.sync import Grafana, sync
 from hub.grafana.sync_plan import Call, Observed, create_orgs, find_orgs, join, members, reads, writes
 from hub.stack.process import free_port
 from tests.unit.grafana_world import site
@@ -27,7 +27,8 @@ PASSWORDS = {
 GRAFANA_IDS = {None: 1, "city": 2, "lab": 3, "research": 4}
 SEARCH = "/api/search?type=dash-db&tag=hub-generated&limit=5000"
 # A new Grafana: organisations first (by name, then created), then per organisation its datasource (as the
-# organisation's Grafana login, with its password), its folders, and its dashboards into them.
+# organisation's Grafana login, with its password), its folders, and its dashboards into them. The operators'
+# organisation also gets the Prometheus datasource its overview's rate panels read (no password).
 RECORDED_FIRST_SYNC = [
     ("GET", "/api/orgs/name/city", None, None),
     ("GET", "/api/orgs/name/lab", None, None),
@@ -36,10 +37,12 @@ RECORDED_FIRST_SYNC = [
     ("POST", "/api/orgs", None, "lab"),
     ("POST", "/api/orgs", None, "research"),
     ("GET", "/api/datasources/uid/hub-timescaledb", 1, None),
+    ("GET", "/api/datasources/uid/hub-prometheus", 1, None),
     ("GET", "/api/folders", 1, None),
     ("GET", SEARCH, 1, None),
     ("GET", "/api/dashboards/uid/hub-overview", 1, None),
     ("POST", "/api/datasources", 1, "hub-timescaledb as hub_grafana with password"),
+    ("POST", "/api/datasources", 1, "hub-prometheus (prometheus) at http://prometheus:9090"),
     ("POST", "/api/folders", 1, "civic-hub: Civic hub"),
     ("POST", "/api/dashboards/db", 1, "hub-overview in civic-hub"),
     ("GET", "/api/datasources/uid/ds-city-102edf8f", 2, None),
@@ -81,6 +84,9 @@ def summary(c: Call) -> str | None:
         return None
     if c.path == "/api/orgs":
         return str(b["name"])
+    if c.path.startswith("/api/datasources") and b["type"] == "prometheus":
+        assert "secureJsonData" not in b and b["isDefault"] is False
+        return f"{b['uid']} (prometheus) at {b['url']}"
     if c.path.startswith("/api/datasources"):
         with_password = " with password" if b.get("secureJsonData", {}).get("password") else ""
         return f"{b['uid']} as {b['user']}{with_password}"
@@ -109,8 +115,10 @@ def as_grafana_holds_it(s: Any) -> dict[str | None, Observed]:
     out = {}
     for org in GRAFANA_IDS:
         ds = s.datasource(org)
+        prometheus = s.prometheus.settings() if s.prometheus and org is None else None
         out[org] = Observed(
             datasource={**ds.settings(), "id": 7, "orgId": GRAFANA_IDS[org], "secureJsonFields": {"password": True}},
+            prometheus={**prometheus, "id": 8, "orgId": 1, "readOnly": False} if prometheus else None,
             folders={f.uid: f.title for f in s.folders_of(org)},
             managed=[d.uid for d in s.dashboards_of(org)],
             dashboards={
@@ -149,15 +157,29 @@ def test_what_grafana_provisions_from_files_is_left_alone_and_a_new_password_is_
     s = site()
     seen = as_grafana_holds_it(s)[None]
     seen.datasource = {**(seen.datasource or {}), "readOnly": True, "url": "elsewhere:5432"}
+    seen.prometheus = {**(seen.prometheus or {}), "readOnly": True, "url": "http://elsewhere:9090"}
     seen.dashboards = {"hub-overview": {"dashboard": {"uid": "hub-overview"}, "meta": {"provisioned": True}}}
     plan = writes(s, None, 1, seen, PASSWORDS)
-    assert plan.calls == [] and len(plan.notes) == 2
+    assert plan.calls == [] and len(plan.notes) == 3
     city = as_grafana_holds_it(s)["city"]
     (put,) = writes(s, "city", 2, city, PASSWORDS, rotated=frozenset({"hub_grafana_city"})).calls
     assert (put.method, put.path) == ("PUT", "/api/datasources/uid/ds-city-102edf8f")
     assert put.body is not None and put.body["secureJsonData"] == {"password": "pw-city"}
     unknown = writes(s, "city", 2, Observed(), {}).notes
     assert any("no password for hub_grafana_city" in n for n in unknown)
+
+
+def test_the_operators_prometheus_datasource_follows_its_url_and_is_absent_without_one() -> None:
+    moved = site(prometheus_url="http://metrics.example:9090")
+    seen = as_grafana_holds_it(site())[None]
+    (put,) = writes(moved, None, 1, seen, PASSWORDS).calls
+    assert (put.method, put.path, put.org) == ("PUT", "/api/datasources/uid/hub-prometheus", 1)
+    assert put.body is not None and put.body["url"] == "http://metrics.example:9090"
+    bare = site(prometheus_url=None)
+    assert "/api/datasources/uid/hub-prometheus" not in [c.path for c in reads(bare, None, 1)]
+    first = writes(bare, None, 1, Observed(), PASSWORDS).calls
+    assert [c.body["uid"] for c in first if c.path == "/api/datasources" and c.body] == ["hub-timescaledb"]
+    assert all("hub-prometheus" not in c.path for c in reads(site(), "city", 2))  # the operators' only
 
 
 def test_the_admin_joins_an_organisation_someone_else_created_before_it_writes_there() -> None:
@@ -220,3 +242,19 @@ def test_a_refusal_or_an_unreachable_grafana_is_one_error_that_says_what_to_do()
     with pytest.raises(ServerUnavailable) as down:
         closed.send(Call("GET", "/api/orgs/name/city"))
     assert str(down.value).startswith(f"Grafana at {closed.url} is unavailable: GET /api/orgs/name/city")
+
+
+def test_a_dry_run_reads_the_operators_organisation_in_the_order_the_plan_expects() -> None:
+    """`hub grafana sync --dry-run` against a Grafana that holds nothing: the reads leave in `reads()`'s order (the
+    order `observe` unpacks the answers in) and no write leaves."""
+    s = site()
+    grafana = Grafana("http://grafana.invalid:3000", ("admin", "secret"))
+    recorder = _Recorder()
+    grafana.api.client.s.mount("http://", recorder)
+    result = sync(grafana, s, PASSWORDS, dry_run=True)
+    assert {r.method for r in recorder.sent} == {"GET"}
+    operators = [r.path_url for r in recorder.sent if r.headers.get("X-Grafana-Org-Id") == "1"]
+    assert operators == [c.path for c in reads(s, None, 1)]
+    assert [(c.method, c.path, c.org, summary(c)) for c in result.done if c.org == 1] == [
+        r for r in RECORDED_FIRST_SYNC if r[2] == 1 and r[0] != "GET"
+    ]
