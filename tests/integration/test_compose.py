@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from hub.grafana.model import OPERATORS_DIR
-from hub.grafana.site import OPERATORS_DATASOURCE, OPERATORS_FOLDER
+from hub.grafana.site import OPERATORS_DATASOURCE, OPERATORS_FOLDER, OPERATORS_PROMETHEUS
 from hub.settings import HubSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -312,7 +312,7 @@ def test_the_brokers_first_accounts_are_written_by_the_hub_before_it_starts(rend
 def test_grafana_provisions_the_timescaledb_datasource_and_the_hub_dashboards(rendered: dict[str, Any]) -> None:
     provisioning = DEPLOY / "grafana" / "provisioning"
     datasources = yaml.safe_load((provisioning / "datasources" / "hub.yaml").read_text())["datasources"]
-    (datasource,) = datasources
+    (datasource, prometheus) = datasources
     assert datasource["url"] == "timescaledb:5432"
     assert datasource["type"] in ("grafana-postgresql-datasource", "postgres")
     assert datasource["jsonData"]["timescaledb"] is True
@@ -322,6 +322,10 @@ def test_grafana_provisions_the_timescaledb_datasource_and_the_hub_dashboards(re
     assert provider["options"]["path"] == f"/var/lib/grafana/dashboards/{OPERATORS_DIR}"
     assert (provider["orgId"], provider["folderUid"]) == (1, OPERATORS_FOLDER)
     assert datasource["uid"] == OPERATORS_DATASOURCE
+    # The overview's rate panels read the compose file's Prometheus, by the uid the build gives their queries.
+    assert (prometheus["uid"], prometheus["type"], prometheus["orgId"]) == (OPERATORS_PROMETHEUS, "prometheus", 1)
+    assert prometheus["url"] == "http://prometheus:9090" and "secureJsonData" not in prometheus
+    assert "9090" in str(rendered["services"]["prometheus"]["ports"])
 
     grafana = rendered["services"]["grafana"]
     assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == SECRETS["GRAFANA_ADMIN_PASSWORD"]
@@ -338,6 +342,7 @@ def test_grafana_provisions_the_timescaledb_datasource_and_the_hub_dashboards(re
         assert mounts(service)[service["environment"]["HUB_GRAFANA_DASHBOARDS_DIR"]] == ("dashboards", False)
         # `hub grafana build|sync` grant the counters to the role Grafana's provisioned datasource logs in as
         assert service["environment"]["HUB_GRAFANA_DB_USER"] == grafana["environment"]["GRAFANA_DB_USER"]
+        assert service["environment"]["HUB_GRAFANA_PROMETHEUS_URL"] == prometheus["url"]
         assert service["environment"]["HUB_GRAFANA_DB_HOST"] == datasource["url"]
     # Grafana's database passwords outlive the one-shot container that made them.
     assert mounts(rendered["services"]["hub-apply"])["/var/lib/hub"] == ("hub-state", False)
