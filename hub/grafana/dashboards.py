@@ -232,7 +232,7 @@ def _prometheus_section(prom: str) -> Section:
     No SQL: `hub grafana check` has nothing to run for them, and the PromQL names only metrics the hub exports
     (tests/unit/test_grafana_prometheus.py)."""
     why = "From Prometheus (the `prometheus` service of docker-compose.yml), which scrapes every hub process."
-    lag = "max by (topic, partition) (hub_land_lag_records)"  # a partition that moved keeps its old owner's gauge
+    lag = "max by (topic, partition) (hub_land_lag_records)"  # while partitions move, two workers may report one
     panels_ = [
         panels.prom_series(
             "Messages accepted per second, by partner and feed",
