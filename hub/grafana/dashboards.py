@@ -237,12 +237,12 @@ def _prometheus_section(prom: str) -> Section:
         panels.prom_series(
             "Messages accepted per second, by partner and feed",
             [(f"sum by (partner, feed) (rate(hub_ingest_messages_accepted_total{RATE}))", "{{partner}}.{{feed}}")],
-            prom, unit="reqps", description=why,
+            prom, unit="mps", description=why,
         ),
         panels.prom_series(
             "Messages refused per second, by reason",
             [(f"sum by (reason) (rate(hub_ingest_messages_refused_total{RATE}))", "{{reason}}")],
-            prom, unit="reqps", description=why,
+            prom, unit="mps", description=why,
         ),
         panels.prom_series(
             "Rows landed per second, by feed",

@@ -30,6 +30,13 @@ from hub.stack.local import cli_env
 from tests.integration.examples import SOURCES, hub
 from tests.integration.support import Device, eventually, running_ingest, running_land, unique
 
+PROMETHEUS_URL = "http://prometheus:9090"  # as docker-compose.yml sets it; nothing is asked of it here
+
+
+def build_env(settings: HubSettings) -> dict[str, str]:
+    """`hub grafana build`'s environment: the stack's, and a Prometheus for the overview's rate panels."""
+    return {**cli_env(settings), "HUB_GRAFANA_PROMETHEUS_URL": PROMETHEUS_URL}
+
 
 @dataclass
 class Built:
@@ -73,11 +80,11 @@ async def built(
     settings, _ = examples
     await _land_and_refuse(settings)
     out = tmp_path_factory.mktemp("grafana")
-    first = hub(cli_env(settings), "grafana", "build", "--out", str(out))
+    first = hub(build_env(settings), "grafana", "build", "--out", str(out))
     assert first.returncode == 0, first.stdout + first.stderr
     conn = await asyncpg.connect(settings.endpoints().database_url)
     try:
-        site = await read_site(conn, settings)
+        site = await read_site(conn, settings.model_copy(update={"grafana_prometheus_url": PROMETHEUS_URL}))
     finally:
         await conn.close()
     yield Built(settings, out, first, site, passwords.load(passwords.default_path(settings)))
@@ -122,7 +129,7 @@ def test_build_gives_every_feed_organisation_and_grant_a_dashboard_and_again_the
     }
     assert got == EXPECTED
     before = {p: p.read_bytes() for p in built.out.rglob("*") if p.is_file()}
-    again = hub(cli_env(built.settings), "grafana", "build", "--out", str(built.out))
+    again = hub(build_env(built.settings), "grafana", "build", "--out", str(built.out))
     assert again.returncode == 0, again.stderr
     assert "(0 files written, 0 removed)" in again.stdout
     assert {p: p.read_bytes() for p in built.out.rglob("*") if p.is_file()} == before
@@ -140,6 +147,10 @@ def test_build_gives_every_feed_organisation_and_grant_a_dashboard_and_again_the
     )
     datasources = (built.out / "provisioning" / "datasources" / "hub.yaml").read_text()
     assert "password: ${GRAFANA_DB_PASSWORD}" in datasources and "orgId: 1" in datasources
+    # HUB_GRAFANA_PROMETHEUS_URL gives the operators a Prometheus datasource and the overview its rate panels
+    assert "uid: hub-prometheus" in datasources and f"url: {PROMETHEUS_URL}" in datasources
+    overview = (built.out / "operators" / "civic-hub" / "hub-overview.json").read_text()
+    assert "rate(hub_land_rows_total[$__rate_interval])" in overview and '"uid": "hub-prometheus"' in overview
 
 
 async def test_every_panel_query_runs_as_its_organisations_login_with_the_columns_it_expects(built: Built) -> None:
@@ -228,7 +239,7 @@ async def test_grafana_logins_keep_the_sharing_invariants_and_a_revoked_grant_le
     built: Built, tmp_path: Path
 ) -> None:
     settings = built.settings
-    env = cli_env(settings)
+    env = build_env(settings)
     conn = await asyncpg.connect(settings.endpoints().database_url)
     try:
         assert await broken_invariants(conn) == []
