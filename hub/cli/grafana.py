@@ -63,6 +63,8 @@ def _summary(site: Site, org_ids: dict[str, int]) -> None:
         where = "Grafana org 1" if org.hub_org is None else f"Grafana org {org_ids.get(org.hub_org, '?')}"
         reads = "" if org.hub_org is None else f", reads as org_{org.hub_org}"
         say(f"{org.hub_org or 'operators'} ({where}): datasource {ds.uid} logs in as {ds.user}{reads}")
+        if org.hub_org is None and site.prometheus is not None:
+            say(f"operators ({where}): datasource {site.prometheus.uid} reads {site.prometheus.url}")
         for d in site.dashboards_of(org.hub_org):
             say(f"  {d.kind:8} {d.title}  ({d.uid})")
     for note in site.notes:

@@ -149,6 +149,7 @@ def test_build_gives_every_feed_organisation_and_grant_a_dashboard_and_again_the
     assert "password: ${GRAFANA_DB_PASSWORD}" in datasources and "orgId: 1" in datasources
     # HUB_GRAFANA_PROMETHEUS_URL gives the operators a Prometheus datasource and the overview its rate panels
     assert "uid: hub-prometheus" in datasources and f"url: {PROMETHEUS_URL}" in datasources
+    assert f"datasource hub-prometheus reads {PROMETHEUS_URL}" in built.first.stdout
     overview = (built.out / "operators" / "civic-hub" / "hub-overview.json").read_text()
     assert "rate(hub_land_rows_total[$__rate_interval])" in overview and '"uid": "hub-prometheus"' in overview
 
