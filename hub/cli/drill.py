@@ -23,7 +23,8 @@ def drill(
     only: Annotated[
         str,
         typer.Option(
-            help="Run only the scenario groups (abuse, hostile payloads, hostile configs, faults, disk) whose name contains one of these comma-separated words."
+            help="Comma-separated: run only the scenario groups (abuse, hostile payloads, hostile configs, faults, "
+            "disk) whose name contains one of these."
         ),
     ] = "",
 ) -> None:

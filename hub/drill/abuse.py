@@ -105,8 +105,9 @@ def mqtt_tries(stack: DrillStack) -> list[MqttTry]:
     return tries
 
 
-def mqtt_abuse(stack: DrillStack) -> Callable[[Result], float]:
-    def fault(result: Result) -> float:
+def mqtt_abuse(stack: DrillStack) -> Callable[[Result], tuple[float, float]]:
+    def fault(result: Result) -> tuple[float, float]:
+        began = time.time()
         for t in mqtt_tries(stack):
             result.attempts += 1
             if attempt(stack, t):
@@ -116,7 +117,7 @@ def mqtt_abuse(stack: DrillStack) -> Callable[[Result], float]:
         landed = asyncio.run(stack.fetchval(f"SELECT count(*) FROM {OTHER}.air WHERE device_id = 'intruder'"))
         if landed:
             result.fail(f"{landed} messages published into {OTHER}'s namespace landed there")
-        return time.time()
+        return began, time.time()
 
     return fault
 
@@ -184,9 +185,10 @@ def run_abuse(stack: DrillStack, pace: Pace, log: Callable[[str], None], _quick:
     judge_refusals(mqtt_row)
     log("a consumer organisation's database role trying every read it must not have")
 
-    def reads(result: Result) -> float:
+    def reads(result: Result) -> tuple[float, float]:
+        began = time.time()
         asyncio.run(consumer_reads(stack, result))
-        return time.time()
+        return began, time.time()
 
     sql_row = stream_scenario(stack, pace, "consumer reads", f"{org_role(CONSUMER)} reads every table, view and "
                               "catalog outside its grants; temp tables, SET ROLE, files", reads,

@@ -14,10 +14,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from hub.control import apply as applier
 from hub.drill.faults import Pace, stream_scenario
 from hub.drill.reconcile import Result, judge_refusals
 from hub.drill.stack import CONFIG, DrillStack
+from hub.errors import HubError
 from hub.identifiers import qualified
+from hub.stack.broker_auth import LocalBrokerAuth
 from hub.stack.servers import dynsec_file
 
 # Written by the data plane while the drill runs; everything else in schema hub is the control plane's.
@@ -67,27 +70,42 @@ FAMILIES: dict[str, dict[str, str]] = {
 
 
 TABLE_DIGEST = "SELECT md5(coalesce(string_agg(t::text, chr(10) ORDER BY t::text), '')) FROM {} t"
-CATALOG_DIGESTS = (
-    "SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles",
-    "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace",
-    "SELECT string_agg(table_schema || '.' || table_name, ',' ORDER BY 1) FROM information_schema.tables",
-)
+CATALOG_DIGESTS = {
+    "the database's roles": "SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles",
+    "the database's schemas": "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace",
+    "the database's tables": "SELECT string_agg(table_schema || '.' || table_name, ',' ORDER BY 1) "
+    "FROM information_schema.tables",
+}
+CLI_FAMILY = "YAML aliases (billion laughs)"
 
 
-async def stored_state(stack: DrillStack) -> str:
-    """A digest of what a refused plan or apply must leave as it was."""
+async def stored_state(stack: DrillStack) -> dict[str, str]:
+    """Digests of what a refused plan or apply must leave as it was, by part (a table, the roles, ...)."""
     tables = await stack.fetch("SELECT table_name FROM information_schema.tables WHERE table_schema = 'hub'")
-    parts = []
+    parts = {}
     for (name,) in sorted(tables):
         if name in DATA_PLANE or name.startswith(DATA_PLANE_PREFIXES):
             continue
-        parts.append(f"{name}:{await stack.fetchval(TABLE_DIGEST.format(qualified('hub', name)))}")
-    parts += [str(await stack.fetchval(sql)) for sql in CATALOG_DIGESTS]
-    parts.append(hashlib.sha256(dynsec_file(stack.state).read_bytes()).hexdigest())
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+        parts[f"hub.{name}"] = str(await stack.fetchval(TABLE_DIGEST.format(qualified("hub", name))))
+    for what, sql in CATALOG_DIGESTS.items():
+        parts[what] = str(await stack.fetchval(sql))
+    parts["the broker's accounts"] = hashlib.sha256(dynsec_file(stack.state / "mosquitto").read_bytes()).hexdigest()
+    return parts
 
 
-def refuses(stack: DrillStack, command: str, folder: Path) -> str | None:
+async def refused_in_process(stack: DrillStack, command: str, folder: Path) -> str | None:
+    """None when plan/apply refused the folder with a HubError of one line (what the CLI prints as its error)."""
+    run = applier.plan if command == "plan" else applier.apply
+    try:
+        await run(stack.settings, folder, CONFIG, broker=LocalBrokerAuth(stack.settings))
+    except HubError as exc:
+        return None if len(str(exc).strip().splitlines()) == 1 else f"{command}: an error of several lines"
+    except Exception as exc:  # the CLI would print a traceback
+        return f"{command}: {type(exc).__name__}: {str(exc)[:100]}"
+    return f"{command} accepted it"
+
+
+def refused_by_cli(stack: DrillStack, command: str, folder: Path) -> str | None:
     """None when `hub <command>` refused the folder with a one-line error; otherwise what went wrong."""
     env = {**stack.env, "COLUMNS": "500"}
     try:
@@ -103,27 +121,29 @@ def refuses(stack: DrillStack, command: str, folder: Path) -> str | None:
     return None
 
 
-def hostile_configs(stack: DrillStack, log: Callable[[str], None]) -> Callable[[Result], float]:
-    def fault(result: Result) -> float:
+def hostile_configs(stack: DrillStack, log: Callable[[str], None]) -> Callable[[Result], tuple[float, float]]:
+    def fault(result: Result) -> tuple[float, float]:
+        began = time.time()
         before = asyncio.run(stored_state(stack))
         for family, files in FAMILIES.items():
             folder = Path(tempfile.mkdtemp(prefix="hub-drill-config-"))
             try:
                 for name, text in files.items():
                     (folder / name).write_text(text)
-                for command in ("plan", "apply"):
-                    result.attempts += 1
-                    problem = refuses(stack, command, folder)
-                    if problem is None:
-                        result.refused += 1
-                    else:
-                        result.notes.append(f"{family}: {problem}")
+                problems = [asyncio.run(refused_in_process(stack, command, folder)) for command in ("plan", "apply")]
+                if family == CLI_FAMILY:  # and once as a person runs it: the command's whole output is one line
+                    problems += [refused_by_cli(stack, command, folder) for command in ("plan", "apply")]
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
+            result.attempts += len(problems)
+            result.refused += problems.count(None)
+            result.notes += [f"{family}: {p}" for p in problems if p]
             log(f"hostile config: {family}")
-        if asyncio.run(stored_state(stack)) != before:
-            result.fail("something stored changed after the refused plans and applies")
-        return time.time()
+        after = asyncio.run(stored_state(stack))
+        changed = [k for k in before.keys() | after.keys() if before.get(k) != after.get(k)]
+        if changed:
+            result.fail(f"changed after the refused plans and applies: {', '.join(sorted(changed))}")
+        return began, time.time()
 
     return fault
 

@@ -93,12 +93,34 @@ async def fill(stack: DrillStack) -> None:
         await conn.close()
 
 
-def out_of_disk(stack: DrillStack, seconds: float) -> Callable[[Result], float]:
-    def fault(result: Result) -> float:
+async def feed_table_full(stack: DrillStack) -> bool:
+    """Whether the feed table's tablespace refuses a new page (checked, so the fault is never assumed)."""
+    conn = await stack.connect()
+    try:
+        async with conn.transaction():
+            await conn.execute(f"CREATE TABLE drill_probe TABLESPACE {TABLESPACE} AS SELECT * FROM {FEED_TABLE}")
+            raise _RolledBack
+    except asyncpg.DiskFullError:
+        return True
+    except _RolledBack:
+        return False
+    finally:
+        await conn.close()
+
+
+class _RolledBack(Exception):
+    """Leaves the probe's transaction without keeping what it made."""
+
+
+def out_of_disk(stack: DrillStack, seconds: float) -> Callable[[Result], tuple[float, float]]:
+    def fault(result: Result) -> tuple[float, float]:
         asyncio.run(fill(stack))
+        began = time.time()
+        if not asyncio.run(feed_table_full(stack)):
+            result.fail("the feed table still took rows once its tablespace was full: the fault was not made")
         time.sleep(seconds)
         asyncio.run(stack.fetchval(f"DROP TABLE {FILL}"))
-        return time.time()
+        return began, time.time()
 
     return fault
 
@@ -124,7 +146,8 @@ async def _move(stack: DrillStack, location: Path | None, tablespace: str) -> No
     try:
         if location is not None:
             await conn.execute(f"CREATE TABLESPACE {TABLESPACE} LOCATION {quote_literal(str(location))}")
-            await conn.execute(f"CREATE TABLE {FILL} (b text STORAGE PLAIN) TABLESPACE {TABLESPACE}")
+            await conn.execute(f"CREATE TABLE {FILL} (b text) TABLESPACE {TABLESPACE}")
+            await conn.execute(f"ALTER TABLE {FILL} ALTER COLUMN b SET STORAGE PLAIN")
         await conn.execute(f"ALTER TABLE {FEED_TABLE} SET TABLESPACE {tablespace}")
         if location is None:
             await conn.execute(f"DROP TABLE IF EXISTS {FILL}")

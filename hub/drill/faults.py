@@ -41,11 +41,11 @@ def stream_scenario(
     pace: Pace,
     name: str,
     action: str,
-    fault: Callable[[Result], float],
+    fault: Callable[[Result], tuple[float, float]],
     *,
     recovery: bool = True,
 ) -> Result:
-    """Publish, run `fault` (it returns when the fault ended, epoch seconds), publish on, reconcile.
+    """Publish, run `fault` (it returns when the fault began and ended, epoch seconds), publish on, reconcile.
 
     `recovery`: the fault stops the data path, so a message sent after it must land again (abuse
     scenarios, which must not disturb it, say False: their recovery is not measured)."""
@@ -56,12 +56,11 @@ def stream_scenario(
     stream.start()
     try:
         time.sleep(pace.warm_s)
-        fault_at = time.time()
         try:
-            fault_end = fault(result)
+            fault_at, fault_end = fault(result)
         except HubError as exc:
             result.fail(str(exc))
-            fault_end = time.time()
+            fault_at = fault_end = time.time()
         time.sleep(pace.after_s)
     finally:
         stream.stop(ack_timeout_s=max(30.0, pace.settle_s))
@@ -81,37 +80,39 @@ def stream_scenario(
     return result
 
 
-def kill_worker(stack: DrillStack, kind: str) -> Callable[[Result], float]:
-    def fault(_r: Result) -> float:
+def kill_worker(stack: DrillStack, kind: str) -> Callable[[Result], tuple[float, float]]:
+    def fault(_r: Result) -> tuple[float, float]:
         pid = stack.worker_pid(kind)
         if pid is None:
             raise HubError(f"no {kind} worker was running to kill")
         os.kill(pid, signal.SIGKILL)
-        return time.time()
+        t = time.time()
+        return t, t
 
     return fault
 
 
-def kill_server(stack: DrillStack, name: str) -> Callable[[Result], float]:
-    def fault(_r: Result) -> float:
+def kill_server(stack: DrillStack, name: str) -> Callable[[Result], tuple[float, float]]:
+    def fault(_r: Result) -> tuple[float, float]:
         pids = stack.server_pids(name)
         if not pids:
             raise HubError(f"{name} was not running")
         os.kill(pids[0], signal.SIGKILL)
         t = time.time()
         stack.wait_server(name)
-        return t
+        return t, t
 
     return fault
 
 
-def pause_server(stack: DrillStack, name: str, seconds: float) -> Callable[[Result], float]:
-    def fault(_r: Result) -> float:
+def pause_server(stack: DrillStack, name: str, seconds: float) -> Callable[[Result], tuple[float, float]]:
+    def fault(_r: Result) -> tuple[float, float]:
         pids = stack.server_pids(name)
         if not pids:
             raise HubError(f"{name} was not running")
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
+        began = time.time()
         try:
             time.sleep(seconds)
         finally:
@@ -120,7 +121,7 @@ def pause_server(stack: DrillStack, name: str, seconds: float) -> Callable[[Resu
                     os.kill(pid, signal.SIGCONT)
                 except ProcessLookupError:
                     pass
-        return time.time()
+        return began, time.time()
 
     return fault
 

@@ -88,7 +88,8 @@ def run_hostile(stack: DrillStack, pace: Pace, log: Callable[[str], None], _quic
     rows: list[Result] = []
     pids: dict[str, int | None] = {}
 
-    def send(result: Result) -> float:
+    def send(result: Result) -> tuple[float, float]:
+        began = time.time()
         pids.update({kind: stack.worker_pid(kind) for kind in ("ingest", "land")})
         for family in families(stack.settings.ingest_max_payload_bytes):
             log(f"hostile payloads: {family.name}")
@@ -96,8 +97,8 @@ def run_hostile(stack: DrillStack, pace: Pace, log: Callable[[str], None], _quic
         for kind, pid in pids.items():
             if pid is None or stack.worker_pid(kind) != pid:
                 result.fail(f"the {kind} worker did not keep running (pid {pid}, now {stack.worker_pid(kind)})")
-        return time.time()
+        return began, time.time()
 
-    beside = stream_scenario(stack, pace, "hostile stream", "valid readings beside every hostile payload family; "
-                             "the ingest and landing workers keep running", send, recovery=False)  # fmt: skip
+    action = "valid readings beside every hostile payload family; the ingest and landing workers keep running"
+    beside = stream_scenario(stack, pace, "beside hostile payloads", action, send, recovery=False)
     return [*rows, beside]
