@@ -81,7 +81,9 @@ CLI_FAMILY = "YAML aliases (billion laughs)"
 
 async def stored_state(stack: DrillStack) -> dict[str, str]:
     """Digests of what a refused plan or apply must leave as it was, by part (a table, the roles, ...)."""
-    tables = await stack.fetch("SELECT table_name FROM information_schema.tables WHERE table_schema = 'hub'")
+    tables = await stack.fetch(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'hub' AND table_type = 'BASE TABLE'"
+    )
     parts = {}
     for (name,) in sorted(tables):
         if name in DATA_PLANE or name.startswith(DATA_PLANE_PREFIXES):
