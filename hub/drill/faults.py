@@ -29,11 +29,13 @@ class Pace:
     warm_s: float  # streaming before the fault
     after_s: float  # streaming after the fault ended
     pause_s: float  # how long a server stays stopped (SIGSTOP)
-    settle_s: float  # how long the reconciliation waits for the last rows without progress
+    # How long the reconciliation waits for the last rows without progress: longer than any recovery (a killed
+    # landing worker's partitions wait ~20 s for its consumer group session to expire).
+    settle_s: float
 
 
-QUICK = Pace(rate=150, warm_s=2, after_s=4, pause_s=10, settle_s=8)
-FULL = Pace(rate=400, warm_s=5, after_s=20, pause_s=30, settle_s=30)
+QUICK = Pace(rate=150, warm_s=2, after_s=4, pause_s=10, settle_s=30)
+FULL = Pace(rate=400, warm_s=5, after_s=20, pause_s=30, settle_s=45)
 
 
 def stream_scenario(
