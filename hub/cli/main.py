@@ -12,8 +12,8 @@ from hub.cli import connector, dead_letters, logins, onboard, run, share, stack
 from hub.cli.access_requests import app as requests_app
 from hub.cli.agreements import app as agreements_app
 from hub.cli.bench import bench
-from hub.cli.drill import drill
 from hub.cli.demo import demo
+from hub.cli.drill import drill
 from hub.cli.grafana import app as grafana_app
 from hub.cli.maintain import maintain
 from hub.cli.query import app as query_app
