@@ -13,6 +13,7 @@ from hub.cli.access_requests import app as requests_app
 from hub.cli.agreements import app as agreements_app
 from hub.cli.bench import bench
 from hub.cli.demo import demo
+from hub.cli.drill import drill
 from hub.cli.grafana import app as grafana_app
 from hub.cli.maintain import maintain
 from hub.cli.query import app as query_app
@@ -41,6 +42,7 @@ app.add_typer(grafana_app, name="grafana")
 app.command()(demo)
 app.command()(maintain)
 app.command()(bench)
+app.command()(drill)
 app.command("simulate")(simulate_cmd)
 app.command("stats")(stats_cmd)
 app.command()(serve)
