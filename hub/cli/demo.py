@@ -103,7 +103,8 @@ def demo(
     if result.credentials or result.db_passwords:
         say(f"   new partners' MQTT credentials and organisations' database logins saved (owner-only) in {creds_dir}/")
 
-    say("\n[bold]3. workers[/bold]: ingest (MQTT -> Kafka) and landing (Kafka -> database)")
+    say("\n[bold]3. workers[/bold]: ingest (MQTT -> Kafka), landing (Kafka -> database) and share (agreements' live "
+        "streams to Kafka and MQTT)")  # fmt: skip
     proc = workers_process(s.state_dir.resolve())
     if proc.pid() is None:
         proc.start([sys.executable, "-m", "hub", "run"], env={"HUB_STATE_DIR": str(s.state_dir.resolve())})
