@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from hub.agreement.grants import FeedInfo, Org, resolve
+from hub.agreement.grants import FeedInfo, resolve
 from hub.agreement.loader import parse_agreements
 from hub.agreement.policy import World
 from hub.grafana.dashboards import FeedMeta
 from hub.grafana.model import Site
 from hub.grafana.site import DatabaseTarget, build_site
 from hub.grafana.sql import Field
+from tests.unit.policy_world import AGREEMENTS, ORGS
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 AIR_FIELDS = (
@@ -26,45 +27,6 @@ FEEDS = {
     "lab.air": FeedMeta("lab", "air", "Air quality", "ODbL-1.0", AIR_FIELDS),
     "lab.noise": FeedMeta("lab", "noise", "Noise", "CC0-1.0", (Field("laeq", "number"),)),
 }
-ORGS = {
-    "lab": Org("lab", "Air Lab", "university", partner=True),
-    "city": Org("city", "City", "city", partner=False),
-    "research": Org("research", "Research", "university", partner=False),
-}
-AGREEMENTS = """\
-agreements:
-  - id: air_city
-    provider: lab
-    consumers: [city]
-    purpose: Clean air
-    licence: ODbL-1.0
-    valid_from: 2026-11-01
-    valid_until: 2026-12-01
-    grants:
-      - feed: air
-        fields: [pm25, no2]
-        devices: [st-1, "st-2*"]
-        delay: 15m
-  - id: air_research
-    provider: lab
-    consumers: [research]
-    purpose: Exposure study
-    licence: ODbL-1.0
-    grants:
-      - feed: air
-        form: aggregate
-        bucket: 1h
-        min_devices: 3
-        fields: [pm25]
-  - id: noise_open
-    provider: lab
-    consumers: everyone
-    purpose: Open data
-    licence: CC0-1.0
-    grants:
-      - feed: noise
-        pseudonymise: true
-"""
 DB = DatabaseTarget("timescaledb:5432", "hub", "disable", False, 1500, "hub_grafana")
 
 

@@ -5,55 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from hub.agreement.expectations import ObjectFact, problems
-from hub.agreement.grants import FeedInfo, Org, resolve
+from hub.agreement.grants import FeedInfo, resolve
 from hub.agreement.loader import parse_agreements
 from hub.agreement.model import Expectation, Form
 from hub.agreement.policy import Question, World, decide, readable
+from tests.unit.policy_world import AGREEMENTS as TEXT
+from tests.unit.policy_world import ORGS
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 AIR = FeedInfo(
     "lab", "air", ("pm25", "no2", "battery_v", "label"), frozenset({"pm25", "no2", "battery_v"}), timedelta(minutes=15)
 )
 NOISE = FeedInfo("lab", "noise", ("laeq",), frozenset({"laeq"}), timedelta(minutes=15))
-ORGS = {
-    "lab": Org("lab", "Air Lab", "university", partner=True),
-    "city": Org("city", "City", "city", partner=False),
-    "research": Org("research", "Research", "university", partner=False),
-}
-TEXT = """\
-agreements:
-  - id: air_city
-    provider: lab
-    consumers: [city]
-    purpose: Clean air
-    licence: ODbL-1.0
-    valid_from: 2026-11-01
-    valid_until: 2026-12-01
-    grants:
-      - feed: air
-        fields: [pm25, no2]
-        devices: [st-1, "st-2*"]
-        delay: 15m
-  - id: air_research
-    provider: lab
-    consumers: [research]
-    purpose: Exposure study
-    licence: ODbL-1.0
-    grants:
-      - feed: air
-        form: aggregate
-        bucket: 1h
-        min_devices: 3
-        fields: [pm25]
-  - id: noise_open
-    provider: lab
-    consumers: everyone
-    purpose: Open data
-    licence: CC0-1.0
-    grants:
-      - feed: noise
-        pseudonymise: true
-"""
 
 
 def world(revoked: bool = False) -> World:
