@@ -6,6 +6,7 @@ import contextlib
 import functools
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
 import typer
@@ -14,7 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hub.errors import HubError
+from hub.connector.model import parse_duration
+from hub.errors import ConfigError, HubError
 from hub.settings import HubSettings
 
 console = Console(soft_wrap=True)
@@ -80,3 +82,20 @@ def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def moment(text: str | None, option: str) -> datetime | None:
+    """An option's time: an age such as 2h, 30m, 7d (that long ago) or an ISO date-time (UTC when it has no zone)."""
+    if text is None:
+        return None
+    try:
+        return datetime.now(UTC) - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"{option} {text!r} is neither an age (2h, 30m, 7d) nor an ISO date-time (2026-11-23T08:00:00Z)"
+        ) from None
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
 from hub.catalog import dead_letters as stored
 from hub.catalog import store as catalog
-from hub.cli.common import compact_table, console, one_line_errors, settings
-from hub.connector.model import parse_duration
+from hub.cli.common import compact_table, console, moment, one_line_errors, settings
 from hub.db import connection
 from hub.errors import ConfigError
 from hub.ingest.replay import replay as run_replay
@@ -27,22 +25,6 @@ SinceOpt = Annotated[
     str | None,
     typer.Option("--since", help="Only those received since: a duration back from now (2h, 30m, 7d) or an ISO time."),
 ]
-
-
-def since_time(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return datetime.now(UTC) - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(
-            f"--since {text!r} is neither a duration (2h, 30m, 7d) nor an ISO time (2026-11-23T08:00:00Z)"
-        ) from None
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def split_feed(text: str) -> tuple[str | None, str]:
@@ -85,7 +67,13 @@ def listing(
         async with connection(settings().endpoints().database_url) as conn:
             await catalog.ensure_catalog(conn)
             return await stored.listed(
-                conn, partner=partner, feed=feed, reason=reason, since=since_time(since), replayed=replayed, limit=limit
+                conn,
+                partner=partner,
+                feed=feed,
+                reason=reason,
+                since=moment(since, "--since"),
+                replayed=replayed,
+                limit=limit,
             )
 
     letters = asyncio.run(fetch())
@@ -131,7 +119,7 @@ def replay(
     partner, name = split_feed(feed)
     if partner is None:
         raise ConfigError(f"--feed {feed!r}: name the partner too, as PARTNER.FEED (e.g. uni_air_lab.air_quality)")
-    result = asyncio.run(run_replay(settings(), partner, name, since_time(since)))
+    result = asyncio.run(run_replay(settings(), partner, name, moment(since, "--since")))
     console.print(f"{result.sent} sent to {partner}.{name} (landing lands each once)", highlight=False)
     if result.skipped_headers:
         console.print(f"{result.skipped_headers} CSV header lines skipped", highlight=False)

@@ -15,31 +15,15 @@ from hub.access import explain as explaining
 from hub.agreement import names
 from hub.agreement.model import Form
 from hub.agreement.policy import Question
-from hub.cli.common import compact_table, console, err_console, one_line_errors, settings
-from hub.connector.model import parse_duration
+from hub.cli.common import compact_table, console, err_console, moment, one_line_errors, settings
 from hub.control import credentials, db_credentials, kafka_access
 from hub.control.apply import actor_name
 from hub.db import connection
-from hub.errors import ConfigError, NotFound
+from hub.errors import NotFound
 from hub.kafka import is_local_broker
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document, for scripts.")]
 OrgArg = Annotated[str, typer.Argument(help="An organisation id (a partner's id, or one of organisations/).")]
-
-
-def _when(text: str | None, what: str) -> datetime | None:
-    """An ISO date-time (UTC when it has no zone) or an age such as 1d, 6h (that long ago)."""
-    if text is None:
-        return None
-    try:
-        return datetime.now(UTC) - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"{what} {text!r} is neither a date-time (2027-01-31T12:00Z) nor an age (1d, 6h)") from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def _relative(path: str) -> str:
@@ -144,7 +128,7 @@ def explain(
     as_json: JsonOpt = False,
 ) -> None:
     """May ORG read FEED (at a time, in a form, these fields)? Which clause grants it, or rule by rule why not."""
-    question = Question(org, feed, _when(at, "--at") or datetime.now(UTC), form, tuple(fields or ()))
+    question = Question(org, feed, moment(at, "--at") or datetime.now(UTC), form, tuple(fields or ()))
 
     async def fetch() -> dict[str, Any]:
         async with connection(settings().endpoints().database_url) as conn:
@@ -174,7 +158,7 @@ def audit(
     as_json: JsonOpt = False,
 ) -> None:
     """Who read which shared object, when and how many rows; what was refused; every agreement change."""
-    start = _when(since, "--since")
+    start = moment(since, "--since")
 
     async def fetch() -> audit_report.AuditReport:
         async with connection(settings().endpoints().database_url) as conn:
