@@ -46,6 +46,7 @@ from hub.schema.avro import FeedSchema
 from hub.schema.wire import HEADER_SIZE, WireEncoder, schema_id_of
 from hub.settings import Endpoints, HubSettings
 from hub.share import identity, memory, store, windows
+from hub.share import metrics as share_metrics
 from hub.share.lanes import Lane, delayed_consumer, group_consumer
 from hub.share.outputs import KafkaOut, MqttOut, dead_letter_headers, share_topic_spec
 from hub.share.projection import (
@@ -362,6 +363,7 @@ class ShareWorker:
             for each in self.lanes.values():
                 each.repend()
             return 0
+        share_metrics.count(shared)
         for m in moves:
             lane.expected[TopicPartition(m.topic, m.partition)] = m.new
         n = sum(x.records for x in shared.values())
@@ -476,6 +478,7 @@ class ShareWorker:
         if rows:
             counted.last_ms = int(rows[-1]["bucket"].timestamp() * 1000)
         await store.count(conn, {x.id: counted})
+        share_metrics.count({x.id: counted})
         self.shared += len(rows)
         return len(due)
 

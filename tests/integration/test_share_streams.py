@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from prometheus_client import REGISTRY
 
 from hub.agreement import names
 from hub.control.revoke import revoke
@@ -183,6 +184,15 @@ async def test_fields_and_devices_give_the_same_rows_on_kafka_mqtt_and_sql(strea
     assert len(by_mqtt) == len(want)
     assert {(d, p) for d, _t, p, _n in by_mqtt} == {(d, p) for d, _t, p, _n in want}
     assert {t.split("/")[-1] for t, _p in subscriber.messages} == {"st-001", "st-002", "st_01"}
+    # the share worker's Prometheus counter says the same (it runs in this process)
+    counted = sum(
+        sample.value
+        for family in REGISTRY.collect()
+        if family.name == "hub_share_records"
+        for sample in family.samples
+        if sample.name == "hub_share_records_total" and sample.labels["consumer"] == streams.org("city")
+    )
+    assert counted >= len(want)
     print(f"\nconfluent-kafka consumer (assign(), hub registry) on {topic}: {len(got)} records, e.g. {got[0]}")
     print(f"MQTT consumer {consumer_name(streams.org('city'))}: {len(subscriber.messages)} messages, e.g. "
           f"{subscriber.messages[0][0]} {subscriber.messages[0][1].decode()}")  # fmt: skip
