@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported without __all__
     AclBinding,
@@ -137,8 +138,9 @@ _RESOURCE = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP}
 _OPERATION = {"read": AclOperation.READ, "describe": AclOperation.DESCRIBE}
 
 
-def acl_binding(acl: Acl) -> AclBinding:
-    return AclBinding(
+def _acl_args(acl: Acl) -> tuple[Any, ...]:
+    """One prefixed ALLOW rule, as both confluent-kafka's binding (to create) and its filter (to delete) take it."""
+    return (
         _RESOURCE[acl.resource],
         acl.prefix,
         ResourcePatternType.PREFIXED,
@@ -147,18 +149,14 @@ def acl_binding(acl: Acl) -> AclBinding:
         _OPERATION[acl.operation],
         AclPermissionType.ALLOW,
     )
+
+
+def acl_binding(acl: Acl) -> AclBinding:
+    return AclBinding(*_acl_args(acl))
 
 
 def acl_filter(acl: Acl) -> AclBindingFilter:
-    return AclBindingFilter(
-        _RESOURCE[acl.resource],
-        acl.prefix,
-        ResourcePatternType.PREFIXED,
-        acl.principal,
-        "*",
-        _OPERATION[acl.operation],
-        AclPermissionType.ALLOW,
-    )
+    return AclBindingFilter(*_acl_args(acl))
 
 
 def scram_upsertion(user: str, password: str, salt: bytes | None = None) -> UserScramCredentialUpsertion:
