@@ -10,10 +10,13 @@ stack's supervisor (supervisor.py) repairs.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import random
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,10 +54,54 @@ def wait_for_port(port: int, timeout_s: float, proc: ManagedProcess | None = Non
     raise StackError(f"nothing answers on 127.0.0.1:{port} after {timeout_s:.0f} s")
 
 
+# Ports handed out by free_port, below the kernel's range for outgoing connections and above the local stack's
+# defaults (15432, 18081, 18830, 19092).
+PORTS_FROM = 20000
+_CLAIMS: list[int] = []  # lock files of the ports this process handed out, held until it ends
+
+
+def _outgoing_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def _claim(port: int) -> bool:
+    """Hold `port` for this process's lifetime (a lock file the kernel releases when it ends), if nobody holds it."""
+    claims = Path(tempfile.gettempdir()) / "hub-ports"
+    claims.mkdir(mode=0o1777, exist_ok=True)
+    fd = os.open(claims / str(port), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _CLAIMS.append(fd)
+    return True
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port for a server of a private stack, free now and free until that server binds it.
+
+    A port the kernel picks with bind(0) is one it also gives outgoing connections, and any process may be handed
+    it again once we close the probe: with test processes and their clients running side by side, a server then
+    found its port taken ("Address already in use"). So the port comes from below the outgoing range, and is claimed
+    with a lock file for as long as this process runs, so no other process on the machine picks it too.
+    """
+    low, _high = _outgoing_range()
+    for _ in range(500):
+        port = random.randrange(PORTS_FROM, max(low, PORTS_FROM + 1000))
+        if not _claim(port):
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # something that does not claim ports listens there: keep the claim, try another
+        return port
+    raise StackError(f"no free port between {PORTS_FROM} and {low} after 500 tries")
 
 
 @dataclass
