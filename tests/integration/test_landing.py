@@ -262,18 +262,24 @@ async def test_records_of_an_older_schema_version_land_beside_the_new_one_with_i
             await apply(settings, config, tmp_path / "schemas", broker=LocalBrokerAuth(settings))
             v2 = await feed_runtime(settings, partner, "readings")
             assert v2.schema_id != v1.schema_id
+            # The worker meets v2 with its first record (its id is new). A v1 record it lands before
+            # then has no column for the new fields: only once v2 has landed is the outcome fixed.
+            v2_schema = (v2.schema_id, v2.schema.parsed)
+            await writer.send([reading(new, 5, True)], schema=v2_schema, partition=0)
+            assert await until_rows(settings, table, [new], 1) == 1
             # Both versions in the same partition, interleaved: old producers keep writing v1.
             for i in range(5, 15):
                 await writer.send([reading(old, i, False)], partition=0)
-                await writer.send([reading(new, i, True)], schema=(v2.schema_id, v2.schema.parsed), partition=0)
+                if i > 5:
+                    await writer.send([reading(new, i, True)], schema=v2_schema, partition=0)
         assert await until_rows(settings, table, [old, new], 25) == 25
     rows = await rows_of(settings, table, [old, new])
     by_device: dict[str, list[Any]] = {old: [], new: []}
     for r in rows:
         by_device[r["device_id"]].append(r)
     assert len(by_device[old]) == 15 and len(by_device[new]) == 10
-    # v1 rows landed before the change have the new columns null; v1 records landed after it
-    # are read through v2, so they get its defaults (null, and 'ndir').
+    # v1 rows landed before the change have the new columns null; v1 records landed once the worker
+    # met v2 are read through v2, so they get its defaults (null, and 'ndir').
     assert [(r["ppm"], r["temperature_c"], r["sensor"]) for r in by_device[old]] == [
         (400.0 + i, None, None if i < 5 else "ndir") for i in range(15)
     ]
