@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -62,6 +61,10 @@ def host_label(host: str) -> str:
     """
     label = re.sub(r"[^a-z0-9]+", "-", host.lower()).strip("-")
     if len(label) > 40:
+        # Imported here: hashlib loads OpenSSL's libcrypto (about 4 MB resident), which the lean
+        # `hub run` supervisor needs for nothing else.
+        import hashlib
+
         label = label[:31].strip("-") + "-" + hashlib.sha256(label.encode()).hexdigest()[:8]
     return label or "host"
 
