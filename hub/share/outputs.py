@@ -151,6 +151,7 @@ class MqttOut:
         self._refused: list[int] = []
         self._connected = threading.Event()
         self._error: str | None = None
+        self._connects = 0  # paho drops what was queued for a connection it replaces: a flush across one fails
         self._window = self.WINDOW
         self.published = 0
         self.client = PublisherClient(
@@ -177,7 +178,10 @@ class MqttOut:
                 self._error = f"the broker refused the share worker's login ({reason})"
                 self._cond.notify_all()
         else:
-            self._window = max(1, min(self.WINDOW, getattr(properties, "ReceiveMaximum", self.WINDOW)))
+            with self._cond:
+                self._window = max(1, min(self.WINDOW, getattr(properties, "ReceiveMaximum", self.WINDOW)))
+                self._connects += 1
+                self._cond.notify_all()
         self._connected.set()
 
     def _on_pubacks(self, acks: list[Ack]) -> None:
@@ -219,12 +223,15 @@ class MqttOut:
 
     def _send(self, batch: list[tuple[str, bytes]], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        if batch and not self.client.is_connected():
-            raise ServerUnavailable("MQTT broker", self.where, self._error or "not connected (reconnecting)")
+        with self._cond:
+            connects = self._connects
+            if batch and not self.client.is_connected():
+                error, self._error = self._error, None
+                raise ServerUnavailable("MQTT broker", self.where, error or "not connected (paho connects again)")
         try:
             for start in range(0, len(batch), self._window):
                 chunk = batch[start : start + self._window]
-                self._wait(functools.partial(self._room_for, len(chunk)), deadline)
+                self._wait(functools.partial(self._room_for, len(chunk)), deadline, connects)
                 try:
                     mids = self.client.publish_batch(chunk)
                 except OSError as exc:
@@ -236,7 +243,7 @@ class MqttOut:
                         else:
                             self._unacked.add(mid)
                 self.published += len(chunk)
-            self._wait(lambda: not self._unacked, deadline)
+            self._wait(lambda: not self._unacked, deadline, connects)
         finally:
             with self._cond:
                 self._unacked.clear()
@@ -245,12 +252,16 @@ class MqttOut:
     def _room_for(self, n: int) -> bool:
         return len(self._unacked) + n <= self._window
 
-    def _wait(self, ready: Callable[[], bool], deadline: float) -> None:
-        """Until `ready()`; raises once the connection was lost, a publish refused, or the deadline passed."""
+    def _wait(self, ready: Callable[[], bool], deadline: float, connects: int) -> None:
+        """Until `ready()`; raises once the connection was lost or replaced, a publish refused, or time is up."""
         with self._cond:
-            done = self._cond.wait_for(
-                lambda: ready() or self._error is not None or bool(self._refused), max(0.0, deadline - time.monotonic())
+            self._cond.wait_for(
+                lambda: ready() or self._error is not None or bool(self._refused) or self._connects != connects,
+                max(0.0, deadline - time.monotonic()),
             )
+            done = ready()
+            if not done and self._connects != connects:
+                self._error = self._error or "connected again while publishing (what was queued is gone)"
             error, self._error = self._error, None
             refused, self._refused = self._refused, []
             unacked = len(self._unacked)

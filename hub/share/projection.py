@@ -160,10 +160,9 @@ class Projector:
 
         That is when the writer has device_id as a string, time in milliseconds, and every granted
         field with the very type the stream's schema gives it, each a type whose values encode to
-        the bytes they were read from (a union only of null and one type, whose branch a value
-        picks unambiguously). Then the stream's body is the key (the device id, or its pseudonym)
-        followed by those fields' bytes: `key_bytes` and the writer's `rest` fields. None: decode
-        and project the record.
+        the bytes they were read from (`_splices_as_is`). Then the stream's body is the key (the
+        device id, or its pseudonym: `key_bytes`) followed by the bytes of the writer's `rest`
+        fields. None: decode and project the record.
         """
         types = {f["name"]: f["type"] for f in json.loads(writer.canonical)["fields"]}
         if types.get(DEVICE_ID) != "string" or types.get(TIME) != AVRO_MS or TIME not in scanner.index:
@@ -173,7 +172,7 @@ class Projector:
             wanted = self._types[name]
             if name not in scanner.index or types.get(name) != wanted:
                 return None
-            if isinstance(wanted, list) and not (len(wanted) == 2 and "null" in wanted):
+            if not _splices_as_is(wanted):
                 return None
             rest.append(scanner.index[name])
         return Splice(scanner.index[DEVICE_ID], tuple(rest))
@@ -205,6 +204,23 @@ class Projector:
                 self._topics.clear()
             found = self._topics[key] = f"{self.stream.mqtt_prefix}/{escape_level(key)}"
         return found
+
+
+_AS_READ = {None, "timestamp-millis", "timestamp-micros"}  # logical types read as the plain longs they are
+
+
+def _splices_as_is(avro_type: Any) -> bool:
+    """Whether a value of this type, decoded and encoded again, gives back the bytes it was read from.
+
+    So for primitives, enums and fixed, and a union of null and one of them (its branch is never in
+    doubt); not for other logical types (a uuid's text comes back lower-case, a decimal's bytes
+    minimal), which are decoded and encoded as before.
+    """
+    if isinstance(avro_type, list):
+        return len(avro_type) == 2 and "null" in avro_type and all(_splices_as_is(b) for b in avro_type)
+    if isinstance(avro_type, dict):
+        return avro_type.get("logicalType") in _AS_READ and avro_type.get("type") not in ("record", "array", "map")
+    return True
 
 
 def to_ms(value: int, unit: int) -> int:
