@@ -104,8 +104,10 @@ class Sharer:
     def unknown_ids(self, values: Iterable[bytes | None]) -> set[int]:
         """Schema ids of these values that must be looked up before `share` sees them."""
         out = set()
-        for v in values:
-            sid = schema_id_of(v)
+        for header in {v[:HEADER_SIZE] for v in values if v}:  # a few distinct headers per batch
+            if header in self._readers:
+                continue
+            sid = schema_id_of(header)
             if sid is not None and sid not in self.schemas:
                 out.add(sid)
         return out
