@@ -75,6 +75,27 @@ class PeakMemory:
             time.sleep(self.interval_s)
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process and its living children have used so far; 0 once it is gone.
+
+    Load-insensitive where a rate is not: other work on the machine slows a process down, but hardly changes
+    how much CPU it spends per record.
+    """
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for p in processes:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
 async def copy_rate(database_url: str, table: str, n: int) -> float:
     """Rows per second of one raw `COPY` of `n` rows into a temporary table like `table` (the landing reference)."""
     import datetime as dt

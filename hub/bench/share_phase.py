@@ -10,7 +10,10 @@ workers running, the same messages are published as in the end-to-end phase:
 - share lag at half that rate: publish -> record on the share topic, from each share record's timestamp
   (set by the share worker when it writes the batch) minus the device's event time (when the benchmark
   wrote the line), like the publish -> Kafka figure of the latency phase;
-- what the MQTT consumer of the pseudonymised stream received (a C subscriber with that consumer's login).
+- what the MQTT consumer of the pseudonymised stream received (a C subscriber with that consumer's login);
+- `share_cpu_ms_per_1k`: CPU milliseconds the share workers' processes (`hub run share` and its workers) spent
+  per 1000 messages of the phase with three agreements: a cost per record that other load on the machine
+  hardly changes, unlike the rates.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hub.agreement.names import share_topic
 from hub.bench.c_clients import CClients
-from hub.bench.measure import percentile
+from hub.bench.measure import percentile, tree_cpu_s
 from hub.bench.payloads import DEVICES, event_time_ms, make_lines
 from hub.control.apply import apply
 from hub.errors import HubError
@@ -45,6 +48,7 @@ class Bench(Protocol):
     state: Path
     ingest_ack: str
     c: CClients
+    procs: dict[str, subprocess.Popen[bytes]]
 
     def start_workers(self, name: str, args: list[str], ack: str | None = None) -> None: ...
     def stop_workers(self, name: str) -> None: ...
@@ -251,11 +255,15 @@ def run_share_phases(bench: Bench, figures: dict[str, Any], start_ms: int) -> No
         figures.update(asyncio.run(phase.wait_caught_up()))
         log(f"    caught up with the {figures['share_catch_up_records']:,} records already in the feed topic "
             f"({figures['share_catch_up_records_per_s']} records/s)")  # fmt: skip
+        share_pid = bench.procs["share"].pid
+        cpu_before = tree_cpu_s(share_pid)
         e2e = asyncio.run(phase.end_to_end(make_lines(cfg.messages, start_ms + cfg.messages + 60_000)))
+        cpu_s = tree_cpu_s(share_pid) - cpu_before
         figures.update(e2e)
         figures["share_ratio"] = round(e2e["share_e2e_msgs_per_s"] / ref["e2e_msgs_per_s"], 3)
+        figures["share_cpu_ms_per_1k"] = round(cpu_s * 1e6 / max(1, e2e["share_e2e_landed"]), 1)
         log(f"    {e2e['share_e2e_msgs_per_s']:,.0f} msg/s landed and shared, {figures['share_ratio']} of the "
-            f"reference")  # fmt: skip
+            f"reference; share workers' CPU {figures['share_cpu_ms_per_1k']} ms per 1000 messages")  # fmt: skip
 
         rate = max(100.0, e2e["share_e2e_msgs_per_s"] / 2)
         log(f"8/8 share lag at {rate:,.0f} msg/s for {cfg.latency_seconds:.0f} s")

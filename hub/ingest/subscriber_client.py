@@ -8,7 +8,7 @@ call, a topic-filter match, and per PUBACK a socketpair write plus a `send()`.
 `SubscriberClient` keeps paho for everything else (connect, persistent session, keepalive,
 subscribe, reconnect, TLS) and changes three things:
 
-- socket reads go through a 64 KiB buffer (`BufferedSocket`), whose `pending()` tells paho's
+- socket reads go through a 64 KiB buffer (`hub.mqtt_socket.BufferedSocket`), whose `pending()` tells paho's
   select loop that data is waiting, as an SSL socket's does;
 - complete QoS 1 PUBLISH packets at the head of that buffer are parsed in one loop and handed to
   `on_publishes` as a list of (topic, payload, packet id, DUP flag); any other packet (CONNACK, SUBACK,
@@ -34,9 +34,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 
+from hub.mqtt_socket import BufferedSocket
+
 log = logging.getLogger("hub.ingest.mqtt")
 
-READ_SIZE = 65536
 PUBACK_HEAD = 0x4002 << 16  # PUBACK, remaining length 2; the packet id fills the low 16 bits
 
 Publish = tuple[str, bytes, int, bool]  # (topic, payload, packet id, DUP flag: delivered again)
@@ -45,44 +46,6 @@ TUNED = all(
     hasattr(mqtt.Client, name)
     for name in ("_packet_read", "_packet_queue", "_loop_rc_handle", "_create_socket", "_call_socket_register_write")
 )
-
-
-class BufferedSocket:
-    """A connected socket whose reads are served from one large `recv()` at a time."""
-
-    __slots__ = ("buf", "pos", "sock")
-
-    def __init__(self, sock: Any) -> None:
-        self.sock = sock
-        self.buf = b""
-        self.pos = 0
-
-    def recv(self, bufsize: int) -> bytes:
-        buf, pos = self.buf, self.pos
-        if pos >= len(buf):
-            data: bytes = self.sock.recv(max(bufsize, READ_SIZE))
-            if len(data) <= bufsize:
-                return data
-            self.buf, buf, pos = data, data, 0
-        chunk = buf[pos : pos + bufsize]
-        self.pos = pos + len(chunk)
-        return chunk
-
-    def fill(self) -> int:
-        """Read what the socket has into the (empty) buffer; 0 means the peer closed the connection."""
-        self.buf = self.sock.recv(READ_SIZE)
-        self.pos = 0
-        return len(self.buf)
-
-    def buffered(self) -> int:
-        return len(self.buf) - self.pos
-
-    def pending(self) -> int:
-        inner = getattr(self.sock, "pending", None)
-        return len(self.buf) - self.pos + (inner() if inner is not None else 0)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.sock, name)
 
 
 def parse_publishes(buf: bytes, pos: int, v5: bool, out: list[Publish]) -> int:

@@ -7,7 +7,6 @@ table with new columns null or defaulted.
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 from collections.abc import Callable, Iterable
@@ -16,11 +15,12 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any, NamedTuple
 
-from fastavro import parse_schema, schemaless_reader
+from fastavro import schemaless_reader
 
 from hub.dead_letters import RECEIVED_MS
 from hub.errors import PayloadError
 from hub.schema.avro import FeedSchema
+from hub.schema.fast_read import Read, ReadArgs, fast_reader
 from hub.schema.timestamps import MAX_EPOCH_US, MIN_EPOCH_US
 from hub.schema.wire import HEADER_SIZE, decode_wire
 
@@ -68,9 +68,6 @@ def _time_columns(writer: FeedSchema, current: FeedSchema) -> tuple[_TimeColumn,
     return tuple((name, 1_000_000 // unit) for name, unit in writer.time_units.items() if name in wanted)
 
 
-_Read = Callable[..., Any]
-
-
 class _Plan(NamedTuple):
     """What `RowBuilder.build` needs for each record of one writer schema id, worked out once."""
 
@@ -82,59 +79,9 @@ class _Plan(NamedTuple):
     # is read with (fastavro's records have them all, defaulted or not); None: rec.get per column.
     values: Callable[[dict[str, Any]], tuple[Any, ...]] | None
     json_columns: tuple[str, ...]  # jsonb columns of the row, rendered into the record before `values`
-    # `read(fo, *read_args)` reads what `schemaless_reader(fo, writer, reader)` reads: see _fast_reader.
-    read: _Read
-    read_args: tuple[Any, dict[str, Any], Any, dict[str, Any]]
-
-
-# fastavro's schemaless_reader sets up per call (parse_schema, a named-schemas dict, an options dict,
-# `writer == reader`: a deep comparison when there is a reader schema) what a _Plan sets up once, then
-# calls the Cython reader's `_read_data`, which for a record calls `read_record`. Calling those
-# directly saves about a seventh of RowBuilder.build. Where one fails, schemaless_reader itself
-# decides (`_decode`): a different fastavro can cost speed, never a row.
-_READ_OPTIONS: dict[str, Any] = {
-    "return_record_name": False,
-    "return_record_name_override": False,
-    "handle_unicode_errors": "strict",
-    "return_named_type": False,
-    "return_named_type_override": False,
-}
-try:
-    _cython_read: Any = importlib.import_module("fastavro._read")  # absent without the Cython extension
-    _read_data: _Read | None = _cython_read._read_data
-    _read_record: _Read = _cython_read.read_record
-    _named_schemas: Callable[[], dict[str, Any]] = _cython_read._default_named_schemas
-except (ImportError, AttributeError):  # pragma: no cover - depends on the fastavro build
-    _read_data = None
-
-
-def _fast_reader(
-    writer: dict[str, Any], reader: dict[str, Any] | None
-) -> tuple[_Read, tuple[Any, dict[str, Any], Any, dict[str, Any]]]:
-    """(read, args): `read(fo, *args)` reads what `schemaless_reader(fo, writer, reader)` reads.
-
-    The arguments are prepared as schemaless_reader prepares its own (fastavro/_read.pyx). For a
-    record schema without a logicalType and no reader schema, `_read_data` only calls `read_record`
-    (and turns a ReadError into an EOFError, which `_decode` reports as schemaless_reader does).
-    """
-    if _read_data is None:  # fastavro without its Cython reader
-        return _schemaless, (writer, {}, reader, _READ_OPTIONS)
-    if writer == reader:
-        reader = None
-    named = _named_schemas()
-    parsed_writer = parse_schema(writer, named["writer"])
-    parsed_reader = parse_schema(reader, named["reader"]) if reader else None
-    direct = (
-        parsed_reader is None
-        and isinstance(parsed_writer, dict)
-        and parsed_writer.get("type") == "record"
-        and "logicalType" not in parsed_writer
-    )
-    return (_read_record if direct else _read_data), (parsed_writer, named, parsed_reader, _READ_OPTIONS)
-
-
-def _schemaless(fo: Any, writer: Any, named: Any, reader: Any, options: Any) -> Any:
-    return schemaless_reader(fo, writer, reader)
+    # `read(fo, *read_args)` reads what `schemaless_reader(fo, writer, reader)` reads: see fast_reader.
+    read: Read
+    read_args: ReadArgs
 
 
 # json.dumps(value, default=str) without making an encoder per call: same settings, same text.
@@ -208,7 +155,7 @@ class RowBuilder:
         columns = self.columns
         values = itemgetter(*columns) if len(columns) > 1 and fields.issuperset(columns) else None
         json_columns = tuple(c for c in columns if c in self._json_columns)
-        plan = _Plan(schema_id, writer, reader, times, values, json_columns, *_fast_reader(writer, reader))
+        plan = _Plan(schema_id, writer, reader, times, values, json_columns, *fast_reader(writer, reader))
         self._plans[bytes(value[:HEADER_SIZE])] = plan
         return plan
 

@@ -29,7 +29,7 @@ def encode_record(schema_id: int, parsed_schema: dict[str, Any], record: dict[st
 class WireEncoder:
     """Encodes records of one schema version, reusing one buffer. Not shared between threads."""
 
-    __slots__ = ("_buffer", "_header", "_raw", "_schema", "schema_id")
+    __slots__ = ("_buffer", "_raw", "_schema", "header", "schema_id")
 
     def __init__(self, schema_id: int, parsed_schema: dict[str, Any]) -> None:
         if not 0 <= schema_id <= MAX_SCHEMA_ID:
@@ -40,9 +40,9 @@ class WireEncoder:
         # Records carry timestamps as ints (epoch ms/us), which the schema without timestamp logical
         # types writes to the same bytes, skipping fastavro's per-value logical-type checks.
         self._raw: Any = without_timestamp_types(schema) if isinstance(schema, dict) else schema
-        self._header = bytes([MAGIC]) + schema_id.to_bytes(4, "big")
+        self.header = bytes([MAGIC]) + schema_id.to_bytes(4, "big")  # what every record of it starts with
         self._buffer = io.BytesIO()
-        self._buffer.write(self._header)
+        self._buffer.write(self.header)
 
     def encode(self, record: dict[str, Any]) -> bytes:
         buffer = self._buffer

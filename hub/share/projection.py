@@ -16,11 +16,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from hub.agreement import names
 from hub.agreement.streams import Stream
 from hub.schema.avro import FeedSchema
+from hub.schema.slices import Scanner, avro_string
 from hub.schema.timestamps import top_level_time_units
 
 DEVICE_ID = "device_id"
@@ -33,6 +34,13 @@ class NotProjectable(ValueError):
 
 
 CACHED_DEVICES = 100_000  # per projector, then forgotten
+
+
+class Splice(NamedTuple):
+    """A stream's Avro record made of the bytes of a feed record's own fields (`Projector.splice`)."""
+
+    device: int  # the writer's field index of device_id
+    rest: tuple[int, ...]  # the writer's field indexes of the fields after the key (time, then the granted ones)
 
 
 def pseudonym(key: bytes, device_id: str) -> str:
@@ -54,8 +62,19 @@ def _avro_name(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in text)
 
 
+_second: list[tuple[int | None, str]] = [(None, "")]  # the last whole second iso_ms formatted, and its text
+
+
 def iso_ms(epoch_ms: int) -> str:
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Epoch milliseconds as ISO 8601 UTC with milliseconds (`2026-11-27T10:00:00.123Z`).
+
+    Records come in time order, many within one second: its text is kept for the next.
+    """
+    seconds, ms = divmod(epoch_ms, 1000)
+    last = _second[0]
+    if last[0] != seconds:
+        last = _second[0] = (seconds, datetime.fromtimestamp(seconds, UTC).isoformat().removesuffix("+00:00"))
+    return f"{last[1]}.{ms:03d}Z"
 
 
 @dataclass
@@ -67,9 +86,12 @@ class Projector:
     key_field: str = field(init=False)
     fields: tuple[str, ...] = field(init=False)
     _time_fields: dict[str, int] = field(init=False)  # granted fields that are timestamps: units per second
+    _types: dict[str, Any] = field(init=False)  # the granted fields' Avro types (canonical form)
     # Per device id, what the patterns and the HMAC said (the same few thousand devices send again and again).
     _admitted: dict[str, bool] = field(init=False, default_factory=dict)
     _pseudonyms: dict[str, str] = field(init=False, default_factory=dict)
+    _keys: dict[str, tuple[bytes, bytes]] = field(init=False, default_factory=dict)
+    _topics: dict[str, str] = field(init=False, default_factory=dict)  # MQTT topics by key value
 
     def __post_init__(self) -> None:
         c = self.stream.clause
@@ -83,6 +105,7 @@ class Projector:
         self.fields = c.fields
         units = top_level_time_units(self.schema.parsed)
         self._time_fields = {f: units[f] for f in c.fields if f in units}
+        self._types = {f: feed_fields[f]["type"] for f in c.fields}
         out_fields: list[dict[str, Any]] = [{"name": self.key_field, "type": "string"}, {"name": TIME, "type": AVRO_MS}]
         for name in c.fields:
             spec = {k: v for k, v in feed_fields[name].items() if k in ("name", "type", "default", "doc")}
@@ -132,6 +155,38 @@ class Projector:
             out[name] = value
         return out
 
+    def splice(self, writer: FeedSchema, scanner: Scanner) -> Splice | None:
+        """How `project` + the stream's encoder's body come out of a record of `writer` without decoding it.
+
+        That is when the writer has device_id as a string, time in milliseconds, and every granted
+        field with the very type the stream's schema gives it, each a type whose values encode to
+        the bytes they were read from (`_splices_as_is`). Then the stream's body is the key (the
+        device id, or its pseudonym: `key_bytes`) followed by the bytes of the writer's `rest`
+        fields. None: decode and project the record.
+        """
+        types = {f["name"]: f["type"] for f in json.loads(writer.canonical)["fields"]}
+        if types.get(DEVICE_ID) != "string" or types.get(TIME) != AVRO_MS or TIME not in scanner.index:
+            return None
+        rest = [scanner.index[TIME]]
+        for name in self.fields:
+            wanted = self._types[name]
+            if name not in scanner.index or types.get(name) != wanted:
+                return None
+            if not _splices_as_is(wanted):
+                return None
+            rest.append(scanner.index[name])
+        return Splice(scanner.index[DEVICE_ID], tuple(rest))
+
+    def key_bytes(self, device: str) -> tuple[bytes, bytes]:
+        """A pseudonymised stream's (Kafka key, Avro encoding of the key field) for a device."""
+        found = self._keys.get(device)
+        if found is None:
+            if len(self._keys) >= CACHED_DEVICES:
+                self._keys.clear()
+            name = self._pseudonym(device)
+            found = self._keys[device] = (name.encode(), avro_string(name))
+        return found
+
     def json(self, projected: dict[str, Any]) -> bytes:
         """The MQTT payload: the projected record as JSON, times as ISO 8601 UTC."""
         doc = dict(projected)
@@ -139,19 +194,37 @@ class Projector:
         for name, unit in self._time_fields.items():
             if isinstance(doc.get(name), int):
                 doc[name] = iso_ms(doc[name] * 1000 // unit)
-        return json.dumps(doc, default=_json_default, allow_nan=False, separators=(",", ":")).encode()
+        return _to_json(doc).encode()
 
     def mqtt_topic(self, projected: dict[str, Any]) -> str:
-        return f"{self.stream.mqtt_prefix}/{escape_level(str(projected[self.key_field]))}"
+        key = str(projected[self.key_field])
+        found = self._topics.get(key)
+        if found is None:
+            if len(self._topics) >= CACHED_DEVICES:
+                self._topics.clear()
+            found = self._topics[key] = f"{self.stream.mqtt_prefix}/{escape_level(key)}"
+        return found
+
+
+_AS_READ = {None, "timestamp-millis", "timestamp-micros"}  # logical types read as the plain longs they are
+
+
+def _splices_as_is(avro_type: Any) -> bool:
+    """Whether a value of this type, decoded and encoded again, gives back the bytes it was read from.
+
+    So for primitives, enums and fixed, and a union of null and one of them (its branch is never in
+    doubt); not for other logical types (a uuid's text comes back lower-case, a decimal's bytes
+    minimal), which are decoded and encoded as before.
+    """
+    if isinstance(avro_type, list):
+        return len(avro_type) == 2 and "null" in avro_type and all(_splices_as_is(b) for b in avro_type)
+    if isinstance(avro_type, dict):
+        return avro_type.get("logicalType") in _AS_READ and avro_type.get("type") not in ("record", "array", "map")
+    return True
 
 
 def to_ms(value: int, unit: int) -> int:
     return value if unit == 1000 else value * 1000 // unit
-
-
-def record_seconds(record: dict[str, Any], writer_units: dict[str, int]) -> float:
-    """A decoded record's event time, in seconds since the epoch."""
-    return float(record[TIME]) / writer_units.get(TIME, 1000)
 
 
 def _json_default(value: Any) -> Any:
@@ -162,6 +235,10 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return str(value)
+
+
+# json.dumps(doc, default=_json_default, allow_nan=False, separators=(",", ":")) without an encoder per call.
+_to_json = json.JSONEncoder(default=_json_default, allow_nan=False, separators=(",", ":")).encode
 
 
 # --- aggregates --------------------------------------------------------------------------------------
@@ -206,4 +283,4 @@ def aggregate_record(stream: Stream, row: dict[str, Any]) -> dict[str, Any]:
 def aggregate_json(record: dict[str, Any]) -> bytes:
     doc = dict(record)
     doc["bucket"] = iso_ms(record["bucket"])
-    return json.dumps(doc, default=_json_default, allow_nan=False, separators=(",", ":")).encode()
+    return _to_json(doc).encode()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import time
 from collections import defaultdict
@@ -28,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import fastavro
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from hub.agreement import names
@@ -37,16 +35,15 @@ from hub.agreement.streams import Stream
 from hub.agreement.world import load_world
 from hub.catalog import store as catalog
 from hub.catalog.runtime import FeedRuntime, load_feeds, schema_by_id
-from hub.errors import PayloadError
 from hub.identifiers import qualified
 from hub.kafka import KafkaAdmin, is_local_broker
 from hub.outage import Outages
 from hub.retriable import retriable
-from hub.schema.avro import FeedSchema
-from hub.schema.wire import HEADER_SIZE, WireEncoder, schema_id_of
+from hub.schema.wire import WireEncoder
 from hub.settings import Endpoints, HubSettings
 from hub.share import identity, memory, store, windows
 from hub.share import metrics as share_metrics
+from hub.share.batch import Route, Sharer, Sink
 from hub.share.lanes import Lane, delayed_consumer, group_consumer
 from hub.share.outputs import KafkaOut, MqttOut, dead_letter_headers, share_topic_spec
 from hub.share.projection import (
@@ -56,7 +53,6 @@ from hub.share.projection import (
     aggregate_record,
     aggregate_schema,
     iso_ms,
-    record_seconds,
 )
 
 log = logging.getLogger("hub.share")
@@ -77,9 +73,8 @@ class ShareWorker:
         self.projectors: dict[str, Projector] = {}
         self.encoders: dict[str, WireEncoder] = {}
         self.lanes: dict[str, Lane] = {}
-        self.by_lane: dict[tuple[str, str], list[Stream]] = {}  # (lane, feed topic) -> raw streams
+        self.routes: dict[tuple[str, str], list[Route]] = {}  # (lane, feed topic) -> its raw streams
         self.feeds: dict[tuple[str, str], FeedRuntime] = {}
-        self.schemas: dict[int, FeedSchema | None] = {}
         self.epoch: str | None = None
         self.assigned: set[TopicPartition] = set()
         self.outages = Outages(log)
@@ -104,6 +99,7 @@ class ShareWorker:
             self.identity = await identity.provision(s, ep)
             opened.push_async_callback(identity.remove, s, ep, self.identity)
             self.mqtt = MqttOut(self.identity.address, self.identity.client_id, identity.tls_ca(s))
+            self.sharer = Sharer(Sink(self.kafka.add, self.mqtt.publish, self._dead_letter))
             await asyncio.to_thread(self.mqtt.start)
             opened.push_async_callback(asyncio.to_thread, self.mqtt.stop)
             await self.admin.ensure_topics([share_topic_spec(s, s.kafka_dead_letter_topic)])
@@ -146,6 +142,7 @@ class ShareWorker:
     async def _reset_outputs(self) -> None:
         """After a failure nothing of the batch was stored: every lane reads again from its stored positions."""
         self.kafka.drop()
+        self.mqtt.drop()
         async with self._lock:
             for lane in self.lanes.values():
                 lane.repend()
@@ -173,7 +170,7 @@ class ShareWorker:
         self._signature = signature
         self.feeds = feeds
         for f in feeds.values():
-            self.schemas.setdefault(f.schema_id, f.schema)
+            self.sharer.schemas.setdefault(f.schema_id, f.schema)
         async with self._lock:
             await self._use(list(active.values()))
         for s in ended:
@@ -202,17 +199,18 @@ class ShareWorker:
                     continue
                 if x.kafka:
                     encoders[x.id] = WireEncoder(await store.register(conn, x.subject, schema), schema)
-            by_lane: dict[tuple[str, str], list[Stream]] = defaultdict(list)
+            by_lane: dict[tuple[str, str], list[Route]] = defaultdict(list)
             for x in active:
                 if x.id in projectors:
-                    by_lane[x.lane, self.feeds[x.clause.provider, x.clause.feed].row.kafka_topic].append(x)
+                    feed_topic = self.feeds[x.clause.provider, x.clause.feed].row.kafka_topic
+                    by_lane[x.lane, feed_topic].append(Route(x, projectors[x.id], encoders.get(x.id)))
             await store.keep_lanes(conn, set(by_lane))
         topics = [x.topic for x in active if x.kafka and (x.id in encoders)]
         await self.admin.ensure_topics([share_topic_spec(s, t) for t in topics])
         for t in topics:
             await self.kafka.know(t)
         self.active = {x.id: x for x in active if x.id in projectors or x.clause.aggregate}
-        self.projectors, self.encoders, self.by_lane = projectors, encoders, dict(by_lane)
+        self.projectors, self.encoders, self.routes = projectors, encoders, dict(by_lane)
         lane_topics: dict[str, set[str]] = defaultdict(set)
         for lane_name, topic in by_lane:
             lane_topics[lane_name].add(topic)
@@ -322,8 +320,12 @@ class ShareWorker:
 
     async def _share(self, lane: Lane, data: dict[TopicPartition, list[Any]]) -> int:
         now = time.time()
-        live = {x.id for x in self.active.values() if x.agreement.in_force(datetime.now(UTC))}
-        delay_s = lane.delay.total_seconds()
+        at = datetime.now(UTC)
+        unknown = self.sharer.unknown_ids(r.value for records in data.values() for r in records)
+        if unknown:
+            async with self.pool.acquire() as conn:
+                for sid in sorted(unknown):
+                    self.sharer.learn(sid, await schema_by_id(conn, sid))
         moves: list[store.Move] = []
         shared: dict[str, store.Shared] = {}
         for tp, records in data.items():
@@ -333,22 +335,13 @@ class ShareWorker:
             if records[-1].offset < expected:  # a shorter log: topic recreated, or the broker lost its log
                 lane.repend([tp])
                 continue
-            last = None
-            for r in records:
-                if r.offset < expected:
-                    continue
-                decoded = await self._decode(r.value)
-                if delay_s and decoded is not None and record_seconds(*decoded) > now - delay_s:
-                    lane.hold(tp, r.offset, record_seconds(*decoded) + delay_s)
-                    break
-                if decoded is not None:
-                    self._project(lane.name, tp.topic, r, decoded, live, shared)
-                else:
-                    log.warning("%s[%d]@%d is not a feed record of a known schema: not shared", tp.topic, tp.partition,
-                                r.offset)  # fmt: skip
-                last = r.offset
-            if last is not None:
-                moves.append(store.Move(lane.name, tp.topic, tp.partition, expected, last + 1))
+            # a stream whose end passed since the last reload shares nothing more
+            routes = [x for x in self.routes.get((lane.name, tp.topic), ()) if x.stream.agreement.in_force(at)]
+            done = self.sharer.share(records, expected, routes, lane.delay.total_seconds(), now, shared)
+            if done.hold is not None:
+                lane.hold(tp, *done.hold)
+            if done.last is not None:
+                moves.append(store.Move(lane.name, tp.topic, tp.partition, expected, done.last + 1))
         if not moves:
             return 0
         log.debug("lane %s: %s", lane.name, [(m.topic, m.partition, m.expected, m.new) for m in moves])
@@ -370,53 +363,6 @@ class ShareWorker:
         self.shared += n
         self.dead_lettered += sum(x.dead_lettered for x in shared.values())
         return n
-
-    async def _decode(self, value: bytes | None) -> tuple[dict[str, Any], dict[str, int]] | None:
-        sid = schema_id_of(value)
-        if sid is None or value is None:
-            return None  # not a feed record (landing dead-letters it)
-        if sid not in self.schemas:
-            async with self.pool.acquire() as conn:
-                self.schemas[sid] = await schema_by_id(conn, sid)
-        schema = self.schemas[sid]
-        if schema is None:
-            return None
-        record = fastavro.schemaless_reader(io.BytesIO(value[HEADER_SIZE:]), schema.parsed_raw, None)
-        return record, schema.time_units  # type: ignore[return-value]
-
-    def _project(
-        self,
-        lane: str,
-        topic: str,
-        r: Any,
-        decoded: tuple[dict[str, Any], dict[str, int]],
-        live: set[str],
-        shared: dict[str, store.Shared],
-    ) -> None:
-        record, units = decoded
-        for x in self.by_lane.get((lane, topic), ()):
-            if x.id not in live:  # ended since the last reload (its end passed)
-                continue
-            p = self.projectors[x.id]
-            if not p.admits(record["device_id"]):
-                continue
-            counter = shared.get(x.id) or shared.setdefault(
-                x.id, store.Shared(x.agreement.id, x.consumer, x.clause.feed_key, str(x.clause.form), x.lane)
-            )
-            try:
-                out = p.project(record, units)
-                value = self.encoders[x.id].encode(out) if x.kafka else b""
-            except (NotProjectable, PayloadError) as exc:
-                self._dead_letter(x, r, str(exc))
-                counter.dead_lettered += 1
-                continue
-            key = str(out[p.key_field]).encode()
-            if x.kafka:
-                self.kafka.add(x.topic, key, value)
-            if x.mqtt:
-                self.mqtt.publish(p.mqtt_topic(out), p.json(out))
-            counter.records += 1
-            counter.last_ms = max(counter.last_ms, out["time"])
 
     def _dead_letter(self, x: Stream, r: Any, message: str) -> None:
         headers = dead_letter_headers(x, message)

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from hub.errors import PayloadError
 from hub.landing import rows as rows_module
 from hub.landing.rows import FeedRows, RowBuilder
+from hub.schema import fast_read
 from hub.schema.avro import FeedSchema, parse_feed_schema
 from hub.schema.timestamps import MAX_EPOCH_US, MIN_EPOCH_US
 from hub.schema.wire import WireEncoder, decode_wire
@@ -178,8 +179,8 @@ def both(records: list[Any], current: FeedSchema = V2, columns: list[str] | None
 def reader_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Each test runs with fastavro's Cython reader called directly, and as without it."""
     if request.param == "schemaless_reader":
-        monkeypatch.setattr(rows_module, "_read_data", None)
-    elif rows_module._read_data is None:
+        monkeypatch.setattr(fast_read, "_read_data", None)
+    elif fast_read._read_data is None:
         pytest.skip("fastavro has no Cython reader here")
     yield request.param
 
@@ -293,8 +294,8 @@ def test_a_record_the_direct_reader_refuses_is_read_by_schemaless_reader(monkeyp
     def refuse(*args: Any) -> Any:
         raise TypeError("changed")
 
-    monkeypatch.setattr(rows_module, "_read_record", refuse)
-    monkeypatch.setattr(rows_module, "_read_data", refuse)
+    monkeypatch.setattr(fast_read, "_read_record", refuse)
+    monkeypatch.setattr(fast_read, "_read_data", refuse)
     records = [kafka_record(v, i) for i, v in enumerate([*VALID, VALID[1][:-2]])]
     rows = both(records)
     assert len(rows.rows) == len(VALID)
@@ -303,13 +304,13 @@ def test_a_record_the_direct_reader_refuses_is_read_by_schemaless_reader(monkeyp
 
 
 def test_the_current_version_is_read_without_schemaless_readers_set_up() -> None:
-    if rows_module._read_data is None:
+    if fast_read._read_data is None:
         pytest.skip("fastavro has no Cython reader here")
     builder = RowBuilder(V2, REGISTRY.get)
     builder.build([kafka_record(v, i) for i, v in enumerate(VALID)])
     plans = {p.schema_id: p for p in builder._plans.values()}
-    assert plans[2].read is rows_module._read_record
-    assert plans[1].read is rows_module._read_data  # schema resolution: through _read_data
+    assert plans[2].read is fast_read._read_record
+    assert plans[1].read is fast_read._read_data  # schema resolution: through _read_data
 
 
 @settings(max_examples=200, deadline=None)
