@@ -327,6 +327,10 @@ class IngestWorker:
 
     async def step(self) -> int:
         s = self.settings
+        if self._poller is not None and self._poller.done() and not self._poller.cancelled():
+            # It never ends by itself. Gone, nothing would be acknowledged any more, and once this worker held
+            # `max_inflight_messages` the broker would deliver it nothing more, silently: fail the worker instead.
+            raise self._poller.exception() or RuntimeError("the poller of landed offsets ended")
         if len(self.source.inbox) < s.ingest_batch_size:
             self._wake.clear()
             try:

@@ -9,7 +9,13 @@ them once it is let in. No ingest worker running: the gate opens at once; one th
 opens after `stack_gate_timeout_s`, with a warning that `hub stack status` shows; a supervisor that dies
 mid-gate leaves it to the next supervisor, which opens it.
 
-A stack of this module's own: it kills its Mosquitto and its supervisor.
+On the same stack, as it kills a server too: after PostgreSQL is killed under a running ingest worker, the
+worker still acknowledges (PUBACKs) what landed. Its poller of landed offsets used to die of a driver error
+that was not taken for a database failure (`InternalClientError`, "another operation is in progress"), and
+then nothing was acknowledged any more: once the worker held `max_inflight_messages`, the broker delivered it
+nothing more, and every later message waited in the broker (`hub drill` at 400 msg/s: "nothing landed").
+
+A stack of this module's own: it kills its Mosquitto, its PostgreSQL and its supervisor.
 """
 
 from __future__ import annotations
@@ -287,3 +293,33 @@ async def test_an_ingest_worker_that_never_subscribes_holds_the_gate_only_until_
     finally:
         worker.kill()
         worker.wait()
+
+
+async def test_after_postgresql_is_killed_ingest_still_acknowledges_what_landed(stack: HubSettings) -> None:
+    device, base_ms, rate = unique("pgkill"), int(time.time() * 1000) - 3_600_000, 200.0
+    publisher = Publisher(stack)
+    try:
+        async with running_land(stack), running_ingest(stack) as ingest:
+            begun, killed, i = time.monotonic(), False, 0
+            while time.monotonic() - begun < 6.0:
+                due = int((time.monotonic() - begun) * rate)
+                while i < due:
+                    publisher.publish(device, base_ms + i)
+                    i += 1
+                if not killed and time.monotonic() - begun >= 2.0:
+                    pid = LocalStack(stack).process("postgres").pid()
+                    assert pid is not None
+                    os.kill(pid, signal.SIGKILL)  # the stack's supervisor starts it again
+                    killed = True
+                await asyncio.sleep(0.01)
+            assert await eventually(lambda: len(publisher.acknowledged()) == i, 60, 0.2)
+
+            async def all_landed() -> bool:
+                return len(await landed_keys(stack, device, base_ms)) >= i
+
+            assert await eventually(all_landed, 90, 0.5), "every message landed"
+            # ... and the worker acknowledged them to the broker: nothing is left waiting in it.
+            acknowledged = await eventually(lambda: ingest.waiting.messages == 0 and ingest.source.outstanding == 0, 30)
+            assert acknowledged, f"{ingest.waiting.messages} landed messages never acknowledged by ingest"
+    finally:
+        publisher.close()
