@@ -17,6 +17,9 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
     TimeoutError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    # A query sent just as the server dies (kill -9: its backends' last words arrive mid-query) fails with
+    # "cannot switch to state 12; another operation (2) is in progress", not a connection error.
+    asyncpg.InternalClientError,
 )
 # Those of them that pass: the server restarts, a connection was cut, a lock timed out.
 TRANSIENT_DATABASE_ERRORS: tuple[type[Exception], ...] = (

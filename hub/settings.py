@@ -137,6 +137,12 @@ class HubSettings(BaseSettings):
     # The local stack's supervisor (hub/stack/supervisor.py): restarts a server that crashed.
     stack_supervise: bool = Field(default=True, description="`hub stack up` starts the supervisor.")
     stack_supervise_every_s: float = Field(default=1.0, gt=0, description="How often it checks the servers.")
+    stack_gate_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="After Mosquitto crashed: the longest wait for the ingest workers' SUBACKs before partners may "
+        "connect again (hub/stack/broker_gate.py).",
+    )
 
     # hub apply: one transaction. Unset: half of the database's lock table (hub/control/size.py).
     apply_max_locks: int | None = Field(default=None, gt=0, description="Most locks one apply may hold.")

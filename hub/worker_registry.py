@@ -150,6 +150,9 @@ class WorkerRecord:
     client_id: str | None  # the MQTT client id or Kafka client id it connects with
     metrics: str | None  # host:port of its metrics and health server
     supervisor: int | None  # the PID of the `hub run` that started it
+    # Ingest: when the broker last confirmed its subscription (SUBACK, seconds since the epoch). The local stack's
+    # restart gate (hub/stack/broker_gate.py) compares it with a broker's restart.
+    subscribed_at: float | None = None
 
     @property
     def name(self) -> str:
@@ -183,6 +186,18 @@ def register_worker(state_dir: Path, record: WorkerRecord) -> Path:
 
 def register_supervisor(state_dir: Path, record: SupervisorRecord) -> Path:
     return _write(_dir(state_dir, "supervisors") / f"{record.pid}.json", asdict(record))
+
+
+def note_subscribed(state_dir: Path, kind: str, pid: int, at: float) -> None:
+    """Record in worker `pid`'s record that the broker confirmed its subscription at `at`; nothing if it has none
+    (a worker run outside `hub run`, as tests do)."""
+    path = _dir(state_dir, "workers") / f"{kind}-{pid}.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(data, dict):
+        _write(path, {**data, "subscribed_at": at})
 
 
 def unregister(path: Path) -> None:

@@ -19,6 +19,8 @@ from hub.drill.reconcile import Result, judge_stream
 from hub.drill.stack import PARTNER, DrillStack
 from hub.drill.stream import DUPLICATES_SQL, Stream
 from hub.errors import HubError
+from hub.stack.events import read_events
+from hub.stack.supervisor_process import events_path
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ def stream_scenario(
     if stream.lost:
         first, last = (round(stream.sent_at[k] - fault_at, 2) for k in (min(stream.lost), max(stream.lost)))
         result.notes.append(f"the lost were sent {first} s to {last} s after the fault began")
+    if stream.refused_connects:
+        result.notes.append(f"the device's CONNECT was refused {stream.refused_connects} times; it kept its messages")
     if result.recovery_s is not None:
         result.recovery_s = round(result.recovery_s, 1)
     judge_stream(result, expect_dead=0)  # valid readings: a dead letter would be a refusal caused by the fault
@@ -132,6 +136,14 @@ WORKERS = {"ingest": "ingest worker", "land": "landing worker", "share": "share 
 SERVERS = {"mosquitto": "Mosquitto", "kafka": "Kafka broker (Tansu)", "postgres": "PostgreSQL"}
 
 
+def gate_note(stack: DrillStack, since: float) -> str:
+    """What the stack's supervisor says of Mosquitto's restart gate after `since` (hub/stack/broker_gate.py)."""
+    for e in read_events(events_path(stack.state)):
+        if e.at >= since and e.server == "mosquitto" and e.event == "gate opened":
+            return f"restart gate opened {e.detail}"
+    return "the restart gate did not open"
+
+
 def run_faults(stack: DrillStack, pace: Pace, log: Callable[[str], None], quick: bool) -> list[Result]:
     out: list[Result] = []
     for kind, what in WORKERS.items():
@@ -142,15 +154,17 @@ def run_faults(stack: DrillStack, pace: Pace, log: Callable[[str], None], quick:
         out.append(r)
     for name, what in SERVERS.items():
         log(f"kill -9 of {what}")
-        out.append(
-            stream_scenario(
-                stack,
-                pace,
-                f"kill {name}",
-                f"kill -9 of {what} mid-stream; the stack's supervisor restarts it",
-                kill_server(stack, name),
-            )
+        began = time.time()
+        r = stream_scenario(
+            stack,
+            pace,
+            f"kill {name}",
+            f"kill -9 of {what} mid-stream; the stack's supervisor restarts it",
+            kill_server(stack, name),
         )
+        if name == "mosquitto":
+            r.notes.append(gate_note(stack, began))
+        out.append(r)
     for name, what in SERVERS.items():
         log(f"{what} paused for {pace.pause_s:.0f} s")
         action = f"{what} paused (SIGSTOP) for {pace.pause_s:.0f} s" + (

@@ -54,8 +54,14 @@ class Stream:
         self._stop = threading.Event()
         self.lost: list[int] = []  # acknowledged keys neither landed nor dead-lettered (after reconcile)
         self._thread: threading.Thread | None = None
+        self.refused_connects = 0  # CONNACKs that refused the device (the broker's restart gate): it tries again
         self.client = connect(self.stack, self.stack.logins[PARTNER])
         self.client.on_publish = self._on_publish
+        self.client.on_connect = self._on_connect
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            self.refused_connects += 1
 
     def _on_publish(self, _c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
         with self._lock:

@@ -54,6 +54,7 @@ class MqttSource:
         tls_ca: str | None = None,
         wake: Callable[[], None] | None = None,
         wake_every: int = 500,
+        on_subscribed: Callable[[], None] | None = None,
     ) -> None:
         self.address = address
         self.client_id = client_id
@@ -73,6 +74,7 @@ class MqttSource:
         self._acked_now = 0
         self._wake = wake
         self._wake_every = wake_every
+        self._on_subscribed = on_subscribed  # each SUBACK of our filters (on paho's thread)
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._connect_error: str | None = None
@@ -133,6 +135,8 @@ class MqttSource:
             failed = [str(r) for r in reasons if getattr(r, "is_failure", False)]
             if failed:
                 self._connect_error = f"subscription refused: {failed}"
+            elif self._on_subscribed is not None:
+                self._on_subscribed()
             self._subscribed.set()
 
     def _on_unsubscribe(self, _c: mqtt.Client, _u: object, mid: int, _r: object, _p: object) -> None:

@@ -32,11 +32,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections import Counter
 
 import asyncpg
 
+from hub import worker_registry
 from hub.catalog import store as catalog
 from hub.catalog.runtime import FeedRuntime, load_feeds
 from hub.catalog.topics import feed_topic_specs
@@ -140,6 +142,11 @@ class IngestWorker:
         self._abandoned = False  # a batch was given up unacknowledged: the session must be kept
         self.session_ended = False  # set on leaving: the broker session was ended (nothing left in it)
 
+    def _note_subscribed(self) -> None:
+        """The broker confirmed our subscription (paho's thread): recorded for the local stack's restart gate,
+        which keeps partners out of a restarted broker until every ingest worker has subscribed again."""
+        worker_registry.note_subscribed(self.settings.state_dir, "ingest", os.getpid(), time.time())
+
     def _wake_threadsafe(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.call_soon_threadsafe(self._wake.set)
 
@@ -185,6 +192,7 @@ class IngestWorker:
                 tls_ca=identity.tls_ca(s),
                 wake=lambda: self._wake_threadsafe(loop),
                 wake_every=s.ingest_batch_size,
+                on_subscribed=self._note_subscribed,
             )
             self.preparer = Preparer(s, router, self.sender.partitions, self.stats, self.source.publish)
             self.watch: TakeoverWatch | None = None
@@ -319,6 +327,10 @@ class IngestWorker:
 
     async def step(self) -> int:
         s = self.settings
+        if self._poller is not None and self._poller.done() and not self._poller.cancelled():
+            # It never ends by itself. Gone, nothing would be acknowledged any more, and once this worker held
+            # `max_inflight_messages` the broker would deliver it nothing more, silently: fail the worker instead.
+            raise self._poller.exception() or RuntimeError("the poller of landed offsets ended")
         if len(self.source.inbox) < s.ingest_batch_size:
             self._wake.clear()
             try:

@@ -21,7 +21,7 @@ from hub.errors import StackError
 from hub.mqtt_auth.accounts import ADMIN_USER, HEALTH_USER, bootstrap_document, generate_secret
 from hub.mqtt_auth.dynsec import DynsecAdmin, DynsecBroker, provision_login
 from hub.settings import SECRETS_FILE, STACK_FILE, HubSettings, MqttAddress, write_private_json
-from hub.stack import health, servers
+from hub.stack import broker_gate, health, servers
 from hub.stack.api_process import api_check, api_process, start_api
 from hub.stack.events import histories, read_events
 from hub.stack.process import ManagedProcess, port_in_use, wait_for_port
@@ -109,11 +109,20 @@ class LocalStack:
         write_private_json(self.state / STACK_FILE, state)
         for name in SERVERS:
             self.start_server(name)
-        if self.settings.stack_supervise:
+        if self.settings.stack_supervise:  # it also opens a restart gate a supervisor left closed
             self._up_simple(
                 "supervisor", supervisor_process(self.state), None, "", lambda: start_supervisor(self.settings)
             )
+        else:
+            self._open_left_gate(endpoints)
         return self.status()
+
+    def _open_left_gate(self, endpoints: dict[str, str]) -> None:
+        """Mosquitto's restart gate, left closed by a supervisor that stopped mid-gate, with none to open it now."""
+        gate = broker_gate.read_gate(self.state)
+        if gate is not None:
+            broker_gate.open_gate(self.state, MqttAddress.parse(endpoints["mqtt_url"]), gate)
+            self.log(f"mosquitto: opened the restart gate a supervisor left closed ({len(gate.logins)} logins enabled)")
 
     def start_server(self, name: str) -> list[str]:
         """Start one server of the stack unless it runs (`up`, and the supervisor after a crash).
@@ -288,7 +297,7 @@ class LocalStack:
                 "mosquitto",
                 f"127.0.0.1:{s.mqtt_port}",
                 mq,
-                lambda: health.mqtt_check(self.health_address(secrets), client_id=HEALTH_USER),
+                lambda: self._with_gate(health.mqtt_check(self.health_address(secrets), client_id=HEALTH_USER)),
             )
         )
         out.append(
@@ -299,6 +308,10 @@ class LocalStack:
         if s.stack_supervise:
             out.append(self._supervisor_status())
         return self._with_history(out)
+
+    def _with_gate(self, detail: str) -> str:
+        gate = broker_gate.read_gate(self.state)
+        return detail if gate is None else f"{detail}; {broker_gate.describe(gate)}"
 
     def _supervisor_status(self) -> ComponentStatus:
         proc = supervisor_process(self.state)

@@ -37,6 +37,7 @@ def start_supervisor(settings: HubSettings) -> ManagedProcess:
             "HUB_API_PORT": str(s.api_port),
             "HUB_INGEST_MAX_IN_FLIGHT": str(s.ingest_max_in_flight),
             "HUB_STACK_SUPERVISE_EVERY_S": str(s.stack_supervise_every_s),
+            "HUB_STACK_GATE_TIMEOUT_S": str(s.stack_gate_timeout_s),
         },
     )
     return proc
