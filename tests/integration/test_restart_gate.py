@@ -196,12 +196,12 @@ async def test_mosquitto_killed_mid_stream_loses_no_acknowledged_message(stack: 
         async with running_land(stack), running_ingest(stack):
             assert worker_registry.running_workers(stack.state_dir)[0].subscribed_at is not None
             begun, killed_at, i = time.monotonic(), 0.0, 0
-            while time.monotonic() - begun < 7.0:
+            while time.monotonic() - begun < 5.0:
                 due = int((time.monotonic() - begun) * rate)
                 while i < due:
                     publisher.publish(device, base_ms + i)
                     i += 1
-                if not killed_at and time.monotonic() - begun >= 2.0:
+                if not killed_at and time.monotonic() - begun >= 1.5:
                     killed_at = kill_mosquitto(stack)
                 await asyncio.sleep(0.01)
             opened = await gate_opened(stack, killed_at)
@@ -301,12 +301,12 @@ async def test_after_postgresql_is_killed_ingest_still_acknowledges_what_landed(
     try:
         async with running_land(stack), running_ingest(stack) as ingest:
             begun, killed, i = time.monotonic(), False, 0
-            while time.monotonic() - begun < 6.0:
+            while time.monotonic() - begun < 5.0:
                 due = int((time.monotonic() - begun) * rate)
                 while i < due:
                     publisher.publish(device, base_ms + i)
                     i += 1
-                if not killed and time.monotonic() - begun >= 2.0:
+                if not killed and time.monotonic() - begun >= 1.5:
                     pid = LocalStack(stack).process("postgres").pid()
                     assert pid is not None
                     os.kill(pid, signal.SIGKILL)  # the stack's supervisor starts it again
