@@ -265,12 +265,11 @@ class MqttOut:
             error, self._error = self._error, None
             refused, self._refused = self._refused, []
             unacked = len(self._unacked)
+        if refused:  # the cause, when the broker also dropped the connection after refusing
+            why = f"{len(refused)} publishes refused (reason code {refused[0]:#04x})"
+            raise ServerUnavailable("MQTT broker", self.where, why + (f"; {error}" if error else ""))
         if error is not None:
             raise ServerUnavailable("MQTT broker", self.where, error)
-        if refused:
-            raise ServerUnavailable(
-                "MQTT broker", self.where, f"{len(refused)} publishes refused (reason code {refused[0]:#04x})"
-            )
         if not done:
             raise ServerUnavailable("MQTT broker", self.where, f"{unacked} PUBACKs missing after the flush's timeout")
 

@@ -55,9 +55,9 @@ async def flushed_again(out: MqttOut, topic: str) -> None:
 async def test_a_refused_publish_fails_the_flush_and_a_flush_after_it_goes_through(mqtt_out: MqttOut) -> None:
     mqtt_out.publish("share/test/lab/air/st-1", b"{}")
     mqtt_out.publish("partners/someone/air/x", b"{}")  # outside the share login's ACL: PUBACK 0x87
-    with pytest.raises(ServerUnavailable, match=r"1 publishes refused \(reason code 0x87\)"):
+    # Mosquitto 2.0.11 answers PUBACK 0x87 and drops the connection; paho may see the drop first
+    with pytest.raises(ServerUnavailable, match=r"1 publishes refused \(reason code 0x87\)|disconnected"):
         await mqtt_out.flush()
-    # Mosquitto 2.0.11 also drops the connection then; paho connects again
     await flushed_again(mqtt_out, "share/test/lab/air/st-1")
 
 
