@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 import psutil
@@ -94,6 +94,16 @@ def tree_cpu_s(pid: int) -> float:
             continue
         total += t.user + t.system
     return total
+
+
+def components_cpu_s(pids: Mapping[str, int]) -> dict[str, float]:
+    """`tree_cpu_s` of each named process tree (the servers, and each kind's `hub run`)."""
+    return {name: tree_cpu_s(pid) for name, pid in sorted(pids.items())}
+
+
+def cpu_ms_per_1k(before: Mapping[str, float], after: Mapping[str, float], messages: int) -> dict[str, float]:
+    """CPU milliseconds per 1000 messages each tree spent between two `components_cpu_s` readings."""
+    return {name: round((after[name] - before.get(name, 0.0)) * 1e6 / max(1, messages), 1) for name in after}
 
 
 async def copy_rate(database_url: str, table: str, n: int) -> float:

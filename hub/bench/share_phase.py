@@ -13,7 +13,9 @@ workers running, the same messages are published as in the end-to-end phase:
 - what the MQTT consumer of the pseudonymised stream received (a C subscriber with that consumer's login);
 - `share_cpu_ms_per_1k`: CPU milliseconds the share workers' processes (`hub run share` and its workers) spent
   per 1000 messages of the phase with three agreements: a cost per record that other load on the machine
-  hardly changes, unlike the rates.
+  hardly changes, unlike the rates; `share_cpu_ms_per_1k_by_process` gives the same for every process tree
+  (servers, ingest, landing, share) in the runs without and with agreements, which shows where the rest of
+  the difference goes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hub.agreement.names import share_topic
 from hub.bench.c_clients import CClients
-from hub.bench.measure import percentile, tree_cpu_s
+from hub.bench.measure import PeakMemory, components_cpu_s, cpu_ms_per_1k, percentile, tree_cpu_s
 from hub.bench.payloads import DEVICES, event_time_ms, make_lines
 from hub.control.apply import apply
 from hub.errors import HubError
@@ -49,6 +51,7 @@ class Bench(Protocol):
     ingest_ack: str
     c: CClients
     procs: dict[str, subprocess.Popen[bytes]]
+    memory: PeakMemory  # its `pids`: every server's and every `hub run`'s process tree
 
     def start_workers(self, name: str, args: list[str], ack: str | None = None) -> None: ...
     def stop_workers(self, name: str) -> None: ...
@@ -190,6 +193,9 @@ class SharePhase:
                 "share_e2e_landed": landed,
                 "share_e2e_shared": shared,
                 "share_e2e_seconds": round(elapsed, 2),
+                # The rate is the slower of the two: these say which one it was.
+                "share_e2e_landed_seconds": round((landed_at or end) - t0, 2),
+                "share_e2e_shared_seconds": round((shared_at or end) - t0, 2),
                 "share_e2e_msgs_per_s": round(min(landed, shared) / elapsed, 1),
             }
         finally:
@@ -242,7 +248,9 @@ def run_share_phases(bench: Bench, figures: dict[str, Any], start_ms: int) -> No
         bench.start_workers("ingest", ["ingest", "--workers", str(cfg.ingest_workers)])
         asyncio.run(bench.wait_ingest_ready(cfg.ingest_workers))
     log("6/8 end to end again, no agreements (the reference of the share phase, measured just before it)")
+    reference_start = components_cpu_s(bench.memory.pids)
     ref = asyncio.run(bench.end_to_end(make_lines(cfg.messages, start_ms)))
+    cpu_without = cpu_ms_per_1k(reference_start, components_cpu_s(bench.memory.pids), cfg.messages)
     figures["share_reference_e2e_msgs_per_s"] = ref["e2e_msgs_per_s"]
     log(f"    {ref['e2e_msgs_per_s']:,.0f} msg/s landed, lost {ref['lost']}")
 
@@ -257,13 +265,20 @@ def run_share_phases(bench: Bench, figures: dict[str, Any], start_ms: int) -> No
             f"({figures['share_catch_up_records_per_s']} records/s)")  # fmt: skip
         share_pid = bench.procs["share"].pid
         cpu_before = tree_cpu_s(share_pid)
+        components_before = components_cpu_s(bench.memory.pids)
         e2e = asyncio.run(phase.end_to_end(make_lines(cfg.messages, start_ms + cfg.messages + 60_000)))
         cpu_s = tree_cpu_s(share_pid) - cpu_before
+        # Where the CPU of the shared run goes, against the run without agreements: the share workers'
+        # own, and what their streams add to the servers (the Kafka broker serves their reads and writes).
+        cpu_with = cpu_ms_per_1k(components_before, components_cpu_s(bench.memory.pids), cfg.messages)
+        figures["share_cpu_ms_per_1k_by_process"] = {"without_agreements": cpu_without, "with_agreements": cpu_with}
         figures.update(e2e)
         figures["share_ratio"] = round(e2e["share_e2e_msgs_per_s"] / ref["e2e_msgs_per_s"], 3)
         figures["share_cpu_ms_per_1k"] = round(cpu_s * 1e6 / max(1, e2e["share_e2e_landed"]), 1)
         log(f"    {e2e['share_e2e_msgs_per_s']:,.0f} msg/s landed and shared, {figures['share_ratio']} of the "
             f"reference; share workers' CPU {figures['share_cpu_ms_per_1k']} ms per 1000 messages")  # fmt: skip
+        log("    CPU ms per 1000 messages, without -> with agreements: " + ", ".join(
+            f"{name} {cpu_without.get(name, 0.0)} -> {ms}" for name, ms in cpu_with.items()))  # fmt: skip
 
         rate = max(100.0, e2e["share_e2e_msgs_per_s"] / 2)
         log(f"8/8 share lag at {rate:,.0f} msg/s for {cfg.latency_seconds:.0f} s")

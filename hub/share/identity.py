@@ -1,23 +1,24 @@
 """The share workers' MQTT identity, and ending a consumer's MQTT session when its stream stops.
 
-Each worker process gets a login of its own, bound to a client id made at its start
-(`hub-share-<host>-<random>`), in the group `hub-share` (publish under `share/#`, nothing else),
-with a password made then; it is removed when the worker stops. Both through the hub's admin
+Each worker process gets a login of its own, bound to its worker id (`hub-share-<host>-<index>`,
+hub/worker_registry.py, the id `hub stack status` lists), in the group `hub-share` (publish under
+`share/#`, nothing else), with a password made at its start; it is removed when the worker stops. A
+worker killed before it could remove its login leaves it to the next worker of its index, whose new
+password ends whatever still used it. Both through the hub's admin
 login (HUB_MQTT_URL), as the ingest workers' logins are.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 from dataclasses import dataclass
 
+from hub import worker_registry
 from hub.errors import HubError
 from hub.mqtt_auth.accounts import ROLE_SHARE, SHARE_ROOT, acl_json, consumer_name, generate_secret
 from hub.mqtt_auth.accounts import Acl as MqttAcl
 from hub.mqtt_auth.dynsec import DynsecBroker, provision_login
 from hub.settings import Endpoints, HubSettings, MqttAddress
-from hub.share.outputs import share_client_id
 
 log = logging.getLogger("hub.share")
 
@@ -36,7 +37,7 @@ def _broker(settings: HubSettings, endpoints: Endpoints) -> DynsecBroker:
     return DynsecBroker(endpoints.mqtt(), tls_ca(settings))
 
 
-async def provision(settings: HubSettings, endpoints: Endpoints) -> Identity:
+async def provision(settings: HubSettings, endpoints: Endpoints, index: int = 0) -> Identity:
     broker = _broker(settings, endpoints)
     # A broker set up before share streams existed lacks the role and group until the next `hub apply`.
     await broker.run(
@@ -51,7 +52,7 @@ async def provision(settings: HubSettings, endpoints: Endpoints) -> Identity:
         ],
         ok_errors=("Role already exists", "Group already exists", "Group is already in this role"),
     )
-    client_id = share_client_id(settings.worker_host or socket.gethostname())
+    client_id = worker_registry.worker_id("share", worker_registry.this_host(settings.worker_host), index)
     password = generate_secret()
     await provision_login(broker, client_id, ROLE_SHARE, password)
     return Identity(client_id, endpoints.mqtt().with_credentials(client_id, password))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import secrets
 import ssl
 import threading
 import time
@@ -277,8 +276,3 @@ class MqttOut:
         batch, self._batch = self._batch, []
         if batch or self._error:
             await asyncio.to_thread(self._send, batch, timeout_s)
-
-
-def share_client_id(host: str) -> str:
-    """A share worker's MQTT client id (and login): unique per process start."""
-    return f"hub-share-{host}-{secrets.token_hex(4)}"

@@ -61,9 +61,10 @@ NOW = "now"
 
 
 class ShareWorker:
-    def __init__(self, settings: HubSettings, endpoints: Endpoints) -> None:
+    def __init__(self, settings: HubSettings, endpoints: Endpoints, index: int = 0) -> None:
         self.settings = settings
         self.endpoints = endpoints
+        self.index = index  # of this worker on its host: its client id (identity.py)
         # What this worker did (read by tests, `hub bench` and logs).
         self.shared = 0  # records written to share topics (each stream and protocol counts once)
         self.dead_lettered = 0
@@ -96,7 +97,7 @@ class ShareWorker:
                 await catalog.ensure_catalog(conn)
             self.admin = await opened.enter_async_context(KafkaAdmin(s, ep.kafka_bootstrap))
             self.kafka = await opened.enter_async_context(KafkaOut(s, ep.kafka_bootstrap))
-            self.identity = await identity.provision(s, ep)
+            self.identity = await identity.provision(s, ep, self.index)
             opened.push_async_callback(identity.remove, s, ep, self.identity)
             self.mqtt = MqttOut(self.identity.address, self.identity.client_id, identity.tls_ca(s))
             self.sharer = Sharer(Sink(self.kafka.add, self.mqtt.publish, self._dead_letter))

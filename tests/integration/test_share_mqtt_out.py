@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from hub import worker_registry
 from hub.errors import ServerUnavailable
 from hub.mqtt_auth.dynsec import DynsecBroker
 from hub.settings import HubSettings
@@ -71,3 +72,27 @@ async def test_a_lost_connection_fails_the_flush_and_a_flush_after_the_reconnect
     with pytest.raises(ServerUnavailable, match=r"disconnected|connected again|paho connects again"):
         await mqtt_out.flush()
     await flushed_again(mqtt_out, "share/test/lab/air/st-2")
+
+
+async def test_a_share_workers_login_is_the_worker_id_stack_status_lists_and_a_successor_takes_it_over(
+    stack_settings: HubSettings,
+) -> None:
+    ep = stack_settings.endpoints()
+    login = await identity.provision(stack_settings, ep, 2)
+    try:
+        host = worker_registry.this_host(stack_settings.worker_host)
+        assert login.client_id == worker_registry.worker_id("share", host, 2)
+        # The next worker of index 2 (after a kill -9 left the login behind) gets it with a new password.
+        successor = await identity.provision(stack_settings, ep, 2)
+        assert successor.client_id == login.client_id
+        assert successor.address.password != login.address.password
+        out = MqttOut(successor.address, successor.client_id, identity.tls_ca(stack_settings))
+        await asyncio.to_thread(out.start)
+        try:
+            out.publish("share/test/lab/air/st-1", b"{}")
+            await out.flush()
+            assert out.published == 1
+        finally:
+            await asyncio.to_thread(out.stop)
+    finally:
+        await identity.remove(stack_settings, ep, login)
