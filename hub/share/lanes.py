@@ -35,6 +35,7 @@ class Lane:
     pending: set[TopicPartition] = field(default_factory=set)  # assigned, not positioned yet
     paused_until: dict[TopicPartition, float] = field(default_factory=dict)
     generation: int = 0  # bumped whenever partitions are positioned other than by storing a batch
+    checked_at: float = 0.0  # when its stored positions were last compared with `expected` while idle
 
     @property
     def delay(self) -> timedelta:
@@ -65,6 +66,13 @@ class Lane:
             self.expected.pop(tp, None)
             self.paused_until.pop(tp, None)
             self.pending.add(tp)
+
+    def moved(self, stored: dict[TopicPartition, int]) -> list[TopicPartition]:
+        """Partitions whose stored position is not where this lane continues: landing recreated the topic
+        (positions back to 0), or another worker stored there. The consumer would not find out by itself:
+        on the local broker it keeps its old position and reads nothing until the new log passes it."""
+        return sorted((tp for tp, offset in stored.items() if tp in self.expected and self.expected[tp] != offset),
+                      key=lambda tp: (tp.topic, tp.partition))  # fmt: skip
 
     def hold(self, tp: TopicPartition, offset: int, until: float) -> None:
         """Records from `offset` on are not old enough yet: read them again once `until` has come."""

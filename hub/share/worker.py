@@ -58,6 +58,7 @@ from hub.share.projection import (
 log = logging.getLogger("hub.share")
 
 NOW = "now"
+IDLE_CHECK_S = 1.0  # how often a lane that reads nothing compares its stored positions
 
 
 class ShareWorker:
@@ -286,6 +287,27 @@ class ShareWorker:
                     lane.pending.discard(tp)
         lane.generation += 1
 
+    async def _check_stored(self, lane: Lane) -> None:
+        """While a lane reads nothing: reposition partitions whose stored position moved (a recreated topic)."""
+        lane.checked_at = time.monotonic()
+        if not lane.expected:
+            return
+        stored: dict[TopicPartition, int] = {}
+        async with self.pool.acquire() as conn:
+            epoch = await store.current_epoch(conn)
+            by_topic: dict[str, list[int]] = defaultdict(list)
+            for tp in lane.expected:
+                by_topic[tp.topic].append(tp.partition)
+            for topic, parts in by_topic.items():
+                for p, offset in (await store.stored(conn, lane.name, topic, parts, epoch)).items():
+                    stored[TopicPartition(topic, p)] = offset
+        moved = lane.moved(stored)
+        if moved:
+            self.fenced += 1
+            log.info("lane %s: stored positions moved while it read nothing (recreated topic?): positioning %s again",
+                     lane.name, [f"{tp.topic}[{tp.partition}]" for tp in moved])  # fmt: skip
+            lane.repend(moved)
+
     # --- one step ----------------------------------------------------------------------------
 
     async def step(self) -> int:
@@ -307,8 +329,11 @@ class ShareWorker:
             try:
                 data = await lane.fetch(self.settings.share_flush_ms, self.settings.share_batch_size)
             except TimeoutError:
-                continue
+                data = {}
             if not data:
+                if time.monotonic() - lane.checked_at >= IDLE_CHECK_S:
+                    async with self._lock:
+                        await self._check_stored(lane)
                 continue
             async with self._lock:
                 if generation != lane.generation:

@@ -315,6 +315,29 @@ async def test_a_share_worker_killed_mid_stream_loses_nothing(streams: Workspace
     assert not missing, f"{len(missing)} of {len(records)} records never reached {topic}"
 
 
+async def test_a_lane_that_reads_nothing_finds_its_stored_positions_moved_and_reads_again_from_there(
+    streams: Workspace,
+) -> None:
+    """What landing's freeing of the local broker's memory does to a feed topic: recreated, and every lane's
+    stored positions set back to 0. The lane's consumer would keep its old position and read nothing until the
+    new log passed it (a share phase of `hub bench` stalled so): an idle lane compares what is stored."""
+    share: ShareWorker = streams.share  # type: ignore[attr-defined]
+    topic = (await feed_runtime(streams.settings, streams.partner, "air")).row.kafka_topic
+    lane = share.lanes["now"]
+
+    def positioned() -> bool:
+        return any(tp.topic == topic and offset > 0 for tp, offset in lane.expected.items())
+
+    assert await eventually(positioned, 20)
+    old = {tp: offset for tp, offset in lane.expected.items() if tp.topic == topic}
+    fenced = share.fenced
+    await query(streams.settings, "UPDATE hub.share_offsets SET next_offset = 0 WHERE lane = 'now' AND topic = $1",
+                topic)  # fmt: skip
+    assert await eventually(lambda: share.fenced > fenced, 10), "the idle lane never noticed"
+    # Read again from 0 up to where it was: repeats with the same keys, never a gap.
+    assert await eventually(lambda: all(lane.expected.get(tp) == offset for tp, offset in old.items()), 20)
+
+
 async def test_landing_frees_no_feed_topic_that_a_share_lane_has_not_shared(streams: Workspace) -> None:
     """The delayed lane still holds this hour's records in the feed topic: the local broker keeps them."""
     settings = streams.settings.model_copy(update={"land_free_broker_memory_min_records": 1})
