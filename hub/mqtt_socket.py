@@ -1,15 +1,27 @@
-"""A connected MQTT socket read through one large buffer: what the hub's tuned paho clients read from.
+"""A connected MQTT socket read through one large buffer, and the paho client that reads runs of packets from it.
 
 paho reads a packet with a `recv()` for its first byte, more for its length, one for the rest, and
 a `select()` before each packet. Behind a `BufferedSocket` those reads are served from one
 `recv()` of up to 64 KiB, and `pending()` tells paho's select loop that data is waiting, as an SSL
-socket's does. Ingest's subscriber (hub/ingest/subscriber_client.py) and the share worker's
-publisher (hub/share/mqtt_publisher.py) parse whole runs of packets at the head of `buf` themselves.
+socket's does. A `RunReadingClient` parses whole runs of packets at the head of the buffer itself
+and hands each run on in one call: ingest's subscriber (hub/ingest/subscriber_client.py) runs of
+QoS 1 PUBLISHes, the share worker's publisher (hub/share/mqtt_publisher.py) runs of PUBACKs. Any
+other packet, or one split across reads, takes paho's own path.
 """
 
 from __future__ import annotations
 
+import logging
+import socket
+import ssl
+import time
 from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+
+# The paho 2.x internals a RunReadingClient relies on.
+READ_INTERNALS = ("_packet_read", "_loop_rc_handle", "_create_socket", "_call_socket_register_write")
 
 READ_SIZE = 65536
 
@@ -50,3 +62,60 @@ class BufferedSocket:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.sock, name)
+
+
+class RunReadingClient(mqtt.Client):
+    """A paho `Client` reading through a `BufferedSocket`, whose subclass parses runs of packets (`_read_run`).
+
+    With `buffered` False (paho lacks the internals it relies on) it is paho's own client.
+    """
+
+    buffered = True
+    read_log = logging.getLogger("hub.mqtt")
+
+    def _read_run(self, sock: BufferedSocket) -> bool:
+        """Parse the run of packets this client takes at `sock.pos`, move `sock.pos` past it and hand it on;
+        False if the buffer does not start with one."""
+        raise NotImplementedError
+
+    def _create_socket(self) -> Any:
+        sock = super()._create_socket()
+        return (
+            BufferedSocket(sock) if self.buffered and isinstance(sock, socket.socket) else sock
+        )  # SSLSocket is one too
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        if not self.buffered:
+            return super().loop_read(max_packets)
+        # paho reads one packet per select(); keep going while the buffer holds data, within a bound
+        # so that PUBACKs and keepalive still get their turn.
+        for _ in range(1000):
+            if self._sock is None:
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN or self._sock is None or not self._sock.pending():  # type: ignore[attr-defined]
+                break
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _packet_read(self) -> MQTTErrorCode:
+        sock = self._sock
+        if type(sock) is BufferedSocket and self._in_packet["command"] == 0:
+            if sock.pos >= len(sock.buf):
+                try:
+                    if not sock.fill():
+                        return MQTTErrorCode.MQTT_ERR_CONN_LOST
+                except (BlockingIOError, ssl.SSLWantReadError):
+                    return MQTTErrorCode.MQTT_ERR_AGAIN
+                except ssl.SSLWantWriteError:
+                    self._call_socket_register_write()
+                    return MQTTErrorCode.MQTT_ERR_AGAIN
+                except OSError as err:
+                    self.read_log.warning("MQTT connection lost while reading: %s", err)
+                    return MQTTErrorCode.MQTT_ERR_CONN_LOST
+            if self._read_run(sock):
+                with self._msgtime_mutex:
+                    self._last_bytes_received = time.monotonic()
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._packet_read()

@@ -24,17 +24,14 @@ run every message through it against a real Mosquitto.
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
 import struct
-import time
 from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTProtocolVersion
 
-from hub.mqtt_socket import BufferedSocket
+from hub.mqtt_socket import READ_INTERNALS, BufferedSocket, RunReadingClient
 
 log = logging.getLogger("hub.ingest.mqtt")
 
@@ -42,10 +39,7 @@ PUBACK_HEAD = 0x4002 << 16  # PUBACK, remaining length 2; the packet id fills th
 
 Publish = tuple[str, bytes, int, bool]  # (topic, payload, packet id, DUP flag: delivered again)
 
-TUNED = all(
-    hasattr(mqtt.Client, name)
-    for name in ("_packet_read", "_packet_queue", "_loop_rc_handle", "_create_socket", "_call_socket_register_write")
-)
+TUNED = all(hasattr(mqtt.Client, name) for name in (*READ_INTERNALS, "_packet_queue"))
 
 
 def parse_publishes(buf: bytes, pos: int, v5: bool, out: list[Publish]) -> int:
@@ -90,59 +84,26 @@ def parse_publishes(buf: bytes, pos: int, v5: bool, out: list[Publish]) -> int:
     return pos
 
 
-class SubscriberClient(mqtt.Client):
+class SubscriberClient(RunReadingClient):
     """A paho `Client` whose QoS 1 deliveries go to `on_publishes` in batches (see the module docstring).
 
     `on_publishes` runs on paho's network thread; paho's `on_message` still gets the messages
     that take paho's own path.
     """
 
+    read_log = log
+
     def __init__(self, *args: Any, on_publishes: Callable[[list[Publish]], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.on_publishes = on_publishes
         self._v5 = kwargs.get("protocol") == MQTTProtocolVersion.MQTTv5
 
-    def _create_socket(self) -> Any:
-        sock = super()._create_socket()
-        return BufferedSocket(sock) if isinstance(sock, socket.socket) else sock  # SSLSocket is one too
-
-    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        # paho reads one packet per select(); keep going while the buffer holds data, within a bound
-        # so that PUBACKs and keepalive still get their turn.
-        for _ in range(1000):
-            sock = self._sock
-            if sock is None:
-                return MQTTErrorCode.MQTT_ERR_NO_CONN
-            rc = self._packet_read()
-            if rc > 0:
-                return self._loop_rc_handle(rc)
-            if rc == MQTTErrorCode.MQTT_ERR_AGAIN or self._sock is None or not self._sock.pending():  # type: ignore[attr-defined]
-                break
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def _packet_read(self) -> MQTTErrorCode:
-        sock = self._sock
-        if type(sock) is BufferedSocket and self._in_packet["command"] == 0:
-            if sock.pos >= len(sock.buf):
-                try:
-                    if not sock.fill():
-                        return MQTTErrorCode.MQTT_ERR_CONN_LOST
-                except (BlockingIOError, ssl.SSLWantReadError):
-                    return MQTTErrorCode.MQTT_ERR_AGAIN
-                except ssl.SSLWantWriteError:
-                    self._call_socket_register_write()
-                    return MQTTErrorCode.MQTT_ERR_AGAIN
-                except OSError as err:
-                    log.warning("MQTT connection lost while reading: %s", err)
-                    return MQTTErrorCode.MQTT_ERR_CONN_LOST
-            batch: list[Publish] = []
-            sock.pos = parse_publishes(sock.buf, sock.pos, self._v5, batch)
-            if batch:
-                with self._msgtime_mutex:
-                    self._last_bytes_received = time.monotonic()
-                self.on_publishes(batch)
-                return MQTTErrorCode.MQTT_ERR_SUCCESS
-        return super()._packet_read()
+    def _read_run(self, sock: BufferedSocket) -> bool:
+        batch: list[Publish] = []
+        sock.pos = parse_publishes(sock.buf, sock.pos, self._v5, batch)
+        if batch:
+            self.on_publishes(batch)
+        return bool(batch)
 
     def ack_many(self, mids: list[int]) -> None:
         """PUBACK these QoS 1 packet ids in one write (the order of the list is kept)."""

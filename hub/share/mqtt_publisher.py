@@ -23,16 +23,13 @@ publishes through paho's public API (slower, same behaviour).
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 
-from hub.mqtt_socket import BufferedSocket
+from hub.mqtt_socket import READ_INTERNALS, BufferedSocket, RunReadingClient
 
 log = logging.getLogger("hub.share")
 
@@ -42,16 +39,7 @@ PUBLISH_QOS1 = 0x32
 MAX_TOPIC_BYTES = 65535
 
 TUNED = all(
-    hasattr(mqtt.Client, name)
-    for name in (
-        "_packet_read",
-        "_packet_queue",
-        "_loop_rc_handle",
-        "_create_socket",
-        "_call_socket_register_write",
-        "_mid_generate",
-        "_handle_pubackcomp",
-    )
+    hasattr(mqtt.Client, name) for name in (*READ_INTERNALS, "_packet_queue", "_mid_generate", "_handle_pubackcomp")
 )
 
 
@@ -90,11 +78,14 @@ def parse_pubacks(buf: bytes, pos: int, out: list[Ack]) -> int:
     return pos
 
 
-class PublisherClient(mqtt.Client):
+class PublisherClient(RunReadingClient):
     """A paho `Client` that publishes QoS 1 batches and reports their PUBACKs (see the module docstring).
 
     `on_pubacks` runs on paho's network thread.
     """
+
+    buffered = TUNED
+    read_log = log
 
     def __init__(self, *args: Any, on_pubacks: Callable[[list[Ack]], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -126,47 +117,12 @@ class PublisherClient(mqtt.Client):
 
     # --- reading ---------------------------------------------------------------------
 
-    def _create_socket(self) -> Any:
-        sock = super()._create_socket()
-        return BufferedSocket(sock) if TUNED and isinstance(sock, socket.socket) else sock  # SSLSocket is one too
-
-    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        if not TUNED:
-            return super().loop_read(max_packets)
-        # paho reads one packet per select(); keep going while the buffer holds data, within a bound.
-        for _ in range(1000):
-            if self._sock is None:
-                return MQTTErrorCode.MQTT_ERR_NO_CONN
-            rc = self._packet_read()
-            if rc > 0:
-                return self._loop_rc_handle(rc)
-            if rc == MQTTErrorCode.MQTT_ERR_AGAIN or self._sock is None or not self._sock.pending():  # type: ignore[attr-defined]
-                break
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def _packet_read(self) -> MQTTErrorCode:
-        sock = self._sock
-        if type(sock) is BufferedSocket and self._in_packet["command"] == 0:
-            if sock.pos >= len(sock.buf):
-                try:
-                    if not sock.fill():
-                        return MQTTErrorCode.MQTT_ERR_CONN_LOST
-                except (BlockingIOError, ssl.SSLWantReadError):
-                    return MQTTErrorCode.MQTT_ERR_AGAIN
-                except ssl.SSLWantWriteError:
-                    self._call_socket_register_write()
-                    return MQTTErrorCode.MQTT_ERR_AGAIN
-                except OSError as err:
-                    log.warning("MQTT connection lost while reading: %s", err)
-                    return MQTTErrorCode.MQTT_ERR_CONN_LOST
-            acks: list[Ack] = []
-            sock.pos = parse_pubacks(sock.buf, sock.pos, acks)
-            if acks:
-                with self._msgtime_mutex:
-                    self._last_bytes_received = time.monotonic()
-                self.on_pubacks(acks)
-                return MQTTErrorCode.MQTT_ERR_SUCCESS
-        return super()._packet_read()
+    def _read_run(self, sock: BufferedSocket) -> bool:
+        acks: list[Ack] = []
+        sock.pos = parse_pubacks(sock.buf, sock.pos, acks)
+        if acks:
+            self.on_pubacks(acks)
+        return bool(acks)
 
     def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
         """A PUBACK paho read itself: every QoS 1 packet of this client is one of `publish_batch`'s."""
