@@ -23,6 +23,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -59,6 +60,20 @@ log = logging.getLogger("hub.share")
 
 NOW = "now"
 IDLE_CHECK_S = 1.0  # how often a lane that reads nothing compares its stored positions
+
+
+async def _stored(
+    conn: asyncpg.Connection, lane: str, tps: Iterable[TopicPartition], epoch: str | None
+) -> dict[TopicPartition, int]:
+    """`store.stored` for partitions of any topics: where `lane` continues in each."""
+    by_topic: dict[str, list[int]] = defaultdict(list)
+    for tp in tps:
+        by_topic[tp.topic].append(tp.partition)
+    found: dict[TopicPartition, int] = {}
+    for topic, parts in by_topic.items():
+        for p, offset in (await store.stored(conn, lane, topic, parts, epoch)).items():
+            found[TopicPartition(topic, p)] = offset
+    return found
 
 
 class ShareWorker:
@@ -275,16 +290,12 @@ class ShareWorker:
             return
         async with self.pool.acquire() as conn:
             self.epoch = await store.current_epoch(conn)
-            by_topic: dict[str, list[int]] = defaultdict(list)
-            for tp in lane.pending:
-                by_topic[tp.topic].append(tp.partition)
-            for topic, parts in by_topic.items():
-                for p, offset in (await store.stored(conn, lane.name, topic, parts, self.epoch)).items():
-                    tp = TopicPartition(topic, p)
-                    if tp in lane.consumer.assignment():
-                        lane.consumer.seek(tp, offset)
-                        lane.expected[tp] = offset
-                    lane.pending.discard(tp)
+            stored = await _stored(conn, lane.name, lane.pending, self.epoch)
+        for tp, offset in stored.items():
+            if tp in lane.consumer.assignment():
+                lane.consumer.seek(tp, offset)
+                lane.expected[tp] = offset
+            lane.pending.discard(tp)
         lane.generation += 1
 
     async def _check_stored(self, lane: Lane) -> None:
@@ -292,15 +303,8 @@ class ShareWorker:
         lane.checked_at = time.monotonic()
         if not lane.expected:
             return
-        stored: dict[TopicPartition, int] = {}
         async with self.pool.acquire() as conn:
-            epoch = await store.current_epoch(conn)
-            by_topic: dict[str, list[int]] = defaultdict(list)
-            for tp in lane.expected:
-                by_topic[tp.topic].append(tp.partition)
-            for topic, parts in by_topic.items():
-                for p, offset in (await store.stored(conn, lane.name, topic, parts, epoch)).items():
-                    stored[TopicPartition(topic, p)] = offset
+            stored = await _stored(conn, lane.name, lane.expected, await store.current_epoch(conn))
         moved = lane.moved(stored)
         if moved:
             self.fenced += 1
