@@ -330,9 +330,12 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def write_private_json(path: Path, data: dict[str, Any]) -> None:
-    """Write a JSON file readable only by its owner (it may hold secrets)."""
+    """Write a JSON file readable only by its owner (it may hold secrets), whole or not at all, and on disk
+    before this returns (the restart gate's record must outlive a crash right after it)."""
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)

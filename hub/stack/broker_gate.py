@@ -16,16 +16,14 @@ the record; the next pass of a supervisor opens the gate.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hub.errors import StackError
 from hub.mqtt_auth.dynsec import DynsecAdmin
 from hub.mqtt_auth.gate import closed_document, enable_commands, logins_to_close
-from hub.settings import MqttAddress
+from hub.settings import MqttAddress, write_private_json
 from hub.stack.servers import dynsec_file, mosquitto_process
 from hub.worker_registry import running_workers
 
@@ -53,16 +51,6 @@ def read_gate(state: Path) -> Gate | None:
         raise StackError(f"the restart gate's record {gate_path(state)} is unreadable ({exc})") from exc
 
 
-def _write_private(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
 def close_gate(state: Path, now: float) -> tuple[Gate, bool]:
     """Disable every login that is not the hub's own in the plugin's file (the broker must not be running).
 
@@ -78,9 +66,9 @@ def close_gate(state: Path, now: float) -> tuple[Gate, bool]:
     closing = logins_to_close(document)
     before = read_gate(state)
     gate = Gate(now, tuple(sorted({*(before.logins if before else ()), *closing})))
-    _write_private(gate_path(state), {"closed_at": gate.closed_at, "logins": list(gate.logins)})
+    write_private_json(gate_path(state), {"closed_at": gate.closed_at, "logins": list(gate.logins)})
     if closing:
-        _write_private(accounts, closed_document(document, closing))
+        write_private_json(accounts, closed_document(document, closing))
     return gate, before is None
 
 
