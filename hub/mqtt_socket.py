@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import threading
 import time
 from typing import Any
 
@@ -24,6 +25,7 @@ from paho.mqtt.enums import MQTTErrorCode
 READ_INTERNALS = ("_packet_read", "_loop_rc_handle", "_create_socket", "_call_socket_register_write")
 
 READ_SIZE = 65536
+GATE_WAIT_S = 0.05  # how long one turn of paho's loop waits for room before it writes and comes back
 
 
 class BufferedSocket:
@@ -72,6 +74,8 @@ class RunReadingClient(mqtt.Client):
 
     buffered = True
     read_log = logging.getLogger("hub.mqtt")
+    # Set while the reader of what this client hands on has room; cleared, reads pause (see `loop_read`).
+    read_gate: threading.Event | None = None
 
     def _read_run(self, sock: BufferedSocket) -> bool:
         """Parse the run of packets this client takes at `sock.pos`, move `sock.pos` past it and hand it on;
@@ -87,6 +91,12 @@ class RunReadingClient(mqtt.Client):
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         if not self.buffered:
             return super().loop_read(max_packets)
+        gate = self.read_gate
+        if gate is not None and not gate.wait(GATE_WAIT_S):
+            # Full: leave the bytes in the socket, so the broker keeps what follows (TCP flow control) instead of
+            # this process, whatever in-flight window the broker applies. paho's loop still writes (PUBACKs) and
+            # keeps the connection alive meanwhile.
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
         # paho reads one packet per select(); keep going while the buffer holds data, within a bound
         # so that PUBACKs and keepalive still get their turn.
         for _ in range(1000):

@@ -74,6 +74,11 @@ class HubSettings(BaseSettings):
     ingest_batch_size: int = 500
     ingest_flush_ms: int = 20
     ingest_max_in_flight: int = 20_000
+    ingest_max_inbox: int = Field(
+        default=10_000,
+        ge=1,
+        description="Messages a worker holds received and not yet processed; it stops reading from the broker there.",
+    )
     ingest_max_payload_bytes: int = 64 * 1024
     ingest_workers: int = 1
     ingest_ack: Literal["auto", "kafka", "landed"] = Field(

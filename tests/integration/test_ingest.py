@@ -36,6 +36,7 @@ from hub.control import credentials as partner_credentials
 from hub.ingest.identity import worker_client_id
 from hub.ingest.stale_sessions import drain as drain_stale_sessions
 from hub.ingest.worker import IngestWorker
+from hub.mqtt_socket import READ_SIZE
 from hub.schema.wire import decode_wire
 from hub.settings import HubSettings
 from hub.stack.broker_auth import LocalBrokerAuth
@@ -529,6 +530,41 @@ async def test_the_broker_keeps_every_message_queued_for_a_stopped_worker_beyond
     finally:
         dev.close()
     assert len(found) == len(devices), f"{len(devices) - len(found)} of {len(devices)} queued messages were lost"
+
+
+def hold_the_event_loop_until_reading_paused(worker: IngestWorker, timeout_s: float = 20) -> tuple[int, int]:
+    """Blocks the calling event loop, on purpose: a worker running on it processes nothing meanwhile, while its
+    MQTT thread goes on reading. Returns (messages in its inbox, times it paused reading)."""
+    deadline = time.monotonic() + timeout_s
+    while worker.source.pauses == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)  # time for reads past the bound, were there any
+    return len(worker.source.inbox), worker.source.pauses
+
+
+async def test_a_worker_behind_its_broker_stops_reading_at_its_inbox_bound_and_still_gets_every_message(
+    applied: HubSettings, feeds: dict[tuple[str, str], FeedRuntime]
+) -> None:
+    """The broker's in-flight window did not bound what a worker holds (75,000 messages under a burst in hub
+    bench); the worker leaves what it cannot hold yet in the socket, one read of READ_SIZE bytes at most beyond."""
+    settings = applied.model_copy(update={"ingest_max_inbox": 150})
+    kafka_topic = feeds[(AIR, "air_quality")].row.kafka_topic
+    devices = [unique("box") for _ in range(3000)]
+    messages = [(air_topic(d), air_payload()) for d in devices]
+    dev = Device(settings, AIR, protocol=MQTTProtocolVersion.MQTTv311)
+    try:
+        async with running_ingest(settings) as worker:
+            for topic, payload in messages:
+                dev.publish(topic, payload)
+            held, paused = hold_the_event_loop_until_reading_paused(worker)
+            found = await read_keys(
+                settings.endpoints().kafka_bootstrap, kafka_topic, {d.encode() for d in devices}, timeout_s=60
+            )
+    finally:
+        dev.close()
+    one_read = READ_SIZE // min(len(topic) + len(payload) for topic, payload in messages)
+    assert paused >= 1 and held <= 150 + one_read, (paused, held)
+    assert len(found) == len(devices), f"{len(devices) - len(found)} of {len(devices)} messages were lost"
 
 
 # --- hub stats -------------------------------------------------------------------------
