@@ -25,8 +25,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from hub.errors import HubError
 
 
@@ -130,7 +128,35 @@ def free(state_dir: Path, name: str) -> bool:
 
 
 def started_at(pid: int) -> float | None:
-    """The process's start time (seconds since the epoch), None if it is gone or a zombie."""
+    """The process's start time (seconds since the epoch), None if it is gone or a zombie.
+
+    Read from /proc where there is one, as psutil computes it (boot time + start ticks), so that the `hub run`
+    supervisor need not load psutil (1.3 MB resident in every supervisor); psutil elsewhere.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None  # gone
+        return _started_at_psutil(pid)
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # the name in parentheses may hold spaces
+    if fields[0] == "Z":
+        return None
+    return _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise HubError("/proc/stat has no btime line")
+
+
+def _started_at_psutil(pid: int) -> float | None:
+    import psutil
+
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:

@@ -37,8 +37,9 @@ def test_a_worker_process_never_loads_the_cli_the_http_api_or_the_compatibility_
     assert forbidden(modules, NEVER_IN_A_WORKER) == []
 
 
-def test_the_run_supervisor_loads_no_settings_model_and_no_openssl() -> None:
-    # It only starts and watches worker processes: pydantic and libcrypto (hashlib) would cost it
-    # more than it needs in all.
+def test_the_run_supervisor_loads_no_settings_model_no_openssl_and_no_psutil() -> None:
+    # It only starts and watches worker processes: pydantic, libcrypto (hashlib) and psutil (it reads a process's
+    # start time from /proc) would cost it more than it needs in all.
     modules = loaded_after("import hub.supervise")
-    assert forbidden(modules, (*NEVER_IN_A_WORKER, "pydantic", "hub.settings", "hashlib", "_hashlib", "ssl")) == []
+    never = (*NEVER_IN_A_WORKER, "pydantic", "hub.settings", "hashlib", "_hashlib", "ssl", "psutil")
+    assert forbidden(modules, never) == []
