@@ -56,6 +56,7 @@ class MqttSource:
         wake_every: int = 500,
         on_subscribed: Callable[[], None] | None = None,
         max_inbox: int = 10_000,
+        max_outstanding: int = 20_000,
     ) -> None:
         self.address = address
         self.client_id = client_id
@@ -67,13 +68,16 @@ class MqttSource:
         self.keepalive_s = keepalive_s
         self.tls_ca = tls_ca
         self.inbox: deque[Message] = deque()
-        # Reading from the broker pauses while the inbox holds `max_inbox` messages and resumes once half are
-        # processed: the broker's in-flight window did not bound it (hub bench: 75,000 messages, about 30 MB, in one
-        # worker's inbox under a burst with `max_inflight_messages 20000`).
+        # Reading from the broker pauses while the inbox holds `max_inbox` messages, or `max_outstanding` are
+        # delivered and not acknowledged (the inbox, the batch being sent, and in `landed` mode what waits for
+        # landing), and resumes once the inbox is half empty and a quarter of those are acknowledged. The broker's
+        # in-flight window did not bound either (hub bench: 75,000 messages, about 30 MB, in one worker's inbox
+        # under a burst, with Mosquitto's `max_inflight_messages 20000`).
         self.max_inbox = max_inbox
+        self.max_outstanding = max_outstanding
         self.room = threading.Event()
         self.room.set()
-        self.pauses = 0  # times reading paused for a full inbox
+        self.pauses = 0  # times reading paused
         self.generation = 0
         self.last_message_at = 0.0
         self.received = 0  # messages delivered to us (redeliveries included)
@@ -173,7 +177,7 @@ class MqttSource:
         inbox = self.inbox
         before = len(inbox)
         inbox.extend([Message(topic, payload, mid, received_ms, generation, dup) for topic, payload, mid, dup in batch])
-        if len(inbox) >= self.max_inbox and self.room.is_set():
+        if (len(inbox) >= self.max_inbox or self.outstanding >= self.max_outstanding) and self.room.is_set():
             self.room.clear()
             self.pauses += 1
         self.last_message_at = now
@@ -228,6 +232,7 @@ class MqttSource:
         self.acked += n
         if self.generation == gen:  # a reconnect meanwhile started counting afresh
             self._acked_now += n
+        self._reopen()
         return n
 
     @property
@@ -240,9 +245,12 @@ class MqttSource:
         inbox = self.inbox
         while inbox and len(out) < limit:
             out.append(inbox.popleft())
-        if len(inbox) <= self.max_inbox // 2:
-            self.room.set()  # also after an empty drain: a clear that raced this set is undone within a step
+        self._reopen()  # also after an empty drain: a clear that raced an earlier set is undone within a step
         return out
+
+    def _reopen(self) -> None:
+        if len(self.inbox) <= self.max_inbox // 2 and self.outstanding <= self.max_outstanding * 3 // 4:
+            self.room.set()
 
     def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
         self.client.publish(topic, payload, qos=qos)
