@@ -15,8 +15,8 @@ meanwhile) acknowledge the messages, in one of two modes (`HUB_INGEST_ACK`):
 
 While Kafka or the database is down the batch is retried with backoff and nothing new is
 processed: unacknowledged messages stay in the broker's session for us, so nothing is lost.
-Memory: the worker stops reading from the broker at `ingest_max_inbox` messages in the inbox or
-`ingest_max_in_flight` unacknowledged in all (mqtt_source.py), whatever the broker's own window.
+Memory: the worker stops reading from the broker at `ingest_max_inbox` messages in its inbox, or that
+plus `ingest_max_in_flight` unacknowledged in all (mqtt_source.py), whatever the broker's own window.
 
 Identity: the worker connects as `hub-ingest-<host>-<index>` with a login of its own, bound to that
 client id and given a new password at every start (identity.py), and watches the broker's log for
@@ -194,7 +194,7 @@ class IngestWorker:
                 wake_every=s.ingest_batch_size,
                 on_subscribed=self._note_subscribed,
                 max_inbox=s.ingest_max_inbox,
-                max_outstanding=s.ingest_max_in_flight,
+                max_outstanding=s.ingest_max_in_flight + s.ingest_max_inbox,
             )
             self.preparer = Preparer(s, router, self.sender.partitions, self.stats, self.source.publish)
             self.watch: TakeoverWatch | None = None
