@@ -75,7 +75,7 @@ class HubSettings(BaseSettings):
     ingest_flush_ms: int = 20
     ingest_max_in_flight: int = 20_000
     ingest_max_inbox: int = Field(
-        default=50_000,
+        default=10_000,
         ge=1,
         description="Messages a worker holds received and not yet processed; it stops reading from the broker there.",
     )

@@ -55,8 +55,8 @@ class MqttSource:
         wake: Callable[[], None] | None = None,
         wake_every: int = 500,
         on_subscribed: Callable[[], None] | None = None,
-        max_inbox: int = 50_000,
-        max_outstanding: int = 70_000,
+        max_inbox: int = 10_000,
+        max_outstanding: int = 30_000,
     ) -> None:
         self.address = address
         self.client_id = client_id
@@ -72,9 +72,7 @@ class MqttSource:
         # delivered and not acknowledged (the inbox, the batch being sent, and in `landed` mode what waits for
         # landing), and resumes once the inbox is half empty and a quarter of those are acknowledged. The broker's
         # in-flight window did not bound either (hub bench: 75,000 messages, about 30 MB, in one worker's inbox
-        # under a burst, with Mosquitto's `max_inflight_messages 20000`). A bound of 10,000 cost hub bench's share
-        # phase about a tenth of its end-to-end rate when the cores are the limit, so the defaults are a safety net
-        # for outages (Kafka or landing away), not a throttle.
+        # under a burst, with Mosquitto's `max_inflight_messages 20000`).
         self.max_inbox = max_inbox
         self.max_outstanding = max_outstanding
         self.room = threading.Event()
