@@ -533,6 +533,18 @@ async def test_the_broker_keeps_every_message_queued_for_a_stopped_worker_beyond
     assert len(found) == len(devices), f"{len(devices) - len(found)} of {len(devices)} queued messages were lost"
 
 
+def burst_of_devices(settings: HubSettings, prefix: str, n: int) -> tuple[Device, list[str], list[tuple[str, bytes]]]:
+    """A publisher of `AIR`, and one message each from `n` new devices."""
+    devices = [unique(prefix) for _ in range(n)]
+    publisher = Device(settings, AIR, protocol=MQTTProtocolVersion.MQTTv311)
+    return publisher, devices, [(air_topic(d), air_payload()) for d in devices]
+
+
+def one_read(messages: list[tuple[str, bytes]]) -> int:
+    """At most how many of these messages one read of READ_SIZE bytes holds."""
+    return READ_SIZE // min(len(topic) + len(payload) for topic, payload in messages)
+
+
 def hold_the_event_loop_until_reading_paused(worker: IngestWorker, timeout_s: float = 20) -> tuple[int, int]:
     """Blocks the calling event loop, on purpose: a worker running on it processes nothing meanwhile, while its
     MQTT thread goes on reading. Returns (messages in its inbox, times it paused reading)."""
@@ -550,9 +562,7 @@ async def test_a_worker_behind_its_broker_stops_reading_at_its_inbox_bound_and_s
     bench); the worker leaves what it cannot hold yet in the socket, one read of READ_SIZE bytes at most beyond."""
     settings = applied.model_copy(update={"ingest_max_inbox": 150})
     kafka_topic = feeds[(AIR, "air_quality")].row.kafka_topic
-    devices = [unique("box") for _ in range(3000)]
-    messages = [(air_topic(d), air_payload()) for d in devices]
-    dev = Device(settings, AIR, protocol=MQTTProtocolVersion.MQTTv311)
+    dev, devices, messages = burst_of_devices(settings, "box", 3000)
     try:
         async with running_ingest(settings) as worker:
             for topic, payload in messages:
@@ -563,8 +573,7 @@ async def test_a_worker_behind_its_broker_stops_reading_at_its_inbox_bound_and_s
             )
     finally:
         dev.close()
-    one_read = READ_SIZE // min(len(topic) + len(payload) for topic, payload in messages)
-    assert paused >= 1 and held <= 150 + one_read, (paused, held)
+    assert paused >= 1 and held <= 150 + one_read(messages), (paused, held)
     assert len(found) == len(devices), f"{len(devices) - len(found)} of {len(devices)} messages were lost"
 
 
@@ -576,9 +585,7 @@ async def test_acknowledging_after_landing_a_worker_stops_reading_at_its_in_flig
     # reading pauses at 100 in the inbox or 100 + 300 delivered and unacknowledged in all
     settings = applied.model_copy(update={"ingest_ack": "landed", "ingest_max_in_flight": 300, "ingest_max_inbox": 100})
     row = feeds[(AIR, "air_quality")].row
-    devices = [unique("wait") for _ in range(2000)]
-    messages = [(air_topic(d), air_payload()) for d in devices]
-    dev = Device(settings, AIR, protocol=MQTTProtocolVersion.MQTTv311)
+    dev, devices, messages = burst_of_devices(settings, "wait", 2000)
     try:
         async with running_ingest(settings) as worker:
             for topic, payload in messages:
@@ -590,8 +597,7 @@ async def test_acknowledging_after_landing_a_worker_stops_reading_at_its_in_flig
                 landed = await until_rows(settings, f"{row.table_schema}.{row.table_name}", devices, 2000, 90)
     finally:
         dev.close()
-    one_read = READ_SIZE // min(len(topic) + len(payload) for topic, payload in messages)
-    assert held <= 100 + 300 + one_read, held
+    assert held <= 100 + 300 + one_read(messages), held
     assert landed == len(devices), f"{len(devices) - landed} of {len(devices)} messages did not land"
 
 
