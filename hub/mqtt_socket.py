@@ -94,8 +94,11 @@ class RunReadingClient(mqtt.Client):
         gate = self.read_gate
         if gate is not None and not gate.wait(GATE_WAIT_S):
             # Full: leave the bytes in the socket, so the broker keeps what follows (TCP flow control) instead of
-            # this process, whatever in-flight window the broker applies. paho's loop still writes (PUBACKs) and
-            # keeps the connection alive meanwhile.
+            # this process, whatever in-flight window the broker applies. paho's loop still writes (PUBACKs and
+            # pings) meanwhile. We are called because the socket is readable: the broker is there, so paho's
+            # keepalive must not take the unread PINGRESP for silence and drop the connection.
+            with self._msgtime_mutex:
+                self._last_bytes_received = time.monotonic()
             return MQTTErrorCode.MQTT_ERR_SUCCESS
         # paho reads one packet per select(); keep going while the buffer holds data, within a bound
         # so that PUBACKs and keepalive still get their turn.

@@ -159,6 +159,8 @@ class MqttSource:
             self._unsubacked.notify_all()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, flags: Any, reason: Any, _p: object) -> None:
+        # The next connection's CONNACK must be read whatever the inbox holds (`_on_connect` starts it afresh).
+        self.room.set()
         if self._stopping:
             return
         if getattr(reason, "value", None) == SESSION_TAKEN_OVER:

@@ -545,13 +545,16 @@ def one_read(messages: list[tuple[str, bytes]]) -> int:
     return READ_SIZE // min(len(topic) + len(payload) for topic, payload in messages)
 
 
-def hold_the_event_loop_until_reading_paused(worker: IngestWorker, timeout_s: float = 20) -> tuple[int, int]:
+def hold_the_event_loop_until_reading_paused(
+    worker: IngestWorker, then_s: float = 0.5, timeout_s: float = 20
+) -> tuple[int, int]:
     """Blocks the calling event loop, on purpose: a worker running on it processes nothing meanwhile, while its
-    MQTT thread goes on reading. Returns (messages in its inbox, times it paused reading)."""
+    MQTT thread goes on reading. Holds `then_s` more once reading paused (time for reads past the bound, were
+    there any). Returns (messages in its inbox, times it paused reading)."""
     deadline = time.monotonic() + timeout_s
     while worker.source.pauses == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(0.5)  # time for reads past the bound, were there any
+    time.sleep(then_s)
     return len(worker.source.inbox), worker.source.pauses
 
 
@@ -560,20 +563,23 @@ async def test_a_worker_behind_its_broker_stops_reading_at_its_inbox_bound_and_s
 ) -> None:
     """The broker's in-flight window did not bound what a worker holds (75,000 messages under a burst in hub
     bench); the worker leaves what it cannot hold yet in the socket, one read of READ_SIZE bytes at most beyond."""
-    settings = applied.model_copy(update={"ingest_max_inbox": 150})
+    settings = applied.model_copy(update={"ingest_max_inbox": 150, "mqtt_keepalive_s": 2})
     kafka_topic = feeds[(AIR, "air_quality")].row.kafka_topic
     dev, devices, messages = burst_of_devices(settings, "box", 3000)
     try:
         async with running_ingest(settings) as worker:
             for topic, payload in messages:
                 dev.publish(topic, payload)
-            held, paused = hold_the_event_loop_until_reading_paused(worker)
+            # paused for three keepalives: the connection stays up (its PINGRESPs wait unread in the socket)
+            held, paused = hold_the_event_loop_until_reading_paused(worker, then_s=3 * 2)
+            connections = worker.source.generation
             found = await read_keys(
                 settings.endpoints().kafka_bootstrap, kafka_topic, {d.encode() for d in devices}, timeout_s=60
             )
     finally:
         dev.close()
     assert paused >= 1 and held <= 150 + one_read(messages), (paused, held)
+    assert connections == 1
     assert len(found) == len(devices), f"{len(devices) - len(found)} of {len(devices)} messages were lost"
 
 
