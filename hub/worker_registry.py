@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import re
@@ -147,6 +148,7 @@ def started_at(pid: int) -> float | None:
     return _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
+@functools.cache  # read once per process: every listing of records checks each one's start time
 def _boot_time() -> float:
     for line in Path("/proc/stat").read_text().splitlines():
         if line.startswith("btime "):

@@ -55,8 +55,8 @@ class MqttSource:
         wake: Callable[[], None] | None = None,
         wake_every: int = 500,
         on_subscribed: Callable[[], None] | None = None,
-        max_inbox: int = 10_000,
-        max_outstanding: int = 30_000,
+        max_inbox: int,
+        max_in_flight: int,
     ) -> None:
         self.address = address
         self.client_id = client_id
@@ -68,13 +68,13 @@ class MqttSource:
         self.keepalive_s = keepalive_s
         self.tls_ca = tls_ca
         self.inbox: deque[Message] = deque()
-        # Reading from the broker pauses while the inbox holds `max_inbox` messages, or `max_outstanding` are
-        # delivered and not acknowledged (the inbox, the batch being sent, and in `landed` mode what waits for
+        # Reading from the broker pauses while the inbox holds `max_inbox` messages, or those plus `max_in_flight`
+        # are delivered and not acknowledged (the inbox, the batch being sent, and in `landed` mode what waits for
         # landing), and resumes once the inbox is half empty and a quarter of those are acknowledged. The broker's
         # in-flight window did not bound either (hub bench: 75,000 messages, about 30 MB, in one worker's inbox
         # under a burst, with Mosquitto's `max_inflight_messages 20000`).
         self.max_inbox = max_inbox
-        self.max_outstanding = max_outstanding
+        self.max_outstanding = max_inbox + max_in_flight
         self.room = threading.Event()
         self.room.set()
         self.pauses = 0  # times reading paused
@@ -179,12 +179,12 @@ class MqttSource:
         inbox = self.inbox
         before = len(inbox)
         inbox.extend([Message(topic, payload, mid, received_ms, generation, dup) for topic, payload, mid, dup in batch])
-        if (len(inbox) >= self.max_inbox or self.outstanding >= self.max_outstanding) and self.room.is_set():
-            self.room.clear()
-            self.pauses += 1
         self.last_message_at = now
         self.received += len(batch)
         self._delivered_now += len(batch)
+        if (len(inbox) >= self.max_inbox or self.outstanding >= self.max_outstanding) and self.room.is_set():
+            self.room.clear()
+            self.pauses += 1
         if self._wake is not None and before // self._wake_every != len(inbox) // self._wake_every:
             self._wake()
 

@@ -194,7 +194,7 @@ class IngestWorker:
                 wake_every=s.ingest_batch_size,
                 on_subscribed=self._note_subscribed,
                 max_inbox=s.ingest_max_inbox,
-                max_outstanding=s.ingest_max_in_flight + s.ingest_max_inbox,
+                max_in_flight=s.ingest_max_in_flight,
             )
             self.preparer = Preparer(s, router, self.sender.partitions, self.stats, self.source.publish)
             self.watch: TakeoverWatch | None = None
