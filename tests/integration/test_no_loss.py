@@ -140,15 +140,23 @@ async def records_lost(settings: Any) -> int:
 
 
 async def restart_kafka(settings: Any) -> None:
-    """kill -9 of the Kafka broker, then start it again as `hub stack up` would (its topics recreated)."""
+    """kill -9 of the Kafka broker, then started again as `hub stack up` would (its topics recreated).
+
+    The stack's supervisor starts a broker that died: the test waits for it rather than starting one too (both
+    starting raced: two brokers, and the PID file naming the one that lost the port)."""
     state = settings.state_dir.resolve()
-    pid = servers.kafka_process(state).pid()
+    proc = servers.kafka_process(state)
+    pid = proc.pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    await asyncio.sleep(0.3)
-    await asyncio.to_thread(
-        lambda: wait_for_port(settings.kafka_port, 15.0, servers.start_kafka(state, settings.kafka_port))
-    )
+    if settings.stack_supervise:
+        assert await eventually(lambda: proc.pid() not in (None, pid), timeout_s=30, interval_s=0.1)
+        await asyncio.to_thread(wait_for_port, settings.kafka_port, 15.0, proc)
+    else:
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(
+            lambda: wait_for_port(settings.kafka_port, 15.0, servers.start_kafka(state, settings.kafka_port))
+        )
     await ensure_feed_topics(settings)
 
 
