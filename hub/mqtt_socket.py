@@ -110,6 +110,10 @@ class RunReadingClient(mqtt.Client):
                 return self._loop_rc_handle(rc)
             if rc == MQTTErrorCode.MQTT_ERR_AGAIN or self._sock is None or not self._sock.pending():  # type: ignore[attr-defined]
                 break
+            if gate is not None and not gate.is_set():
+                # Closed by what was just handed on: a packet split across reads refills the buffer through
+                # paho's path, so reading on would take another READ_SIZE past the bound; those bytes wait here.
+                break
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _packet_read(self) -> MQTTErrorCode:
