@@ -3,6 +3,9 @@
 Every setting has a safe default for the local stack and can be overridden by an
 environment variable (`HUB_<NAME>`). Server URLs left unset are read from the
 local stack's state directory, so `hub` commands work right after `hub stack up`.
+
+A plain dataclass read by `hub.settings_fields`, not a pydantic model: every worker process reads its
+settings, and pydantic would cost each of them about 12 MB of resident memory (issue 18).
 """
 
 from __future__ import annotations
@@ -11,26 +14,30 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from hub.errors import StackError
+from hub.settings_fields import FieldRule, rules_of, setting
 
 STACK_FILE = "stack.json"
 SECRETS_FILE = "secrets.json"
 
 
-class HubSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HUB_", extra="ignore")
+@dataclass(init=False, frozen=True)
+class HubSettings:
+    """`HubSettings()` reads every `HUB_<NAME>` of the environment; keyword arguments come before it.
 
-    state_dir: Path = Field(default=Path(".hub"), description="Where the local stack keeps its state.")
+    A value that is not what its setting takes is a `ConfigError` naming the variable (or keyword).
+    """
+
+    _rules: ClassVar[tuple[FieldRule, ...]]
+
+    state_dir: Path = setting(Path(".hub"), "Where the local stack keeps its state.")
 
     # Servers. Unset means: the local stack started by `hub stack up`.
-    database_url: str | None = None
-    mqtt_url: str | None = None
+    database_url: str | None = setting(None, secret=True)  # URLs carry the hub's passwords
+    mqtt_url: str | None = setting(None, secret=True)
     kafka_bootstrap: str | None = None
     registry_url: str | None = None
 
@@ -62,7 +69,7 @@ class HubSettings(BaseSettings):
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = None
+    kafka_sasl_password: str | None = setting(None, secret=True)
     # (+22) Kafka logins for share-stream consumers (hub/control/kafka_access.py): `auto` makes a SASL/SCRAM user
     # and prefix ACLs per consumer where the hub reaches Kafka over SASL (never on the local broker); `off` leaves
     # Kafka access to the operator.
@@ -74,20 +81,20 @@ class HubSettings(BaseSettings):
     ingest_batch_size: int = 500
     ingest_flush_ms: int = 20
     ingest_max_in_flight: int = 20_000
-    ingest_max_inbox: int = Field(
+    ingest_max_inbox: int = setting(
         default=10_000,
         ge=1,
         description="Messages a worker holds received and not yet processed; it stops reading from the broker there.",
     )
     ingest_max_payload_bytes: int = 64 * 1024
     ingest_workers: int = 1
-    ingest_ack: Literal["auto", "kafka", "landed"] = Field(
+    ingest_ack: Literal["auto", "kafka", "landed"] = setting(
         default="auto",
         description="When ingest acknowledges (PUBACK) a message to the MQTT broker: `kafka` once Kafka acknowledged "
         "its record; `landed` once landing stored it (its offset in hub.land_offsets, committed with the row); "
         "`auto`: `landed` where the Kafka broker is the local stack's (memory only), `kafka` elsewhere.",
     )
-    ingest_landed_poll_ms: int = Field(
+    ingest_landed_poll_ms: int = setting(
         default=20, gt=0, description="With `landed` acknowledgement: how often a worker looks for landed offsets."
     )
 
@@ -95,7 +102,7 @@ class HubSettings(BaseSettings):
     catalog_reload_s: float = 5.0
 
     # Sharing (docs/agreements.md)
-    share_database_grants: bool = Field(
+    share_database_grants: bool = setting(
         default=True,
         description="Whether `hub apply` manages database-level privileges: CONNECT only for organisations' roles, "
         "TEMP for none. Off only for an engine that cannot grant on databases (the TimescaleDB WASM test engine) "
@@ -105,22 +112,22 @@ class HubSettings(BaseSettings):
     # Live share streams (+22, hub/share/): the share workers' group, how often they look for agreements
     # that started or ended (revocation stops a stream within about this long plus a batch), batches.
     share_group: str = "hub-share"
-    share_reload_s: float = Field(default=1.0, gt=0, description="How often share workers re-read agreements.")
-    share_batch_size: int = Field(default=5_000, ge=1)
-    share_flush_ms: int = Field(default=100, ge=1)
-    share_window_grace_s: float = Field(
+    share_reload_s: float = setting(default=1.0, gt=0, description="How often share workers re-read agreements.")
+    share_batch_size: int = setting(default=5_000, ge=1)
+    share_flush_ms: int = setting(default=100, ge=1)
+    share_window_grace_s: float = setting(
         default=2.0, ge=0, description="Aggregate streams: how long after a window closes it is emitted."
     )
-    share_window_backfill: int = Field(
+    share_window_backfill: int = setting(
         default=1, ge=1, le=1000, description="Aggregate streams: closed windows a new stream starts with."
     )
     # (+22) The local broker's memory (hub/share/memory.py): a share topic there is recreated empty once its
     # consumer's groups (share.<org>.*) committed all of it and it holds this many records, or at the bound.
-    share_free_min_records: int = Field(default=100_000, ge=1)
-    share_local_max_records: int = Field(
+    share_free_min_records: int = setting(default=100_000, ge=1)
+    share_local_max_records: int = setting(
         default=1_000_000, ge=1, description="The bound: a local share topic is recreated at this size, read or not."
     )
-    share_free_every_s: float = Field(default=60.0, gt=0, description="How often a share worker checks.")
+    share_free_every_s: float = setting(default=60.0, gt=0, description="How often a share worker checks.")
 
     # Landing
     # Records a landing worker takes per batch; it holds about two batches and a prefetch at once. 2,500 drained a
@@ -128,13 +135,13 @@ class HubSettings(BaseSettings):
     land_batch_size: int = 2_500
     land_flush_ms: int = 200
     land_group: str = "hub-landing"
-    land_retry_max_s: float = Field(
+    land_retry_max_s: float = setting(
         default=10.0, gt=0, description="Longest wait between retries of a failed write (database or Kafka down)."
     )
-    land_kafka_timeout_s: float = Field(
+    land_kafka_timeout_s: float = setting(
         default=30.0, gt=0, description="How long one dead-letter send or topic check may take before it is retried."
     )
-    land_check_broker_epoch: bool = Field(
+    land_check_broker_epoch: bool = setting(
         default=True,
         description="Before storing offsets, check that the broker still holds this hub's epoch marker topic, "
         "so that a broker that lost its log (the local broker on restart) is noticed and never skipped into; "
@@ -142,9 +149,9 @@ class HubSettings(BaseSettings):
     )
 
     # The local stack's supervisor (hub/stack/supervisor.py): restarts a server that crashed.
-    stack_supervise: bool = Field(default=True, description="`hub stack up` starts the supervisor.")
-    stack_supervise_every_s: float = Field(default=1.0, gt=0, description="How often it checks the servers.")
-    stack_gate_timeout_s: float = Field(
+    stack_supervise: bool = setting(default=True, description="`hub stack up` starts the supervisor.")
+    stack_supervise_every_s: float = setting(default=1.0, gt=0, description="How often it checks the servers.")
+    stack_gate_timeout_s: float = setting(
         default=30.0,
         gt=0,
         description="After Mosquitto crashed: the longest wait for the ingest workers' SUBACKs before partners may "
@@ -152,45 +159,47 @@ class HubSettings(BaseSettings):
     )
 
     # hub apply: one transaction. Unset: half of the database's lock table (hub/control/size.py).
-    apply_max_locks: int | None = Field(default=None, gt=0, description="Most locks one apply may hold.")
+    apply_max_locks: int | None = setting(default=None, gt=0, description="Most locks one apply may hold.")
 
     # The HTTP API (hub serve): what one client may cost it (hub/api/limits.py).
-    api_max_body_bytes: int = Field(default=1024 * 1024, gt=0, description="Largest request body accepted (413).")
-    api_body_timeout_s: float = Field(default=30.0, gt=0, description="Longest time to receive a request body (408).")
-    api_header_timeout_s: float = Field(
+    api_max_body_bytes: int = setting(default=1024 * 1024, gt=0, description="Largest request body accepted (413).")
+    api_body_timeout_s: float = setting(default=30.0, gt=0, description="Longest time to receive a request body (408).")
+    api_header_timeout_s: float = setting(
         default=10.0, gt=0, description="Longest time to receive a request's line and headers (408, then closed)."
     )
 
     # The catalog and the web page of `hub serve` (+17): DCAT-AP 3 at /catalog.{ttl,jsonld,rdf}, the page at /.
-    public_url: str | None = Field(
+    public_url: str | None = setting(
         default=None, description="The hub's address as people and harvesters reach it (default: each request's own)."
     )
     catalog_title: str = "Civic data-sharing hub"
     catalog_description: str = (
         "Live sensor feeds the city and its partners share: who publishes them, and on what terms."
     )
-    catalog_publisher: str = Field(default="Hub operator", description="Who runs the hub and publishes the catalog.")
-    catalog_publisher_type: str = Field(default="LocalAuthority", description="Its ADMS publisher type.")
-    catalog_licence: str = Field(default="CC0-1.0", description="The licence of the catalog's own metadata.")
-    catalog_contact: str | None = Field(default=None, description="An e-mail address for the catalog's services.")
-    catalog_page_size: int = Field(default=100, ge=1, le=1000, description="Datasets per page of /catalog.*.")
-    agreements_dir: Path = Field(
+    catalog_publisher: str = setting(default="Hub operator", description="Who runs the hub and publishes the catalog.")
+    catalog_publisher_type: str = setting(default="LocalAuthority", description="Its ADMS publisher type.")
+    catalog_licence: str = setting(default="CC0-1.0", description="The licence of the catalog's own metadata.")
+    catalog_contact: str | None = setting(default=None, description="An e-mail address for the catalog's services.")
+    catalog_page_size: int = setting(default=100, ge=1, le=1000, description="Datasets per page of /catalog.*.")
+    agreements_dir: Path = setting(
         default=Path("agreements"), description="Where an approved access request's agreement file is written."
     )
 
     # Bounding the local broker's memory: it keeps every record until its topic is deleted
     # (hub/landing/broker_memory.py). Only ever done on the local stack's broker.
-    land_free_broker_memory: bool = Field(
+    land_free_broker_memory: bool = setting(
         default=True,
         description="Delete and recreate feed topics that are fully landed, to give the local broker's memory "
         "back. Only ever done when the Kafka endpoint is the broker `hub stack up` started (it keeps records in "
         "memory only); see hub/landing/broker_memory.py.",
     )
-    land_free_broker_memory_every_s: float = Field(default=60.0, gt=0, description="How often to look for such topics.")
-    land_free_broker_memory_min_records: int = Field(
+    land_free_broker_memory_every_s: float = setting(
+        default=60.0, gt=0, description="How often to look for such topics."
+    )
+    land_free_broker_memory_min_records: int = setting(
         default=200_000, ge=1, description="A topic is only recreated once it holds at least this many records."
     )
-    land_free_broker_memory_while_ingesting: bool = Field(
+    land_free_broker_memory_while_ingesting: bool = setting(
         default=True,
         description="Also while ingest workers run: safe because every ingest worker holds each feed topic's shared "
         "advisory lock from before a send until the broker's acknowledgement. Turn it off when another "
@@ -199,38 +208,38 @@ class HubSettings(BaseSettings):
     )
 
     # Dead letters kept in the database (+15): landing stores the dead-letter topic in hub.dead_letters.
-    dead_letter_store: bool = Field(
+    dead_letter_store: bool = setting(
         default=True, description="Landing consumes the dead-letter topic and keeps every dead letter in the database."
     )
-    dead_letter_retention_days: float = Field(default=14.0, gt=0, description="How long dead letters are kept.")
-    dead_letter_max_rows: int = Field(default=1_000_000, ge=1, description="At most this many are kept (oldest go).")
-    dead_letter_prune_every_s: float = Field(default=300.0, gt=0, description="How often landing prunes them.")
+    dead_letter_retention_days: float = setting(default=14.0, gt=0, description="How long dead letters are kept.")
+    dead_letter_max_rows: int = setting(default=1_000_000, ge=1, description="At most this many are kept (oldest go).")
+    dead_letter_prune_every_s: float = setting(default=300.0, gt=0, description="How often landing prunes them.")
 
     # Grafana (+16, docs/dashboards.md): `hub grafana build`, `sync` and `check`.
-    grafana_dashboards_dir: Path | None = Field(
+    grafana_dashboards_dir: Path | None = setting(
         default=None, description="Where `hub grafana build` writes (default <state_dir>/dashboards)."
     )
-    grafana_url: str | None = Field(default=None, description="The Grafana `hub grafana sync` pushes to.")
-    grafana_db_host: str | None = Field(
+    grafana_url: str | None = setting(default=None, description="The Grafana `hub grafana sync` pushes to.")
+    grafana_db_host: str | None = setting(
         default=None, description="host:port at which Grafana reaches the database (default: the hub's own)."
     )
     grafana_db_sslmode: str = "disable"
-    grafana_db_user: str = Field(
+    grafana_db_user: str = setting(
         default="hub_grafana", description="The operators' datasource role (compose creates it: GRAFANA_DB_USER)."
     )
-    grafana_secrets_file: Path | None = Field(
+    grafana_secrets_file: Path | None = setting(
         default=None, description="Owner-only env file of Grafana's database passwords (default <state_dir>/grafana)."
     )
-    grafana_prometheus_url: str | None = Field(
+    grafana_prometheus_url: str | None = setting(
         default=None, description="The Prometheus Grafana reads the overview's rates from (unset: no rate panels)."
     )
 
     # Operations (+18): metrics, health routes, logs (docs/operations.md, "Metrics" and "Logs").
-    metrics_host: str = Field(
+    metrics_host: str = setting(
         default="127.0.0.1",
         description="Address each worker's metrics and health server binds (0.0.0.0 in a container).",
     )
-    metrics_port: int = Field(
+    metrics_port: int = setting(
         default=0,
         ge=0,
         le=65535,
@@ -238,14 +247,37 @@ class HubSettings(BaseSettings):
         "port and the next ones (one worker per container: this port). 0: each takes a free port (the local "
         "stack; `hub stack status` shows where).",
     )
-    log_format: Literal["plain", "json"] = Field(
+    log_format: Literal["plain", "json"] = setting(
         default="plain", description="Log lines as text, or one JSON object per line (`json`)."
     )
-    land_commit_kafka_offsets: bool = Field(
+    land_commit_kafka_offsets: bool = setting(
         default=True,
         description="After each database commit landing also commits the same offsets to the Kafka group (best "
         "effort), so Kafka's tools show the group's lag; the database stays the source of truth.",
     )
+
+    def __init__(self, **values: Any) -> None:
+        unknown = sorted(set(values) - {rule.name for rule in self._rules})
+        if unknown:
+            raise TypeError(f"HubSettings has no setting {', '.join(unknown)}")
+        environ = os.environ
+        for rule in self._rules:
+            if rule.name in values:
+                value = rule.check(values[rule.name])
+            elif (text := environ.get(rule.env)) is not None:
+                value = rule.parse(text)
+            else:
+                value = rule.default
+            object.__setattr__(self, rule.name, value)
+
+    def replace(self, **changes: Any) -> HubSettings:
+        """A copy with `changes`, checked as keyword arguments are; the environment is not read again."""
+        return HubSettings(**{**{rule.name: getattr(self, rule.name) for rule in self._rules}, **changes})
+
+    @classmethod
+    def env_names(cls) -> list[str]:
+        """Every setting's variable, `HUB_<NAME>`."""
+        return [rule.env for rule in cls._rules]
 
     def stack_state(self) -> dict[str, Any]:
         return _read_json(self.state_dir / STACK_FILE)
@@ -273,6 +305,9 @@ class HubSettings(BaseSettings):
             )
         assert db and mqtt and kafka
         return Endpoints(database_url=db, mqtt_url=mqtt, kafka_bootstrap=kafka, registry_url=registry)
+
+
+HubSettings._rules = rules_of(HubSettings)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from fastavro import schemaless_writer
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from hub.catalog.runtime import FeedRuntime
-from hub.connector.model import PayloadFormat, TimeFormat
+from hub.connector.feed_spec import PayloadFormat, TimeFormat
 from hub.connector.paths import parse_path
 from hub.control import credentials
 from hub.errors import HubError

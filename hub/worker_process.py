@@ -185,7 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=int, default=0)
     parser.add_argument("--prepare", action="store_true", help="run the kind's step before its workers start")
     args = parser.parse_args(argv)
-    settings = HubSettings()
+    try:
+        settings = HubSettings()
+    except HubError as exc:  # a setting it cannot take: one line naming the variable, no traceback
+        print(f"hub {args.kind} worker: {exc}", file=sys.stderr)
+        return 1
     log_format.configure(settings.log_format, filters=[DriverNoise()])
     try:
         if args.prepare:

@@ -422,9 +422,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     }
     try:
         bench.start()
-        figures["ack"] = bench.ingest_ack = ack_mode(
-            bench.settings.model_copy(update={"ingest_ack": cfg.ack}), bench.ep
-        )
+        figures["ack"] = bench.ingest_ack = ack_mode(bench.settings.replace(ingest_ack=cfg.ack), bench.ep)
         log = cfg.log
         now = int(time.time() * 1000)
         log(f"1/8 ceiling: mosquitto_pub -> Mosquitto -> mosquitto_sub, {cfg.messages:,} messages")

@@ -8,14 +8,14 @@ import asyncpg
 
 from hub.catalog import store as catalog
 from hub.catalog.store import FeedRow
-from hub.connector.model import Feed
+from hub.connector.feed_spec import FeedSpec
 from hub.schema.avro import FeedSchema, parse_feed_schema
 
 
 @dataclass(frozen=True)
 class FeedRuntime:
     row: FeedRow
-    feed: Feed
+    feed: FeedSpec
     schema: FeedSchema
     schema_id: int
 
@@ -33,7 +33,7 @@ async def load_feeds(conn: asyncpg.Connection) -> list[FeedRuntime]:
         out.append(
             FeedRuntime(
                 row=row,
-                feed=Feed.model_validate(row.config),
+                feed=FeedSpec.from_config(row.config),
                 schema=parse_feed_schema(row.schema_text, row.subject),
                 schema_id=row.schema_id,
             )

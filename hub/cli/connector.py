@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ from hub.cli.common import console, one_line_errors, settings
 from hub.connector.draft import Draft, draft
 from hub.connector.draft_avro import draft_avro
 from hub.connector.draft_files import Names, config_text, report_lines, schema_text
+from hub.connector.feed_spec import FeedSpec
 from hub.connector.samples import SampleError, Samples, read_samples
 from hub.control.desired import load_desired
 from hub.errors import ConfigError, HubError, PayloadError
@@ -87,8 +89,9 @@ def check_draft(texts: dict[Path, str], config_file: Path, schema_file: Path, d:
             ) from None
         desired = partner.feeds[0]
     # Old samples are fine to draft from: the time range is the config's to set (the report says so).
-    wide = desired.feed.time.model_copy(update={"max_age": timedelta(days=36500), "max_future": timedelta(days=36500)})
-    decoder = FeedDecoder(desired.feed.model_copy(update={"time": wide}), desired.schema.parsed)
+    spec = FeedSpec.of(desired.feed)
+    wide = dataclasses.replace(spec.time, max_age=timedelta(days=36500), max_future=timedelta(days=36500))
+    decoder = FeedDecoder(dataclasses.replace(spec, time=wide), desired.schema.parsed)
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
     for i, message in enumerate(samples.messages, start=1):
         try:

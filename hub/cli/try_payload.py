@@ -21,7 +21,7 @@ import typer
 
 from hub.catalog.runtime import load_feeds
 from hub.cli.common import console, one_line_errors, settings
-from hub.connector.model import Feed, PayloadFormat
+from hub.connector.feed_spec import FeedSpec, PayloadFormat
 from hub.control.desired import load_desired
 from hub.control.mapping import feed_mapping
 from hub.db import connection
@@ -35,7 +35,7 @@ from hub.schema.wire import WireEncoder
 @dataclass
 class _Target:
     partner: str
-    feed: Feed
+    feed: FeedSpec
     schema: FeedSchema
     schema_id: int
     where: str  # "applied" or the config file
@@ -83,7 +83,7 @@ def _planned(partner: str, feed: str, config: Path, schemas: Path | None) -> _Ta
     for p in load_desired(config, settings(), schemas):
         for f in p.feeds:
             if (p.id, f.feed.name) == (partner, feed):
-                return _Target(partner, f.feed, f.schema, 1, f"planned config {f.file}")
+                return _Target(partner, FeedSpec.of(f.feed), f.schema, 1, f"planned config {f.file}")
     raise NotFound(f"{config} has no feed {partner}.{feed}")
 
 

@@ -22,6 +22,13 @@ from pydantic import (
     model_validator,
 )
 
+from hub.connector.feed_spec import (
+    DEFAULT_MAX_AGE,
+    DEFAULT_MAX_FUTURE,
+    DEFAULT_TIME_FIELD,
+    PayloadFormat,
+    TimeFormat,
+)
 from hub.connector.paths import is_flat, parse_path
 from hub.errors import IdentifierError
 from hub.identifiers import check_identifier
@@ -70,12 +77,6 @@ class PartnerKind(StrEnum):
     city = "city"
     university = "university"
     private = "private"
-
-
-class PayloadFormat(StrEnum):
-    json = "json"
-    avro = "avro"  # Avro binary body written with the feed's current schema
-    csv = "csv"  # one line of comma-separated values
 
 
 class Theme(StrEnum):
@@ -168,26 +169,19 @@ class DeviceIdSource(Strict):
         return self
 
 
-class TimeFormat(StrEnum):
-    iso8601 = "iso8601"
-    epoch_s = "epoch_s"
-    epoch_ms = "epoch_ms"
-    epoch_us = "epoch_us"
-
-
 class EventTime(Strict):
     """Where the event time comes from, and which times are plausible."""
 
     source: Literal["field", "received"] = "field"
-    field: str | None = "time"
+    field: str | None = DEFAULT_TIME_FIELD
     schema_field: str = Field(default=TIME, description="The schema's name for the event time field.")
     format: TimeFormat | str = Field(
         default=TimeFormat.iso8601,
         description="iso8601, epoch_s, epoch_ms, epoch_us, or a strftime pattern such as '%d/%m/%Y %H:%M:%S'",
     )
     timezone: str = Field(default="UTC", description="Zone of times that carry none (IANA name).")
-    max_future: Duration = timedelta(minutes=5)
-    max_age: Duration = timedelta(days=7)
+    max_future: Duration = DEFAULT_MAX_FUTURE
+    max_age: Duration = DEFAULT_MAX_AGE
 
     @model_validator(mode="before")
     @classmethod

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from hub.connector.feed_spec import PayloadFormat
 from hub.connector.loader import connector_files, key_line, load_connector
-from hub.connector.model import Feed, PayloadFormat
+from hub.connector.model import Feed
 from hub.control.plan import DesiredFeed, DesiredPartner, desired_feed
 from hub.control.schema_paths import path_problem
 from hub.errors import ConfigError

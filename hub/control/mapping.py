@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hub.connector.model import Feed, PayloadFormat
+from hub.connector.feed_spec import FeedSpec, PayloadFormat
+from hub.connector.model import Feed
 from hub.schema.avro import DEVICE_ID, TIME, FeedSchema
 
 
-def feed_mapping(feed: Feed, schema: FeedSchema) -> list[tuple[str, str]]:
+def feed_mapping(feed: FeedSpec, schema: FeedSchema) -> list[tuple[str, str]]:
     """(where in the payload, column) for every column of the feed's table, in column order."""
     own = {hub: partner for partner, hub in schema.renamed}
     avro = feed.format == PayloadFormat.avro
@@ -49,13 +50,13 @@ def mapping_lines(feeds: Iterable[tuple[str, Feed, FeedSchema]]) -> list[str]:
     lines: list[str] = []
     for partner, feed, schema in feeds:
         lines.append(f"mapping {partner}.{feed.name} ({feed.format} payloads -> table {partner}.{feed.name}):")
-        pairs = feed_mapping(feed, schema)
+        pairs = feed_mapping(FeedSpec.of(feed), schema)
         width = min(max(len(s) for s, _ in pairs), 60)
         lines += [f"  {source:<{width}}  -> {column}" for source, column in pairs]
     return lines
 
 
-def _where(feed: Feed, reference: str) -> str:
+def _where(feed: FeedSpec, reference: str) -> str:
     return f"column {reference}" if feed.format == PayloadFormat.csv else reference
 
 

@@ -71,7 +71,7 @@ from zoneinfo import ZoneInfo
 import fastavro
 import orjson
 
-from hub.connector.model import Feed, PayloadFormat
+from hub.connector.feed_spec import FeedSpec, PayloadFormat
 from hub.connector.paths import is_flat, parse_path
 from hub.errors import ConfigError, PayloadError, SchemaError
 from hub.ingest.describe import avro_kind, clip, found
@@ -98,7 +98,7 @@ class FeedDecoder:
 
     def __init__(
         self,
-        feed: Feed,
+        feed: FeedSpec,
         parsed_schema: dict[str, Any],
         *,
         max_payload_bytes: int = 65536,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Final
 
-from hub.connector.model import TimeFormat
+from hub.connector.feed_spec import TimeFormat
 from hub.errors import PayloadError
 from hub.ingest.describe import found
 from hub.ingest.field_converters import Converter

@@ -30,7 +30,7 @@ CHROMIUM_ARGS = ["--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EX
 @contextmanager
 def serving(settings: HubSettings, agreements_dir: Path, page_size: int = 100) -> Iterator[str]:
     """`hub serve`'s app for `settings`, approvals writing to `agreements_dir`: yields its base URL."""
-    settings = settings.model_copy(update={"agreements_dir": agreements_dir, "catalog_page_size": page_size})
+    settings = settings.replace(agreements_dir=agreements_dir, catalog_page_size=page_size)
     app = create_app(settings.endpoints().database_url, site=Site.from_settings(settings, LocalBrokerAuth(settings)))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))

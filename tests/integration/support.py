@@ -365,7 +365,7 @@ def own_group(settings: HubSettings) -> HubSettings:
     Landing offsets live in the database, not in the group, so a fresh group resumes exactly
     where the table is, without waiting for a member left behind by another test to expire.
     """
-    return settings.model_copy(update={"land_group": unique("land")})
+    return settings.replace(land_group=unique("land"))
 
 
 # The landing tests' name for the same helper.

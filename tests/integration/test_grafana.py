@@ -84,7 +84,7 @@ async def built(
     assert first.returncode == 0, first.stdout + first.stderr
     conn = await asyncpg.connect(settings.endpoints().database_url)
     try:
-        site = await read_site(conn, settings.model_copy(update={"grafana_prometheus_url": PROMETHEUS_URL}))
+        site = await read_site(conn, settings.replace(grafana_prometheus_url=PROMETHEUS_URL))
     finally:
         await conn.close()
     yield Built(settings, out, first, site, passwords.load(passwords.default_path(settings)))

@@ -72,7 +72,7 @@ LONDON = ZoneInfo("Europe/London")
 def applied(applied: HubSettings) -> HubSettings:
     """The session stack with ingest acknowledging once Kafka has the records: these tests run ingest alone
     (test_no_loss.py covers acknowledging after landing, the local stack's default)."""
-    return applied.model_copy(update={"ingest_ack": "kafka"})
+    return applied.replace(ingest_ack="kafka")
 
 
 @pytest.fixture
@@ -563,7 +563,7 @@ async def test_a_worker_behind_its_broker_stops_reading_at_its_inbox_bound_and_s
 ) -> None:
     """The broker's in-flight window did not bound what a worker holds (75,000 messages under a burst in hub
     bench); the worker leaves what it cannot hold yet in the socket, one read of READ_SIZE bytes at most beyond."""
-    settings = applied.model_copy(update={"ingest_max_inbox": 150, "mqtt_keepalive_s": 2})
+    settings = applied.replace(ingest_max_inbox=150, mqtt_keepalive_s=2)
     kafka_topic = feeds[(AIR, "air_quality")].row.kafka_topic
     dev, devices, messages = burst_of_devices(settings, "box", 3000)
     try:
@@ -589,7 +589,7 @@ async def test_acknowledging_after_landing_a_worker_stops_reading_at_its_in_flig
     """Processed messages wait for landing unacknowledged; while landing is away they stop at the bound instead of
     filling the worker's memory, and all of them land once it is back."""
     # reading pauses at 100 in the inbox or 100 + 300 delivered and unacknowledged in all
-    settings = applied.model_copy(update={"ingest_ack": "landed", "ingest_max_in_flight": 300, "ingest_max_inbox": 100})
+    settings = applied.replace(ingest_ack="landed", ingest_max_in_flight=300, ingest_max_inbox=100)
     row = feeds[(AIR, "air_quality")].row
     dev, devices, messages = burst_of_devices(settings, "wait", 2000)
     try:
@@ -740,9 +740,7 @@ def own_kafka(applied: HubSettings) -> Iterator[OwnKafka]:
     port = free_port()
     wait_for_port(port, 15.0, start_kafka(state, port))
     # The session's database records the broker epoch of the session's broker, not this one's.
-    settings = applied.model_copy(
-        update={"kafka_bootstrap": f"127.0.0.1:{port}", "kafka_partitions": 3, "land_check_broker_epoch": False}
-    )
+    settings = applied.replace(kafka_bootstrap=f"127.0.0.1:{port}", kafka_partitions=3, land_check_broker_epoch=False)
     yield OwnKafka(settings, state, port)
     kafka_process(state).stop()
     shutil.rmtree(state, ignore_errors=True)
@@ -837,7 +835,7 @@ async def test_a_partner_applied_while_ingest_runs_is_ingested_from_its_first_me
     from hub.control.apply import apply
     from tests.integration.test_onboarding import workspace
 
-    settings = applied.model_copy(update={"catalog_reload_s": 3600.0})
+    settings = applied.replace(catalog_reload_s=3600.0)
     ws = workspace(tmp_path).write()
     async with running_ingest(settings):
         result = await apply(settings, ws.config, ws.schemas, broker=LocalBrokerAuth(settings))

@@ -176,7 +176,7 @@ async def test_landing_rides_out_a_database_restart_mid_stream_and_lands_every_r
     records = [r for d in devices for r in air_quality_records(d, 60)]
     chunks = [records[i::30] for i in range(30)]
     try:
-        async with running_landing(settings.model_copy(update={"land_retry_max_s": 1.0})) as worker:
+        async with running_landing(settings.replace(land_retry_max_s=1.0)) as worker:
             assert await assigned_topic(worker, feed.row.kafka_topic)
             async with FeedWriter(settings, feed) as writer:
                 for i, chunk in enumerate(chunks):
@@ -252,7 +252,7 @@ async def test_records_of_an_older_schema_version_land_beside_the_new_one_with_i
 
     old, new = unique("v1"), unique("v2")
     # A catalog reload interval far beyond the test: the new version is picked up because its id is new.
-    async with running_landing(settings.model_copy(update={"catalog_reload_s": 600.0})) as worker:
+    async with running_landing(settings.replace(catalog_reload_s=600.0)) as worker:
         assert await assigned_topic(worker, v1.row.kafka_topic)
         async with FeedWriter(settings, v1) as writer:
             await writer.send([reading(old, i, False) for i in range(5)])
@@ -413,7 +413,7 @@ async def test_after_a_broker_restart_landing_notices_the_lost_log_and_lands_the
     devices_before = sorted({r["device_id"] for r in before})
     devices_after = sorted({r["device_id"] for r in after})
     stop = asyncio.Event()
-    patient = settings.model_copy(update={"land_retry_max_s": 1.0})
+    patient = settings.replace(land_retry_max_s=1.0)
     async with LandingWorker(patient, settings.endpoints()) as worker:
         running = asyncio.create_task(worker.run(stop))
         assert await assigned_topic(worker, topic)
@@ -482,13 +482,11 @@ async def test_without_freeing_while_ingesting_fully_landed_topics_are_recreated
     own_stack: HubSettings,
 ) -> None:
     """For producers that do not hold the topic locks: HUB_LAND_FREE_BROKER_MEMORY_WHILE_INGESTING=false."""
-    settings = own_group(own_stack).model_copy(
-        update={
-            "land_free_broker_memory": True,
-            "land_free_broker_memory_every_s": 0.5,
-            "land_free_broker_memory_min_records": 1_000,
-            "land_free_broker_memory_while_ingesting": False,
-        }
+    settings = own_group(own_stack).replace(
+        land_free_broker_memory=True,
+        land_free_broker_memory_every_s=0.5,
+        land_free_broker_memory_min_records=1_000,
+        land_free_broker_memory_while_ingesting=False,
     )
     feed = await feed_runtime(settings, *AIR)
     topic = feed.row.kafka_topic
@@ -537,8 +535,8 @@ async def test_without_freeing_while_ingesting_fully_landed_topics_are_recreated
 
             # With producers that hold the topic's shared lock around each send, topics may be
             # recreated while ingest runs: never while a send holds it.
-            eager = settings.model_copy(
-                update={"land_free_broker_memory_while_ingesting": True, "land_free_broker_memory_min_records": 1}
+            eager = settings.replace(
+                land_free_broker_memory_while_ingesting=True, land_free_broker_memory_min_records=1
             )
             lock, unlock = producer_lock_sql()
             producer, landing = await asyncpg.connect(url), await asyncpg.connect(url)
@@ -569,12 +567,10 @@ async def test_fully_landed_topics_are_recreated_while_ingest_runs_and_every_pub
 ) -> None:
     """The default: ingest holds each feed topic's shared lock from send to acknowledgement, so landing
     may recreate a fully landed topic between two of its batches while devices keep publishing."""
-    settings = own_group(own_stack).model_copy(
-        update={
-            "land_free_broker_memory": True,
-            "land_free_broker_memory_every_s": 0.5,
-            "land_free_broker_memory_min_records": 100,
-        }
+    settings = own_group(own_stack).replace(
+        land_free_broker_memory=True,
+        land_free_broker_memory_every_s=0.5,
+        land_free_broker_memory_min_records=100,
     )
     assert settings.land_free_broker_memory_while_ingesting, "the default"
     feed = await feed_runtime(settings, *AIR)

@@ -62,14 +62,12 @@ def tls_settings(applied: HubSettings, tmp_path_factory: pytest.TempPathFactory)
         ep = applied.endpoints()
         admin = ep.mqtt()
         url = MqttAddress("127.0.0.1", port, admin.username, admin.password, tls=True).url()
-        yield applied.model_copy(
-            update={
-                "database_url": ep.database_url,
-                "mqtt_url": url,
-                "kafka_bootstrap": ep.kafka_bootstrap,
-                "mqtt_tls_ca": ca,
-                "ingest_ack": "kafka",  # ingest runs alone here: acknowledged once Kafka has the records
-            }
+        yield applied.replace(
+            database_url=ep.database_url,
+            mqtt_url=url,
+            kafka_bootstrap=ep.kafka_bootstrap,
+            mqtt_tls_ca=ca,
+            ingest_ack="kafka",  # ingest runs alone here: acknowledged once Kafka has the records
         )
     finally:
         broker.terminate()
@@ -104,7 +102,7 @@ async def test_a_broker_certificate_the_configured_ca_did_not_sign_stops_ingest_
     tls_settings: HubSettings, tmp_path: Path
 ) -> None:
     other_ca, _cert, _key = make_certificates(tmp_path)
-    settings = tls_settings.model_copy(update={"mqtt_tls_ca": other_ca})
+    settings = tls_settings.replace(mqtt_tls_ca=other_ca)
     with pytest.raises(ServerUnavailable, match=r"MQTT broker.*certificate verify failed"):
         async with running_ingest(settings, index=6):
             pass

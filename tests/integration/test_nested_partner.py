@@ -44,7 +44,7 @@ TABLE = f"{PARTNER}.{FEED}"
 @pytest.fixture(scope="module")
 def own_stack() -> Iterator[HubSettings]:
     with private_stack("hub-test-nested-") as settings:
-        yield settings.model_copy(update={"catalog_reload_s": 0.5})
+        yield settings.replace(catalog_reload_s=0.5)
 
 
 def hub(settings: HubSettings, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

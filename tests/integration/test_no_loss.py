@@ -174,7 +174,7 @@ async def test_a_kafka_broker_killed_mid_stream_loses_nothing_when_ingest_acknow
     before = await air_stats(settings)
     dev = Device(settings, AIR)
     try:
-        async with running_land(settings.model_copy(update={"land_retry_max_s": 1.0})), running_ingest(settings):
+        async with running_land(settings.replace(land_retry_max_s=1.0)), running_ingest(settings):
             await stream(dev, devices, n, per_second=1000, fault_at=n // 2, fault=lambda: restart_kafka(settings))
             changed = await counted(settings, before, n)
     finally:
@@ -193,7 +193,7 @@ async def test_acknowledging_after_kafkas_ack_a_broker_restart_loses_records_and
 ) -> None:
     """HUB_INGEST_ACK=kafka on a broker that is not durable: what was acknowledged and not landed is lost, and
     counted exactly from what ingest recorded with each acknowledgement (not an upper bound from log ends)."""
-    settings = own_group(stack).model_copy(update={"ingest_ack": "kafka"})
+    settings = own_group(stack).replace(ingest_ack="kafka")
     devices = [unique("kack") for _ in range(50)]
     first, second = 600, 400
     start_ms = int(time.time() * 1000) - 3_600_000

@@ -26,7 +26,7 @@ def worker_lines(records: list[logging.LogRecord], level: int = logging.INFO) ->
 async def test_a_database_outage_is_two_log_lines_per_worker_not_one_per_retry(
     applied: HubSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = applied.model_copy(update={"land_retry_max_s": 0.5, "catalog_reload_s": 0.5})
+    settings = applied.replace(land_retry_max_s=0.5, catalog_reload_s=0.5)
     state = settings.state_dir.resolve()
     try:
         async with running_land(settings) as landing, running_ingest(settings) as ingest:
@@ -62,7 +62,7 @@ async def test_a_worker_started_while_the_database_is_down_waits_for_it_saying_s
 ) -> None:
     """It used to fail while starting, a traceback each time `hub run` started it again, until `hub run` gave up."""
     nothing_there = f"postgresql://postgres:pw@127.0.0.1:{free_port()}/hub"
-    down = applied.model_copy(update={"database_url": nothing_there})
+    down = applied.replace(database_url=nothing_there)
     log = logging.getLogger("hub.land")
     caplog.set_level(logging.DEBUG)
     stop = asyncio.Event()

@@ -53,7 +53,7 @@ async def fresh_database(stack_settings: HubSettings) -> AsyncIterator[str]:
 async def test_plan_of_a_fresh_database_creates_neither_the_catalog_nor_anything_else(
     stack_settings: HubSettings, fresh_database: str
 ) -> None:
-    settings = stack_settings.model_copy(update={"database_url": fresh_database})
+    settings = stack_settings.replace(database_url=fresh_database)
     before = await catalogs(fresh_database)
     plan = await applier.plan(settings, REPO / "connectors")
     assert await catalogs(fresh_database) == before  # it used to create the schema `hub` and its tables
@@ -64,7 +64,7 @@ async def test_plan_of_a_fresh_database_creates_neither_the_catalog_nor_anything
 
 @pytest.fixture(scope="module")
 def timescale_settings(stack_settings: HubSettings, timescale_url: str) -> HubSettings:
-    return stack_settings.model_copy(update={"database_url": timescale_url})
+    return stack_settings.replace(database_url=timescale_url)
 
 
 @pytest.mark.timescale

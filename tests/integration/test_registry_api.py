@@ -337,7 +337,7 @@ async def test_a_confluent_consumer_with_avro_deserializer_decodes_a_message_the
     now_ms = int(time.time() * 1000)
     device = Device(applied, "uni_air_lab")
     try:
-        async with running_ingest(applied.model_copy(update={"ingest_ack": "kafka"})):
+        async with running_ingest(applied.replace(ingest_ack="kafka")):
             mid = device.publish(
                 f"partners/uni_air_lab/stations/{device_id}/air",
                 json.dumps({"t": now_ms, "pm2_5": 8.25, "pm10": 14.0, "temp_f": 50.0, "rh": 61.0, "vbat": 3.5}),

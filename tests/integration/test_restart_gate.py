@@ -276,7 +276,7 @@ async def test_a_supervisor_killed_mid_gate_leaves_no_login_disabled_after_the_n
 
 async def test_an_ingest_worker_that_never_subscribes_holds_the_gate_only_until_the_bound(stack: HubSettings) -> None:
     supervisor_process(stack.state_dir).stop()
-    start_supervisor(stack.model_copy(update={"stack_gate_timeout_s": 2.0}))
+    start_supervisor(stack.replace(stack_gate_timeout_s=2.0))
     login = device_login(stack, AIR)
     worker, _record = fake_ingest_worker(stack)
     try:

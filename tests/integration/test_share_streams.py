@@ -99,9 +99,7 @@ async def streams(stack_settings: HubSettings, tmp_path_factory: pytest.TempPath
     w.write("agreements/lab.yaml", AGREEMENTS.replace("{tomorrow}", tomorrow))
     result = await w.apply()
     w.mqtt = result.credentials  # type: ignore[attr-defined]
-    settings = own_group(stack_settings).model_copy(
-        update={"share_group": f"share-{w.tag}", "share_window_backfill": 4}
-    )
+    settings = own_group(stack_settings).replace(share_group=f"share-{w.tag}", share_window_backfill=4)
     now = datetime.now(UTC)
     window = 15 * 60_000
     noise_start = (int(now.timestamp() * 1000) // window - 4) * window  # the grid's origin is a whole 15 min
@@ -347,7 +345,7 @@ async def test_a_lane_that_reads_nothing_finds_its_stored_positions_moved_and_re
 
 async def test_landing_frees_no_feed_topic_that_a_share_lane_has_not_shared(streams: Workspace) -> None:
     """The delayed lane still holds this hour's records in the feed topic: the local broker keeps them."""
-    settings = streams.settings.model_copy(update={"land_free_broker_memory_min_records": 1})
+    settings = streams.settings.replace(land_free_broker_memory_min_records=1)
     feed = await feed_runtime(settings, streams.partner, "air")
     conn = await asyncpg.connect(settings.endpoints().database_url)
     try:
@@ -377,7 +375,7 @@ async def commit_reading(settings: HubSettings, topic: str, group: str, upto: di
 async def test_a_local_share_topic_is_freed_once_its_consumers_groups_committed_all_of_it_or_at_the_bound(
     streams: Workspace,
 ) -> None:
-    settings = streams.settings.model_copy(update={"share_free_min_records": 1, "share_local_max_records": 10**9})
+    settings = streams.settings.replace(share_free_min_records=1, share_local_max_records=10**9)
     bootstrap = settings.endpoints().kafka_bootstrap
     org = streams.org("startup")
     topic = names.share_topic(org, streams.partner, "air")
@@ -411,7 +409,7 @@ async def test_a_local_share_topic_is_freed_once_its_consumers_groups_committed_
     async with FeedWriter(settings, await feed_runtime(settings, streams.partner, "air")) as writer:
         await writer.send([{**r, "time": r["time"] + 7} for r in streams.air[:20]])  # type: ignore[attr-defined]
     assert await eventually(lambda: topic_holds(settings, topic, 20), 20)
-    bounded = await free(settings.model_copy(update={"share_local_max_records": 20}))
+    bounded = await free(settings.replace(share_local_max_records=20))
     assert bounded.recreated and bounded.unread == 20 and "the bound is 20" in bounded.reason
     events = await query(settings, "SELECT count(*) FROM hub.land_events WHERE kind = 'share-topic-recreated' "
                                    "AND topic = $1", topic)  # fmt: skip

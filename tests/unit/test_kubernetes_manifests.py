@@ -102,7 +102,7 @@ def test_probes_call_the_health_routes_the_hub_serves_on_a_named_port() -> None:
 
 
 def test_secrets_come_from_a_kubernetes_secret_and_settings_are_the_hubs_own() -> None:
-    fields = {f"HUB_{name.upper()}" for name in HubSettings.model_fields}
+    fields = set(HubSettings.env_names())
     (settings,) = [doc for _, doc in documents() if doc["kind"] == "ConfigMap"]
     assert set(settings["data"]) <= fields, set(settings["data"]) - fields
     assert not any("://" in v and "@" in v for v in settings["data"].values()), "no credentials in a ConfigMap"

@@ -43,3 +43,11 @@ def test_the_run_supervisor_loads_no_settings_model_no_openssl_and_no_psutil() -
     modules = loaded_after("import hub.supervise")
     never = (*NEVER_IN_A_WORKER, "pydantic", "hub.settings", "hashlib", "_hashlib", "ssl", "psutil")
     assert forbidden(modules, never) == []
+
+
+@pytest.mark.parametrize("kind", ["ingest", "land"])
+def test_ingest_and_landing_workers_load_no_validation_library(kind: str) -> None:
+    # They read settings and applied feeds as plain dataclasses: pydantic would cost each worker about 12 MB.
+    module, _, cls = KINDS[kind].worker.partition(":")
+    modules = loaded_after(f"import hub.worker_process\nimport {module}\nassert {module}.{cls}")
+    assert forbidden(modules, ("pydantic", "pydantic_core", "pydantic_settings")) == []
