@@ -112,6 +112,13 @@ class HubSettings:
     # Live share streams (+22, hub/share/): the share workers' group, how often they look for agreements
     # that started or ended (revocation stops a stream within about this long plus a batch), batches.
     share_group: str = "hub-share"
+    share_nice: int = setting(
+        default=10,
+        ge=0,
+        le=19,
+        description="The share workers' niceness: while the CPUs are saturated they get a small part of them, and "
+        "ingest, landing and the servers keep the rest; 0: the same priority as every other process.",
+    )
     share_reload_s: float = setting(default=1.0, gt=0, description="How often share workers re-read agreements.")
     share_batch_size: int = setting(default=5_000, ge=1)
     share_flush_ms: int = setting(default=100, ge=1)

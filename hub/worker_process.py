@@ -196,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _prepare(settings, args.kind, [int(i) for i in args.index.split(",") if i])
             return 0
         _for_throughput()
+        if args.kind == "share" and settings.share_nice:
+            os.nice(settings.share_nice)
         asyncio.run(serve(settings, args.kind, int(args.index), args.metrics_port))
     except HubError as exc:
         logging.getLogger(f"hub.{args.kind}").error("%s", exc)

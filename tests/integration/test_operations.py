@@ -120,6 +120,9 @@ async def test_stack_status_lists_every_running_worker_with_its_client_id_health
         assert w["client_id"].startswith(f"hub-{kind}-") and w["client_id"].endswith("-0")
         assert w["metrics"].startswith("http://127.0.0.1:") and w["since"].endswith("Z")
         assert psutil.Process(w["pid"]).ppid() == hub_run.pid
+    # While the CPUs are saturated, sharing yields them to the data path (HUB_SHARE_NICE, default 10).
+    assert os.getpriority(os.PRIO_PROCESS, workers["share"]["pid"]) == os.getpriority(os.PRIO_PROCESS, 0) + 10
+    assert os.getpriority(os.PRIO_PROCESS, workers["ingest"]["pid"]) == os.getpriority(os.PRIO_PROCESS, 0)
     text = hub(env, "stack", "status")
     assert text.returncode == 0
     for w in workers.values():
