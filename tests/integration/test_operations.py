@@ -123,6 +123,9 @@ async def test_stack_status_lists_every_running_worker_with_its_client_id_health
     # While the CPUs are saturated, sharing yields them to the data path (HUB_SHARE_NICE, default 10).
     assert os.getpriority(os.PRIO_PROCESS, workers["share"]["pid"]) == os.getpriority(os.PRIO_PROCESS, 0) + 10
     assert os.getpriority(os.PRIO_PROCESS, workers["ingest"]["pid"]) == os.getpriority(os.PRIO_PROCESS, 0)
+    # Large buffers go back to the system once freed (hub/supervise.py, MALLOC_ENV).
+    for w in workers.values():
+        assert psutil.Process(w["pid"]).environ().get("MALLOC_MMAP_THRESHOLD_") == "131072"
     text = hub(env, "stack", "status")
     assert text.returncode == 0
     for w in workers.values():
