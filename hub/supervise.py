@@ -88,7 +88,7 @@ def _worker_argv(kind: str, index: int, metrics_port: int) -> list[str]:
 # glibc serves an allocation above this from mmap, and gives it back when it is freed. By default it raises the
 # threshold after each such free, so a worker's Kafka fetch buffers (up to 1 MiB each) came from the heap after the
 # first few and their memory stayed with the process: a fixed threshold kept each landing worker about 5 MB smaller at
-# its peak in `hub bench` (the 2+2 workers 278-279 MB against 280-300). The environment may set its own.
+# its peak in `hub bench` (the 2+2 workers 269-279 MB against 280-300). The environment may set its own.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 

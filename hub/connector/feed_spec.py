@@ -14,9 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub.schema.avro import DEVICE_ID, TIME
+
+if TYPE_CHECKING:  # the model is pydantic, which workers do not load
+    from hub.connector.model import Feed
 
 
 class PayloadFormat(StrEnum):
@@ -129,6 +132,6 @@ class FeedSpec:
         )
 
     @classmethod
-    def of(cls, feed: Any) -> FeedSpec:
+    def of(cls, feed: Feed) -> FeedSpec:
         """A `hub.connector.model.Feed`, read as a worker reads it once applied."""
         return cls.from_config(feed.model_dump(mode="json", by_alias=True))
