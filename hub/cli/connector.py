@@ -14,7 +14,6 @@ from hub.cli.common import console, one_line_errors, settings
 from hub.connector.draft import Draft, draft
 from hub.connector.draft_avro import draft_avro
 from hub.connector.draft_files import Names, config_text, report_lines, schema_text
-from hub.connector.feed_spec import FeedSpec
 from hub.connector.samples import SampleError, Samples, read_samples
 from hub.control.desired import load_desired
 from hub.errors import ConfigError, HubError, PayloadError
@@ -89,7 +88,7 @@ def check_draft(texts: dict[Path, str], config_file: Path, schema_file: Path, d:
             ) from None
         desired = partner.feeds[0]
     # Old samples are fine to draft from: the time range is the config's to set (the report says so).
-    spec = FeedSpec.of(desired.feed)
+    spec = desired.feed.spec()
     wide = dataclasses.replace(spec.time, max_age=timedelta(days=36500), max_future=timedelta(days=36500))
     decoder = FeedDecoder(dataclasses.replace(spec, time=wide), desired.schema.parsed)
     now_ms = int(datetime.now(UTC).timestamp() * 1000)

@@ -83,7 +83,7 @@ def _planned(partner: str, feed: str, config: Path, schemas: Path | None) -> _Ta
     for p in load_desired(config, settings(), schemas):
         for f in p.feeds:
             if (p.id, f.feed.name) == (partner, feed):
-                return _Target(partner, FeedSpec.of(f.feed), f.schema, 1, f"planned config {f.file}")
+                return _Target(partner, f.feed.spec(), f.schema, 1, f"planned config {f.file}")
     raise NotFound(f"{config} has no feed {partner}.{feed}")
 
 

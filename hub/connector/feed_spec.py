@@ -4,7 +4,7 @@
 config as `Feed.model_dump(mode="json", by_alias=True)`; workers read it back with `FeedSpec.from_config`.
 They never validate it again, so they do not load pydantic, which would cost each ingest and landing
 worker about 12 MB of resident memory (issue 18). The CLI reads a `Feed` the same way
-(`FeedSpec.of`), so what `hub try` decodes is what a worker decodes.
+(`Feed.spec()`), so what `hub try` decodes is what a worker decodes.
 """
 
 from __future__ import annotations
@@ -14,12 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hub.schema.avro import DEVICE_ID, TIME
-
-if TYPE_CHECKING:  # the model is pydantic, which workers do not load
-    from hub.connector.model import Feed
 
 
 class PayloadFormat(StrEnum):
@@ -130,8 +127,3 @@ class FeedSpec:
                 for name, m in (config.get("fields") or {}).items()
             },
         )
-
-    @classmethod
-    def of(cls, feed: Feed) -> FeedSpec:
-        """A `hub.connector.model.Feed`, read as a worker reads it once applied."""
-        return cls.from_config(feed.model_dump(mode="json", by_alias=True))

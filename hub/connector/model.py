@@ -26,6 +26,7 @@ from hub.connector.feed_spec import (
     DEFAULT_MAX_AGE,
     DEFAULT_MAX_FUTURE,
     DEFAULT_TIME_FIELD,
+    FeedSpec,
     PayloadFormat,
     TimeFormat,
 )
@@ -383,6 +384,10 @@ class Feed(Strict):
     def mapping(self, schema_field: str) -> FieldMapping:
         found = self.fields.get(schema_field)
         return found if found is not None else FieldMapping(source=schema_field)
+
+    def spec(self) -> FeedSpec:
+        """This feed as a worker reads it once applied: its stored config (this dump) as plain dataclasses."""
+        return FeedSpec.from_config(self.model_dump(mode="json", by_alias=True))
 
     def subscription(self, namespace: str) -> str:
         """The MQTT subscription filter of this feed."""

@@ -50,7 +50,7 @@ def mapping_lines(feeds: Iterable[tuple[str, Feed, FeedSchema]]) -> list[str]:
     lines: list[str] = []
     for partner, feed, schema in feeds:
         lines.append(f"mapping {partner}.{feed.name} ({feed.format} payloads -> table {partner}.{feed.name}):")
-        pairs = feed_mapping(FeedSpec.of(feed), schema)
+        pairs = feed_mapping(feed.spec(), schema)
         width = min(max(len(s) for s, _ in pairs), 60)
         lines += [f"  {source:<{width}}  -> {column}" for source, column in pairs]
     return lines

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hub.connector.feed_spec import FeedSpec
 from hub.connector.model import Feed
 from hub.errors import ConfigError, PayloadError, SchemaError
 from hub.ingest.decode import FeedDecoder
@@ -85,7 +84,7 @@ def make_feed(**overrides: Any) -> Feed:
 
 
 def make_decoder(schema: dict[str, Any] = SCHEMA, **overrides: Any) -> FeedDecoder:
-    return FeedDecoder(FeedSpec.of(make_feed(**overrides)), schema, now=NOW.timestamp)
+    return FeedDecoder(make_feed(**overrides).spec(), schema, now=NOW.timestamp)
 
 
 def csv_decoder(**overrides: Any) -> FeedDecoder:
@@ -232,7 +231,7 @@ def test_payload_that_is_not_a_json_object_is_not_decodable(payload: bytes, expe
 
 
 def test_payload_longer_than_the_limit_is_too_large() -> None:
-    decoder = FeedDecoder(FeedSpec.of(make_feed()), SCHEMA, max_payload_bytes=64, now=NOW.timestamp)
+    decoder = FeedDecoder(make_feed().spec(), SCHEMA, max_payload_bytes=64, now=NOW.timestamp)
     error = rejected(decoder, json_payload(site="x" * 100))
     assert error.code == "too_large"
     assert "at most 64" in str(error)
@@ -316,7 +315,7 @@ def test_naive_iso8601_time_is_in_the_feed_timezone() -> None:
 
 def test_naive_time_in_summer_uses_the_summer_offset() -> None:
     decoder = FeedDecoder(
-        FeedSpec.of(make_feed(time={"timezone": "Europe/Paris", "max_age": "365d"})),
+        make_feed(time={"timezone": "Europe/Paris", "max_age": "365d"}).spec(),
         SCHEMA,
         now=NOW.timestamp,
     )

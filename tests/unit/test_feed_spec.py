@@ -62,17 +62,17 @@ def as_spec_holds_it(spec: FeedSpec) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("partner", "feed"), EXAMPLE_FEEDS, ids=[f"{p}.{f.name}" for p, f in EXAMPLE_FEEDS])
 def test_every_example_feed_reads_back_as_validated(partner: str, feed: Feed) -> None:
-    assert as_spec_holds_it(FeedSpec.of(feed)) == as_model_reads_it(feed)
+    assert as_spec_holds_it(feed.spec()) == as_model_reads_it(feed)
 
 
 @pytest.mark.parametrize("config", NESTED_CSV_AND_CONVERTED, ids=lambda c: c["name"])
 def test_nested_paths_csv_options_conversions_and_time_formats_read_back_as_validated(config: dict[str, Any]) -> None:
     feed = Feed.model_validate(config)
-    assert as_spec_holds_it(FeedSpec.of(feed)) == as_model_reads_it(feed)
+    assert as_spec_holds_it(feed.spec()) == as_model_reads_it(feed)
 
 
 def test_time_formats_stay_the_enum_and_strftime_patterns_stay_text() -> None:
-    weather, counts, _ = (FeedSpec.of(Feed.model_validate(c)) for c in NESTED_CSV_AND_CONVERTED)
+    weather, counts, _ = (Feed.model_validate(c).spec() for c in NESTED_CSV_AND_CONVERTED)
     assert weather.time.format is TimeFormat.epoch_ms
     assert counts.time.format == "%d/%m/%Y %H:%M:%S" and not isinstance(counts.time.format, TimeFormat)
     assert counts.format is PayloadFormat.csv
@@ -85,7 +85,7 @@ def test_a_config_stored_before_a_key_existed_takes_the_models_default() -> None
 
 
 def test_an_unmapped_field_is_read_from_the_payload_field_of_its_own_name() -> None:
-    spec = FeedSpec.of(Feed.model_validate(NESTED_CSV_AND_CONVERTED[0]))
+    spec = Feed.model_validate(NESTED_CSV_AND_CONVERTED[0]).spec()
     assert spec.mapping("wind") == FieldSpec("w.s")
     assert spec.mapping("humidity") == FieldSpec("humidity", 1.0, 0.0)
     assert dataclasses.replace(spec.time, max_age=timedelta(days=1)).max_age == timedelta(days=1)

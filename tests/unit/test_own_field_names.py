@@ -12,7 +12,6 @@ import fastavro
 import orjson
 import pytest
 
-from hub.connector.feed_spec import FeedSpec
 from hub.control.desired import load_desired
 from hub.errors import ConfigError, PayloadError
 from hub.ingest.decode import FeedDecoder
@@ -84,7 +83,7 @@ def test_the_hub_registers_the_partners_schema_with_its_key_fields_named_device_
 
 def test_messages_of_a_partner_with_own_names_land_in_the_device_id_and_time_columns(tmp_path: Path) -> None:
     feed = desired(tmp_path)
-    decoder = FeedDecoder(FeedSpec.of(feed.feed), feed.schema.parsed, now=lambda: NOW_MS / 1000)
+    decoder = FeedDecoder(feed.feed.spec(), feed.schema.parsed, now=lambda: NOW_MS / 1000)
     payload = orjson.dumps({"station": {"id": "st-1"}, "obs": {"t": NOW_MS, "temp": 21.5}})
     value = WireEncoder(7, feed.schema.parsed).encode(decoder.decode(payload, None, NOW_MS))
     rows = RowBuilder(feed.schema, {7: feed.schema}.get).build([_Record(value)])
@@ -94,7 +93,7 @@ def test_messages_of_a_partner_with_own_names_land_in_the_device_id_and_time_col
 
 def test_refusals_name_the_partners_own_field_names(tmp_path: Path) -> None:
     feed = desired(tmp_path)
-    decoder = FeedDecoder(FeedSpec.of(feed.feed), feed.schema.parsed, now=lambda: NOW_MS / 1000)
+    decoder = FeedDecoder(feed.feed.spec(), feed.schema.parsed, now=lambda: NOW_MS / 1000)
     with pytest.raises(PayloadError) as info:
         decoder.decode(orjson.dumps({"station": {"id": "st-1"}, "obs": {"temp": 1.0}}), None, NOW_MS)
     assert str(info.value) == "field 'observed_at' is missing: expected it in payload field 'obs.t'"
@@ -108,7 +107,7 @@ def test_avro_devices_write_with_the_partners_schema_and_the_hub_reads_them(tmp_
     body = io.BytesIO()
     fastavro.schemaless_writer(body, fastavro.parse_schema(WEATHER),
                                {"station_id": "st-9", "observed_at": NOW_MS, "temperature_c": 3.0})  # fmt: skip
-    decoder = FeedDecoder(FeedSpec.of(feed.feed), feed.schema.parsed, now=lambda: NOW_MS / 1000)
+    decoder = FeedDecoder(feed.feed.spec(), feed.schema.parsed, now=lambda: NOW_MS / 1000)
     assert decoder.decode(body.getvalue(), None, NOW_MS) == {"device_id": "st-9", "time": NOW_MS, "temperature_c": 3.0}
 
 

@@ -8,7 +8,6 @@ from typing import Any
 import orjson
 import pytest
 
-from hub.connector.feed_spec import FeedSpec
 from hub.connector.loader import parse_connector
 from hub.connector.model import Feed
 from hub.connector.paths import parse_path, render_path
@@ -58,7 +57,7 @@ def feed(**overrides: Any) -> Feed:
 
 
 def decode(payload: Any, **overrides: Any) -> dict[str, Any]:
-    decoder = FeedDecoder(FeedSpec.of(feed(**overrides)), WEATHER.parsed, now=lambda: NOW_MS / 1000)
+    decoder = FeedDecoder(feed(**overrides).spec(), WEATHER.parsed, now=lambda: NOW_MS / 1000)
     return decoder.decode(orjson.dumps(payload), None, NOW_MS)
 
 
@@ -206,7 +205,7 @@ def test_a_path_is_checked_against_an_avro_schema_for_avro_payloads() -> None:
 def test_plan_shows_where_each_column_comes_from() -> None:
     from hub.control.mapping import feed_mapping
 
-    pairs = dict((column, source) for source, column in feed_mapping(FeedSpec.of(feed()), WEATHER))
+    pairs = dict((column, source) for source, column in feed_mapping(feed().spec(), WEATHER))
     assert pairs["device_id"] == "station.id"
     assert pairs["time"] == "obs.time (epoch_ms)"
     assert pairs["temperature_c"] == "obs.temp.f * 0.555556 - 17.7778"
