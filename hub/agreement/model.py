@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, PlainSerializer, field_validator, model_validator
 
-from hub.connector.model import Duration, LocatedError, PartnerKind, Strict, parse_duration
+from hub.connector.feed_spec import parse_duration
+from hub.connector.model import Duration, LocatedError, PartnerKind, Strict
 from hub.errors import IdentifierError
 from hub.identifiers import check_identifier
 

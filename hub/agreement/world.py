@@ -13,7 +13,7 @@ from hub.agreement.policy import World
 from hub.catalog import agreements as catalog_agreements
 from hub.catalog import store as catalog
 from hub.catalog.store import FeedRow
-from hub.connector.model import parse_duration
+from hub.connector.feed_spec import parse_duration
 from hub.schema.avro import Column, parse_feed_schema
 
 

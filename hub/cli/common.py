@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hub.connector.model import parse_duration
+from hub.connector.feed_spec import parse_duration
 from hub.errors import ConfigError, HubError
 from hub.settings import HubSettings
 

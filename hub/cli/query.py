@@ -16,7 +16,7 @@ import typer
 
 from hub.access import queries
 from hub.cli.common import compact_table, console, one_line_errors, settings
-from hub.connector.model import parse_duration
+from hub.connector.feed_spec import parse_duration
 from hub.db import connection
 
 app = typer.Typer(help="Ask the landed feeds: latest value per device, a day of rollups, the catalog.")

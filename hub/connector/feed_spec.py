@@ -37,17 +37,18 @@ DEFAULT_TIME_FIELD = "time"
 DEFAULT_MAX_FUTURE = timedelta(minutes=5)
 DEFAULT_MAX_AGE = timedelta(days=7)
 
-_STORED_SECONDS = re.compile(r"^(\d+)s$")
+_DURATION = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def stored_duration(value: str | int) -> timedelta:
-    """A duration as the catalog stores it: whole seconds, "86400s" (or a plain number)."""
+def parse_duration(value: str | int) -> timedelta:
+    """'30d', '12h', '15m', '45s', '2w' (or plain seconds) as a timedelta."""
     if isinstance(value, int):
         return timedelta(seconds=value)
-    match = _STORED_SECONDS.fullmatch(value)
+    match = _DURATION.fullmatch(value.strip())
     if not match:
-        raise ValueError(f"{value!r} is not a stored duration (whole seconds, e.g. 86400s)")
-    return timedelta(seconds=int(match.group(1)))
+        raise ValueError(f"{value!r} is not a duration: write a whole number and a unit, e.g. 30d, 12h, 15m, 45s")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,8 @@ class FeedSpec:
                 schema_field=when.get("schema_field", TIME),
                 format=TimeFormat(fmt) if fmt in TimeFormat.__members__.values() else fmt,
                 timezone=when.get("timezone", "UTC"),
-                max_future=stored_duration(when["max_future"]) if "max_future" in when else DEFAULT_MAX_FUTURE,
-                max_age=stored_duration(when["max_age"]) if "max_age" in when else DEFAULT_MAX_AGE,
+                max_future=parse_duration(when["max_future"]) if "max_future" in when else DEFAULT_MAX_FUTURE,
+                max_age=parse_duration(when["max_age"]) if "max_age" in when else DEFAULT_MAX_AGE,
             ),
             fields={
                 name: FieldSpec(m["source"], float(m.get("scale", 1.0)), float(m.get("offset", 0.0)))

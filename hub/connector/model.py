@@ -29,26 +29,15 @@ from hub.connector.feed_spec import (
     FeedSpec,
     PayloadFormat,
     TimeFormat,
+    parse_duration,
 )
 from hub.connector.paths import is_flat, parse_path
 from hub.errors import IdentifierError
 from hub.identifiers import check_identifier
 from hub.schema.avro import COLUMN_NAME, DEVICE_ID, TIME, Compatibility
 
-_DURATION = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DEVICE_PLACEHOLDER = "{device_id}"
-
-
-def parse_duration(value: str | int) -> timedelta:
-    """'30d', '12h', '15m', '45s', '2w' (or plain seconds) as a timedelta."""
-    if isinstance(value, int):
-        return timedelta(seconds=value)
-    match = _DURATION.fullmatch(value.strip())
-    if not match:
-        raise ValueError(f"{value!r} is not a duration: write a whole number and a unit, e.g. 30d, 12h, 15m, 45s")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
 # Stored in the catalog as whole seconds ("86400s"), which `parse_duration` reads back.

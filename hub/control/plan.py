@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from hub.catalog.store import FeedRow, TableColumn
+from hub.connector.feed_spec import parse_duration
 from hub.connector.loader import key_line
-from hub.connector.model import ConnectorConfig, Feed, parse_duration
+from hub.connector.model import ConnectorConfig, Feed
 from hub.control.tables import (
     HUB_COLUMN_NAMES,
     WIDENINGS,
