@@ -31,7 +31,10 @@ def setting(
     le: float | None = None,
     secret: bool = False,
 ) -> Any:
-    """A setting's default and what its values must satisfy; `secret` keeps its value out of the repr (logs)."""
+    """A setting's default and what its values must satisfy; `secret` keeps its value out of the repr (logs).
+
+    `description` is for the reader of hub/settings.py (docs/operations.md explains the settings to users).
+    """
     bounds = {"gt": gt, "ge": ge, "le": le, "description": description}
     return dataclasses.field(default=default, repr=not secret, metadata=bounds)
 
@@ -48,7 +51,6 @@ class FieldRule:
     gt: float | None
     ge: float | None
     le: float | None
-    description: str
 
     @property
     def env(self) -> str:
@@ -148,7 +150,6 @@ def rules_of(cls: type) -> tuple[FieldRule, ...]:
                 gt=meta.get("gt"),
                 ge=meta.get("ge"),
                 le=meta.get("le"),
-                description=meta.get("description", ""),
             )
         )
     return tuple(rules)

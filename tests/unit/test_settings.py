@@ -92,3 +92,12 @@ def test_a_worker_process_started_with_a_bad_variable_says_which_in_one_line() -
     )
     assert run.returncode == 1
     assert run.stderr.strip() == "hub ingest worker: HUB_INGEST_MAX_INBOX: 'lots' is not a whole number"
+
+
+def test_a_hub_command_run_with_a_bad_variable_says_which_in_one_line() -> None:
+    env = {**os.environ, "HUB_LOG_FORMAT": "xml", "COLUMNS": "200"}
+    run = subprocess.run(
+        [sys.executable, "-m", "hub", "stack", "status"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == ["error: HUB_LOG_FORMAT: 'xml' is not one of plain, json"]
