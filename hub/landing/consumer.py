@@ -56,6 +56,7 @@ class GroupConsumer:
             client_id=self.client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=s.kafka_fetch_wait_ms,
             max_poll_records=s.land_batch_size,
             fetch_max_bytes=4 * 1024 * 1024,
             max_partition_fetch_bytes=1024 * 1024,
