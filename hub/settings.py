@@ -124,6 +124,12 @@ class HubSettings:
         "ingest, landing and the servers keep the rest; 0: the same priority as every other process.",
     )
     share_reload_s: float = setting(default=1.0, gt=0, description="How often share workers re-read agreements.")
+    share_idle_check_s: float = setting(
+        default=1.0,
+        gt=0,
+        description="How often a lane that reads nothing compares its stored positions (another worker, or a "
+        "reset, may have moved them); a log found shorter than the lane's position is looked into at once.",
+    )
     share_batch_size: int = setting(default=5_000, ge=1)
     share_flush_ms: int = setting(default=100, ge=1)
     share_window_grace_s: float = setting(

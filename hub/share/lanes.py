@@ -62,9 +62,11 @@ class Lane:
         tps = set(self.owned if tps is None else tps) & self.owned
         if tps:
             self.generation += 1
+        assigned = self.consumer.assignment()
         for tp in tps:
             self.expected.pop(tp, None)
-            self.paused_until.pop(tp, None)
+            if self.paused_until.pop(tp, None) is not None and tp in assigned:
+                self.consumer.resume(tp)  # read again from its stored position, held again if still too young
             self.pending.add(tp)
 
     def moved(self, stored: dict[TopicPartition, int]) -> list[TopicPartition]:
@@ -73,6 +75,15 @@ class Lane:
         on the local broker it keeps its old position and reads nothing until the new log passes it."""
         return sorted((tp for tp, offset in stored.items() if tp in self.expected and self.expected[tp] != offset),
                       key=lambda tp: (tp.topic, tp.partition))  # fmt: skip
+
+    def log_shorter(self) -> bool:
+        """A partition's log ends before where this lane continues: its topic was recreated (landing freed the
+        local broker's memory) or the broker restarted. Its consumer's last fetch shows it (the highwater)."""
+        for tp, offset in self.expected.items():
+            end = self.consumer.highwater(tp)
+            if end is not None and end < offset:
+                return True
+        return False
 
     def hold(self, tp: TopicPartition, offset: int, until: float) -> None:
         """Records from `offset` on are not old enough yet: read them again once `until` has come."""

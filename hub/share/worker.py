@@ -59,7 +59,10 @@ from hub.share.projection import (
 log = logging.getLogger("hub.share")
 
 NOW = "now"
-IDLE_CHECK_S = 1.0  # how often a lane that reads nothing compares its stored positions
+# How often a lane compares its stored positions while a log ends before its position: landing recreates a
+# feed topic once it is landed and shared (hub/landing/broker_memory.py), and its stored positions go back to 0
+# when producers may go on; until the lane follows, the records sent meanwhile wait.
+SHORTER_LOG_CHECK_S = 0.05
 
 
 async def _stored(
@@ -299,7 +302,8 @@ class ShareWorker:
         lane.generation += 1
 
     async def _check_stored(self, lane: Lane) -> None:
-        """While a lane reads nothing: reposition partitions whose stored position moved (a recreated topic)."""
+        """While a lane reads nothing, or a log is shorter than its position: reposition partitions whose stored
+        position moved (a recreated topic)."""
         lane.checked_at = time.monotonic()
         if not lane.expected:
             return
@@ -308,7 +312,7 @@ class ShareWorker:
         moved = lane.moved(stored)
         if moved:
             self.fenced += 1
-            log.info("lane %s: stored positions moved while it read nothing (recreated topic?): positioning %s again",
+            log.info("lane %s: stored positions moved (a recreated topic, another worker): positioning %s again",
                      lane.name, [f"{tp.topic}[{tp.partition}]" for tp in moved])  # fmt: skip
             lane.repend(moved)
 
@@ -334,10 +338,13 @@ class ShareWorker:
                 data = await lane.fetch(self.settings.share_flush_ms, self.settings.share_batch_size)
             except TimeoutError:
                 data = {}
-            if not data:
-                if time.monotonic() - lane.checked_at >= IDLE_CHECK_S:
+            shorter = lane.log_shorter()
+            if shorter or not data:
+                every = SHORTER_LOG_CHECK_S if shorter else self.settings.share_idle_check_s
+                if time.monotonic() - lane.checked_at >= every:
                     async with self._lock:
                         await self._check_stored(lane)
+            if not data:
                 continue
             async with self._lock:
                 if generation != lane.generation:
