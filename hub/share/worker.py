@@ -9,7 +9,8 @@ Kafka and the MQTT broker acknowledged everything a batch produced, the lane's p
 streams' counters are stored in PostgreSQL in one transaction (store.py), fenced like landing's:
 a crash repeats records, with the same keys, and never skips one.
 
-Aggregate streams are emitted window by window from the consumer's aggregate view (windows.py).
+Aggregate streams are emitted window by window from the consumer's aggregate view (windows.py,
+window_output.py).
 Agreements are re-read every `share_reload_s`: a new agreement's stream starts, and a revoked or
 expired one stops, without a restart; an ended stream's Kafka topic is deleted and its consumer's
 MQTT session ended. A record that does not project (a schema version without a granted field) goes
@@ -36,25 +37,18 @@ from hub.agreement.streams import Stream
 from hub.agreement.world import load_world
 from hub.catalog import store as catalog
 from hub.catalog.runtime import FeedRuntime, load_feeds, schema_by_id
-from hub.identifiers import qualified
 from hub.kafka import KafkaAdmin, is_local_broker
 from hub.outage import Outages
 from hub.retriable import retriable
 from hub.schema.wire import WireEncoder
 from hub.settings import Endpoints, HubSettings
-from hub.share import identity, memory, store, windows
+from hub.share import identity, memory, store
 from hub.share import metrics as share_metrics
 from hub.share.batch import Route, Sharer, Sink
 from hub.share.lanes import Lane, delayed_consumer, group_consumer
 from hub.share.outputs import KafkaOut, MqttOut, dead_letter_headers, share_topic_spec
-from hub.share.projection import (
-    NotProjectable,
-    Projector,
-    aggregate_json,
-    aggregate_record,
-    aggregate_schema,
-    iso_ms,
-)
+from hub.share.projection import NotProjectable, Projector, aggregate_schema
+from hub.share.window_output import Outputs, emit_due_windows
 
 log = logging.getLogger("hub.share")
 
@@ -422,48 +416,12 @@ class ShareWorker:
             if feed is None:
                 continue
             async with self.pool.acquire() as conn, conn.transaction():
-                n = await self._emit_stream_windows(conn, x, feed.row.kafka_topic, grace)
-            self.windows += n
-
-    async def _emit_stream_windows(self, conn: asyncpg.Connection, x: Stream, feed_topic: str, grace: timedelta) -> int:
-        c = x.clause
-        assert c.bucket is not None
-        now = datetime.now(UTC)
-        backfill = self.settings.share_window_backfill
-        start = windows.newest_closed(now, c.bucket, c.delay, grace) - backfill * c.bucket
-        await conn.execute(
-            "INSERT INTO hub.share_windows (stream, last_window) VALUES ($1, $2) ON CONFLICT DO NOTHING", x.id, start
-        )
-        last = await conn.fetchval(
-            "SELECT last_window FROM hub.share_windows WHERE stream = $1 FOR UPDATE SKIP LOCKED", x.id
-        )
-        if last is None:
-            return 0  # another worker is emitting this stream's windows
-        due = windows.due(last, now, c.bucket, c.delay, grace)
-        if not due or not await store.landing_caught_up(conn, feed_topic):
-            return 0
-        view = qualified(names.org_schema(x.org), names.view_name(c.provider, c.feed, True))
-        rows = await conn.fetch(f"SELECT * FROM {view} WHERE bucket = ANY($1::timestamptz[]) ORDER BY bucket", due)
-        for row in rows:
-            rec = aggregate_record(x, dict(row))
-            key = iso_ms(rec["bucket"]).encode()
-            if x.kafka:
-                self.kafka.add(x.topic, key, self.encoders[x.id].encode(rec))
-            if x.mqtt:
-                self.mqtt.publish(x.mqtt_prefix, aggregate_json(rec))
-        async with memory.producing(conn, self.kafka.pending_topics() if self.local else ()):
-            await self.kafka.flush()
-        await self.mqtt.flush()
-        await conn.execute(
-            "UPDATE hub.share_windows SET last_window = $2, updated_at = now() WHERE stream = $1", x.id, due[-1]
-        )
-        counted = store.Shared(x.agreement.id, x.consumer, c.feed_key, str(c.form), x.lane, records=len(rows))
-        if rows:
-            counted.last_ms = int(rows[-1]["bucket"].timestamp() * 1000)
-        await store.count(conn, {x.id: counted})
-        share_metrics.count({x.id: counted})
-        self.shared += len(rows)
-        return len(due)
+                done = await emit_due_windows(
+                    conn, x, feed.row.kafka_topic, grace, self.settings.share_window_backfill,
+                    Outputs(self.kafka, self.mqtt, self.encoders.get(x.id), self.local),
+                )  # fmt: skip
+            self.windows += done.windows
+            self.shared += done.records
 
 
 class _Rebalances(ConsumerRebalanceListener):  # type: ignore[misc]
