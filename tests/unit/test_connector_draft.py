@@ -62,7 +62,7 @@ def test_a_nested_json_partner_is_drafted_with_evidence_and_passes_plan_and_deco
     )
     schema = json.loads((tmp_path / "out/schemas/weather.avsc").read_text())
     assert [f["name"] for f in schema["fields"]][:2] == ["station_id", "obs_time"]  # the partner's names, kept
-    decoder = FeedDecoder(feed.feed, feed.schema.parsed)
+    decoder = FeedDecoder(feed.feed.spec(), feed.schema.parsed)
     record = decoder.decode(json.dumps(samples[0]).encode(), None, NOW_MS)
     assert record["device_id"] == "st-001"
     assert record["obs_temp_c"] == pytest.approx((61.0 - 32) * 5 / 9)

@@ -26,7 +26,7 @@ def decoders() -> dict[str, FeedDecoder]:
     out = {}
     for feed in load_connector(CONFIG / "drill.yaml").feeds:
         schema: Any = fastavro.parse_schema(json.loads((CONFIG / f"{feed.schema_}.avsc").read_text()))
-        out[feed.topic.split("/{")[0]] = FeedDecoder(feed, schema, max_payload_bytes=MAX_PAYLOAD)
+        out[feed.topic.split("/{")[0]] = FeedDecoder(feed.spec(), schema, max_payload_bytes=MAX_PAYLOAD)
     return out
 
 

@@ -2,7 +2,7 @@
 config loader. Whatever comes in, the answer is a value the hub can use, or the hub's own error with a reason:
 never another exception, never an empty message.
 
-Black-box: only `FeedDecoder(feed, schema).decode(...)` and `parse_connector(text, file)` are used, so these
+Black-box: only `FeedDecoder(feed.spec(), schema).decode(...)` and `parse_connector(text, file)` are used, so these
 keep holding as the decoders and the config model grow. Examples are bounded to keep the suite fast.
 """
 
@@ -60,12 +60,14 @@ def feed(**overrides: Any) -> Feed:
 
 
 DECODERS = {
-    "json": FeedDecoder(feed(time={"field": "time", "format": "epoch_ms"}), SCHEMA),
+    "json": FeedDecoder(feed(time={"field": "time", "format": "epoch_ms"}).spec(), SCHEMA),
     "csv": FeedDecoder(
-        feed(format="csv", csv={"columns": ["time", "level", "count", "ok", "note", "state"]}, time={"field": "time"}),
+        feed(
+            format="csv", csv={"columns": ["time", "level", "count", "ok", "note", "state"]}, time={"field": "time"}
+        ).spec(),
         SCHEMA,
     ),
-    "avro": FeedDecoder(feed(format="avro", time={"field": "time", "format": "epoch_ms"}), SCHEMA),
+    "avro": FeedDecoder(feed(format="avro", time={"field": "time", "format": "epoch_ms"}).spec(), SCHEMA),
 }
 
 

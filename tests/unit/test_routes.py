@@ -35,7 +35,7 @@ def example_routes() -> list[FeedRoute]:
                     kafka_topic=f"hub.{partner}.{feed.name}",
                     schema_id=schema_id,
                     levels=tuple(feed.subscription(f"{ROOT}/{partner}").split("/")),
-                    decoder=FeedDecoder(feed, schema.parsed),
+                    decoder=FeedDecoder(feed.spec(), schema.parsed),
                     encoder=WireEncoder(schema_id, schema.parsed),
                 )
             )
