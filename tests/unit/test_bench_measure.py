@@ -1,0 +1,38 @@
+"""The benchmark's memory sampler: each named process tree, children included, from one pass over the table."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from hub.bench.measure import PeakMemory
+
+
+def test_a_tree_counts_its_root_and_every_child_process() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(40_000_000); time.sleep(30)"])
+    try:
+        memory = PeakMemory()
+        memory.watch("me", os.getpid())
+        memory.watch("child", child.pid)
+        # the child holds 40 MB once it has started; the tree of this process includes it
+        for _ in range(100):
+            if memory.current_mb(("child",)) >= 40:
+                break
+            time.sleep(0.05)
+        child_mb = memory.current_mb(("child",))
+        assert child_mb >= 40
+        assert memory.current_mb(("me",)) >= child_mb + 1  # this process's own memory on top
+        assert memory.current_mb(("me", "nobody")) == memory.current_mb(("me",))  # a name not watched adds nothing
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_tree_whose_root_is_gone_weighs_nothing() -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    memory = PeakMemory()
+    memory.watch("gone", gone.pid)
+    assert memory.current_mb(("gone",)) == 0.0
