@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from hub.bench.measure import PeakMemory
+from hub.bench.measure import PeakMemory, components_cpu_s, tree_cpu_s
 
 
 def test_a_tree_counts_its_root_and_every_child_process() -> None:
@@ -36,3 +36,12 @@ def test_a_tree_whose_root_is_gone_weighs_nothing() -> None:
     memory = PeakMemory()
     memory.watch("gone", gone.pid)
     assert memory.current_mb(("gone",)) == 0.0
+
+
+def test_cpu_seconds_count_a_tree_and_nothing_for_a_root_that_is_gone() -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    sum(i * i for i in range(200_000))  # some CPU of this process's own
+    found = components_cpu_s({"me": os.getpid(), "gone": gone.pid})
+    assert found["me"] > 0 and found["gone"] == 0.0
+    assert tree_cpu_s(os.getpid()) >= found["me"]
