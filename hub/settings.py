@@ -66,10 +66,6 @@ class HubSettings:
     kafka_linger_ms: int = 5
     kafka_max_batch_bytes: int = 256 * 1024
     kafka_idempotent: bool = False
-    # How long a consumer's fetch of the hub's own data path (landing, sharing) may wait at the broker for new
-    # records (aiokafka's fetch_max_wait_ms, 500 by default). The local broker does not answer a waiting fetch
-    # when records arrive but when it looks again: a record waited 77-107 ms (median) with 500, 11 ms with 50.
-    kafka_fetch_wait_ms: int = setting(default=50, ge=1, le=5_000)
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
@@ -83,7 +79,11 @@ class HubSettings:
 
     # Ingest
     ingest_batch_size: int = 500
-    ingest_flush_ms: int = 20
+    # A worker sends what it received at least this often (sooner once it holds `ingest_batch_size` messages). At a
+    # steady pace each batch costs about 10 ms of CPU beyond its messages, here and downstream (Kafka requests,
+    # landing's transactions): 100 instead of 20, with landing's fetch below, took `hub bench`'s half-rate phase from
+    # 95-97% of both cores to 76-79% (docs/operations.md, "A steady pace").
+    ingest_flush_ms: int = setting(default=100, ge=1, le=5_000)
     ingest_max_in_flight: int = 20_000
     ingest_max_inbox: int = setting(
         default=10_000,
@@ -130,6 +130,10 @@ class HubSettings:
         description="How often a lane that reads nothing compares its stored positions (another worker, or a "
         "reset, may have moved them); a log found shorter than the lane's position is looked into at once.",
     )
+    # How long a share lane's fetch may wait at the broker for new records (aiokafka's fetch_max_wait_ms, 500 by
+    # default). The local broker does not answer a waiting fetch when records arrive but when it looks again: a
+    # record waited 77-107 ms (median) with 500, 11 ms with 50.
+    share_fetch_wait_ms: int = setting(default=50, ge=1, le=5_000)
     share_batch_size: int = setting(default=5_000, ge=1)
     share_flush_ms: int = setting(default=100, ge=1)
     share_window_grace_s: float = setting(
@@ -151,6 +155,11 @@ class HubSettings:
     # backlog as fast as 5,000 and kept each landing worker about 10 MB smaller (hub bench, 2026-11-27).
     land_batch_size: int = 2_500
     land_flush_ms: int = 200
+    # A landing fetch waits at the broker until it has `land_fetch_min_bytes` or `land_fetch_wait_ms` passed: at a
+    # steady pace a worker then writes a few large batches a second instead of twenty small ones, each a
+    # transaction of about ten round trips and about 10 ms of CPU beyond its rows; a burst fills the bytes at once.
+    land_fetch_wait_ms: int = setting(default=100, ge=1, le=5_000)
+    land_fetch_min_bytes: int = setting(default=1024 * 1024, ge=1, le=64 * 1024 * 1024)
     land_group: str = "hub-landing"
     land_retry_max_s: float = setting(
         default=10.0, gt=0, description="Longest wait between retries of a failed write (database or Kafka down)."

@@ -142,6 +142,27 @@ def machine_busy(before: Any, after: Any) -> float:
     return round(1 - idle / total, 3) if total > 0 else 0.0
 
 
+class CpuWindow:
+    """Who spent the machine's CPU between `start()` and `figures()`: each named tree, this process, and how busy
+    the machine was (whether a steady phase left CPU to spare)."""
+
+    def __init__(self, pids: Mapping[str, int]) -> None:
+        self.pids = pids
+        self._start: tuple[dict[str, float], float, Any] | None = None
+
+    def start(self) -> CpuWindow:
+        self._start = (components_cpu_s(self.pids), own_cpu_s(), machine_cpu())
+        return self
+
+    def figures(self, messages: int) -> tuple[float, dict[str, float]]:
+        """The machine's busy share, and CPU ms per 1000 messages per tree (`bench`: this process)."""
+        assert self._start is not None, "start() first"
+        components, own, machine = self._start
+        by_process = cpu_ms_per_1k(components, components_cpu_s(self.pids), messages)
+        by_process["bench"] = round((own_cpu_s() - own) * 1e6 / max(1, messages), 1)
+        return machine_busy(machine, machine_cpu()), by_process
+
+
 def cpu_ms_per_1k(before: Mapping[str, float], after: Mapping[str, float], messages: int) -> dict[str, float]:
     """CPU milliseconds per 1000 messages each tree spent between two `components_cpu_s` readings."""
     return {name: round((after[name] - before.get(name, 0.0)) * 1e6 / max(1, messages), 1) for name in after}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -37,9 +38,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hub.bench.c_clients import CClients
-from hub.bench.measure import PeakMemory, copy_rate, percentile
+from hub.bench.measure import CpuWindow, PeakMemory, copy_rate, percentile
 from hub.bench.payloads import DEVICES, event_time_ms, make_lines
 from hub.bench.share_phase import run_share_phases
+from hub.bench.tuning import tuning_env
 from hub.control.apply import apply
 from hub.errors import HubError
 from hub.ingest import ack_latency
@@ -91,7 +93,8 @@ class Bench:
         self.log = cfg.log
         self.settings = private_settings("hub-bench-")
         self.state = self.settings.state_dir
-        self.env = cli_env(self.settings)
+        self.tuning = tuning_env(os.environ)
+        self.env = {**cli_env(self.settings), **self.tuning}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.memory = PeakMemory()
         self.ingest_ack = "kafka"  # what `cfg.ack` means on this stack, once it is up
@@ -288,7 +291,9 @@ class Bench:
         if soaking:
             warm_s = min(60.0, seconds / 10)
             threading.Timer(warm_s, lambda: memory.update(start=self.memory.current_mb(HUB_WORKERS))).start()
+        cpu = CpuWindow(self.memory.pids).start()
         await asyncio.to_thread(self.paced_publish, rate, n, "lat")
+        busy, by_process = cpu.figures(n)
         if soaking:
             memory["end"] = self.memory.current_mb(HUB_WORKERS)
         conn = await asyncpg.connect(self.ep.database_url)
@@ -325,6 +330,8 @@ class Bench:
             "p99_ms": round(float(p99) * 1000, 1),
             "p50_kafka_ms": round(percentile(kafka_ms, 50), 1) if kafka_ms else None,
             "p99_kafka_ms": round(percentile(kafka_ms, 99), 1) if kafka_ms else None,
+            "latency_machine_busy": busy,
+            "latency_cpu_ms_per_1k_by_process": by_process,
         }
         if soaking:
             start, end = memory.get("start", float("nan")), memory["end"]
@@ -419,12 +426,15 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "messages": cfg.messages,
         "ingest_workers": cfg.ingest_workers,
         "land_workers": cfg.land_workers,
+        "tuning": bench.tuning,
     }
     try:
         bench.start()
         figures["ack"] = bench.ingest_ack = ack_mode(bench.settings.replace(ingest_ack=cfg.ack), bench.ep)
         log = cfg.log
         now = int(time.time() * 1000)
+        if bench.tuning:
+            log("tuning from the environment: " + ", ".join(f"{k}={v}" for k, v in sorted(bench.tuning.items())))
         log(f"1/8 ceiling: mosquitto_pub -> Mosquitto -> mosquitto_sub, {cfg.messages:,} messages")
         ceiling, counted = bench.ceiling(make_lines(cfg.messages, now - 3_600_000))
         figures.update(ceiling_msgs_per_s=round(ceiling, 1), ceiling_counted=counted)
@@ -451,6 +461,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         log(
             f"    publish->row p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms; "
             f"PUBACK p50 {figures['p50_puback_ms']} ms, p99 {figures['p99_puback_ms']} ms"
+        )
+        log(
+            f"    while publishing: machine busy {figures['latency_machine_busy']:.0%}; CPU ms per 1000 messages: "
+            + ", ".join(f"{name} {ms}" for name, ms in figures["latency_cpu_ms_per_1k_by_process"].items())
         )
         if cfg.soak_seconds:
             log(f"    hub workers' memory: {figures['soak_rss_mb_start']} MB warm, {figures['soak_rss_mb_end']} MB "

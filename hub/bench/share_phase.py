@@ -13,7 +13,7 @@ workers running, the same messages are published as in the end-to-end phase:
 - share lag at half that rate: publish -> record on the share topic, from each share record's timestamp
   (set by the share worker when it writes the batch) minus the device's event time (when the benchmark
   wrote the line), like the publish -> Kafka figure of the latency phase;
-- `share_lag_machine_busy`: the share of both cores' time that was not idle during that phase, and
+- `share_lag_machine_busy`: the share of both cores' time that was not idle while that phase published, and
   `share_lag_cpu_ms_per_1k_by_process` who spent it (every process tree, and `bench`, this process: the
   publishers' lines, the reader, the memory sampler): whether half rate left the machine CPU to spare;
 - what the MQTT consumer of the pseudonymised stream received (a C subscriber with that consumer's login);
@@ -38,16 +38,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hub.agreement.names import share_topic
 from hub.bench.c_clients import CClients
-from hub.bench.measure import (
-    PeakMemory,
-    components_cpu_s,
-    cpu_ms_per_1k,
-    machine_busy,
-    machine_cpu,
-    own_cpu_s,
-    percentile,
-    tree_cpu_s,
-)
+from hub.bench.measure import CpuWindow, PeakMemory, components_cpu_s, cpu_ms_per_1k, percentile, tree_cpu_s
 from hub.bench.payloads import DEVICES, event_time_ms, make_lines
 from hub.control.apply import apply
 from hub.errors import HubError
@@ -229,7 +220,9 @@ class SharePhase:
             # records before are told apart by their keys anyway).
             for tp, end in (await consumer.end_offsets(tps)).items():
                 consumer.seek(tp, end)
+            cpu = CpuWindow(b.memory.pids).start()
             await asyncio.to_thread(b.paced_publish, rate, n, LAG_PREFIX)
+            busy, by_process = cpu.figures(n)
             lags: list[float] = []
             deadline = time.monotonic() + 60
             while len(lags) < n and time.monotonic() < deadline:
@@ -251,6 +244,8 @@ class SharePhase:
             "share_lag_p99_ms": round(percentile(lags, 99), 1),
             "share_mqtt_expected": sum(1 for i in range(n) if i % DEVICES < DEVICES // 10),  # shl-00*
             "share_mqtt_received": self.mqtt_lines - mqtt_before,
+            "share_lag_machine_busy": busy,
+            "share_lag_cpu_ms_per_1k_by_process": by_process,
         }
 
 
@@ -299,16 +294,12 @@ def run_share_phases(bench: Bench, figures: dict[str, Any], start_ms: int) -> No
 
         rate = max(100.0, e2e["share_e2e_msgs_per_s"] / 2)
         log(f"8/8 share lag at {rate:,.0f} msg/s for {cfg.latency_seconds:.0f} s")
-        lag_start, own_start, machine_start = components_cpu_s(bench.memory.pids), own_cpu_s(), machine_cpu()
         figures.update(asyncio.run(phase.lag(rate, cfg.latency_seconds)))
-        # Whether the machine had CPU to spare at half rate, and who used it (the benchmark's own process included).
-        figures["share_lag_machine_busy"] = machine_busy(machine_start, machine_cpu())
-        by_process = cpu_ms_per_1k(lag_start, components_cpu_s(bench.memory.pids), figures["share_lag_messages"])
-        by_process["bench"] = round((own_cpu_s() - own_start) * 1e6 / max(1, figures["share_lag_messages"]), 1)
-        figures["share_lag_cpu_ms_per_1k_by_process"] = by_process
         log(f"    publish->share topic p50 {figures['share_lag_p50_ms']} ms, p99 {figures['share_lag_p99_ms']} ms; "
             f"MQTT consumer got {figures['share_mqtt_received']} of {figures['share_mqtt_expected']}")  # fmt: skip
-        log(f"    machine busy {figures['share_lag_machine_busy']:.0%}; CPU ms per 1000 messages: " + ", ".join(
-            f"{name} {ms}" for name, ms in by_process.items()))  # fmt: skip
+        log(
+            f"    while publishing: machine busy {figures['share_lag_machine_busy']:.0%}; CPU ms per 1000 messages: "
+            + ", ".join(f"{name} {ms}" for name, ms in figures["share_lag_cpu_ms_per_1k_by_process"].items())
+        )
     finally:
         phase.close()

@@ -117,7 +117,7 @@ def delayed_consumer(settings: HubSettings, endpoints: Endpoints) -> AIOKafkaCon
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=settings.kafka_fetch_wait_ms,
+        fetch_max_wait_ms=settings.share_fetch_wait_ms,
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
 
@@ -131,7 +131,7 @@ def group_consumer(settings: HubSettings, endpoints: Endpoints, client_id: str) 
         group_id=settings.share_group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=settings.kafka_fetch_wait_ms,
+        fetch_max_wait_ms=settings.share_fetch_wait_ms,
         max_poll_records=settings.share_batch_size,
         fetch_max_bytes=16 * 1024 * 1024,
         max_partition_fetch_bytes=4 * 1024 * 1024,

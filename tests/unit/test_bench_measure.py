@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from hub.bench.measure import PeakMemory, components_cpu_s, tree_cpu_s
+from hub.bench.measure import CpuWindow, PeakMemory, components_cpu_s, tree_cpu_s
 
 
 def test_a_tree_counts_its_root_and_every_child_process() -> None:
@@ -45,3 +45,20 @@ def test_cpu_seconds_count_a_tree_and_nothing_for_a_root_that_is_gone() -> None:
     found = components_cpu_s({"me": os.getpid(), "gone": gone.pid})
     assert found["me"] > 0 and found["gone"] == 0.0
     assert tree_cpu_s(os.getpid()) >= found["me"]
+
+
+def test_a_cpu_window_names_who_spent_the_cpu_per_1000_messages() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # asleep: spends nothing
+    try:
+        time.sleep(0.3)  # past the interpreter's start
+        window = CpuWindow({"sleeper": child.pid}).start()
+        end = time.process_time() + 0.3
+        while time.process_time() < end:  # this process works for 0.3 s of CPU
+            pass
+        busy, by_process = window.figures(messages=1000)
+        assert 0 < busy <= 1
+        assert by_process["bench"] >= 250  # ms per 1000 messages: 0.3 s for 1000 of them
+        assert by_process["sleeper"] < 50
+    finally:
+        child.kill()
+        child.wait()
