@@ -67,6 +67,13 @@ async def test_a_lane_follows_a_recreated_feed_topic_as_soon_as_its_log_is_short
 
             conn = await asyncpg.connect(settings.endpoints().database_url)
             try:
+
+                async def all_landed() -> bool:
+                    sql = "SELECT coalesce(sum(next_offset), 0) FROM hub.land_offsets WHERE topic = $1"
+                    return int(await conn.fetchval(sql, topic)) == len(before)
+
+                # Landing may trail sharing (its fetches wait for more records): a topic is freed only once landed.
+                assert await eventually(all_landed, 30), "the first records were not landed"
                 [freed] = await free_landed_topics(conn, settings, settings.endpoints(), [feed.row], catch_up_s=10.0)
             finally:
                 await conn.close()
