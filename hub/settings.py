@@ -82,7 +82,7 @@ class HubSettings:
     # A worker sends what it received at least this often (sooner once it holds `ingest_batch_size` messages). At a
     # steady pace each batch costs about 10 ms of CPU beyond its messages, here and downstream (Kafka requests,
     # landing's transactions): 100 instead of 20, with landing's fetch below, took `hub bench`'s half-rate phase from
-    # 95-97% of both cores to 73-79% (docs/operations.md, "A steady pace").
+    # 95-97% of both cores to 73-84% (docs/operations.md, "A steady pace").
     ingest_flush_ms: int = setting(default=100, ge=1, le=5_000)
     ingest_max_in_flight: int = 20_000
     ingest_max_inbox: int = setting(
