@@ -46,6 +46,10 @@ def test_variables_are_read_as_the_type_each_setting_takes(monkeypatch: pytest.M
         ("HUB_STACK_SUPERVISE", "maybe", "HUB_STACK_SUPERVISE: 'maybe' is not true or false"),
         ("HUB_LOG_FORMAT", "xml", "HUB_LOG_FORMAT: 'xml' is not one of plain, json"),
         ("HUB_INGEST_ACK", "", "HUB_INGEST_ACK: '' is not one of auto, kafka, landed"),
+        ("HUB_INGEST_FLUSH_MS", "0", "HUB_INGEST_FLUSH_MS: must be at least 1 (got 0)"),
+        ("HUB_LAND_FETCH_WAIT_MS", "60000", "HUB_LAND_FETCH_WAIT_MS: must be at most 5000 (got 60000)"),
+        ("HUB_LAND_FETCH_MIN_BYTES", "0", "HUB_LAND_FETCH_MIN_BYTES: must be at least 1 (got 0)"),
+        ("HUB_SHARE_FETCH_WAIT_MS", "soon", "HUB_SHARE_FETCH_WAIT_MS: 'soon' is not a whole number"),
     ],
 )
 def test_a_value_a_setting_cannot_take_names_the_variable(
